@@ -1,0 +1,18 @@
+"""`digestctl`: one CLI for the operator, the worker, the dead-letter toolkit and the local stack."""
+
+from __future__ import annotations
+
+import click
+
+from digest_operator.cli import crd, operator, render
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="digest-pipelines", prog_name="digestctl")
+def main() -> None:
+    """Operate Azure Service Bus digest pipelines on Kubernetes."""
+
+
+main.add_command(render.render)
+main.add_command(crd.crd)
+main.add_command(operator.operator)

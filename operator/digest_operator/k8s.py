@@ -1,0 +1,176 @@
+"""The only module that talks to the Kubernetes API: get, server-side apply with a fixed field manager, delete.
+
+It reuses Kopf's `ConnectionInfo` (from `kopf.login_with_service_account` / `kopf.login_with_kubeconfig`, or a test's
+login), so the operator has one authentication path. Errors map to `ApiError`; `transient` tells 409/429/5xx apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import ssl
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import kopf
+
+TRANSIENT_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
+APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+
+RequestObserver = Callable[[str, int], None]
+"""Called with (method, HTTP status or 0 for a connection error) after every request."""
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, reason: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after
+
+    @property
+    def transient(self) -> bool:
+        return self.status in TRANSIENT_STATUSES or self.status == 0
+
+
+def resource_path(api_version: str, plural: str, namespace: str | None, name: str | None = None) -> str:
+    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    if namespace is not None:
+        base += f"/namespaces/{quote(namespace, safe='')}"
+    base += f"/{plural}"
+    if name is not None:
+        base += f"/{quote(name, safe='')}"
+    return base
+
+
+def _ssl_context(info: kopf.ConnectionInfo, workdir: Path) -> ssl.SSLContext | bool:
+    if info.insecure:
+        return False
+    context = ssl.create_default_context()
+    if info.ca_path:
+        context.load_verify_locations(cafile=str(info.ca_path))
+    elif info.ca_data:
+        data = info.ca_data if isinstance(info.ca_data, str) else info.ca_data.decode()
+        context.load_verify_locations(cadata=base64.b64decode(data).decode() if "BEGIN" not in data else data)
+    cert, key = info.certificate_path, info.private_key_path
+    if info.certificate_data and info.private_key_data:
+        cert, key = workdir / "client.crt", workdir / "client.key"
+        for path, blob in ((cert, info.certificate_data), (key, info.private_key_data)):
+            raw = blob.encode() if isinstance(blob, str) else blob
+            path.write_bytes(raw if b"BEGIN" in raw else base64.b64decode(raw))
+            path.chmod(0o600)
+    if cert:
+        context.load_cert_chain(certfile=str(cert), keyfile=str(key) if key else None)
+    return context
+
+
+class KubeClient:
+    """A small async Kubernetes client over aiohttp."""
+
+    def __init__(
+        self,
+        credentials: Callable[[], kopf.ConnectionInfo],
+        *,
+        field_manager: str,
+        request_timeout: float = 30.0,
+        observer: RequestObserver | None = None,
+    ) -> None:
+        self._credentials = credentials
+        self.field_manager = field_manager
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self._observer = observer
+        self._session: aiohttp.ClientSession | None = None
+        self._info: kopf.ConnectionInfo | None = None
+        self._workdir = tempfile.TemporaryDirectory(prefix="digest-operator-")
+        self._lock = asyncio.Lock()
+
+    async def _connect(self, *, refresh: bool = False) -> tuple[aiohttp.ClientSession, kopf.ConnectionInfo]:
+        async with self._lock:
+            if refresh or self._session is None or self._info is None:
+                if self._session is not None:
+                    await self._session.close()
+                info = await asyncio.to_thread(self._credentials)
+                headers = {"User-Agent": "digest-operator", "Accept": "application/json"}
+                if info.token:
+                    headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
+                auth = aiohttp.BasicAuth(info.username, info.password or "") if info.username else None
+                connector = aiohttp.TCPConnector(ssl=_ssl_context(info, Path(self._workdir.name)), limit=64)
+                self._session = aiohttp.ClientSession(
+                    headers=headers, auth=auth, connector=connector, timeout=self._timeout,
+                )
+                self._info = info
+            return self._session, self._info
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        self._workdir.cleanup()
+
+    async def request(
+        self, method: str, path: str, *, params: dict[str, str] | None = None, body: Any = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any] | None:
+        """Send one request; returns the JSON body, or None for 404 on GET. Re-authenticates once on 401."""
+        for attempt in (1, 2):
+            session, info = await self._connect(refresh=attempt == 2)
+            data = None if body is None else json.dumps(body)
+            headers = {"Content-Type": content_type} if body is not None else {}
+            try:
+                async with session.request(
+                    method, info.server.rstrip("/") + path, params=params, data=data, headers=headers,
+                ) as response:
+                    status = response.status
+                    payload = await response.read()
+                    retry_after = response.headers.get("Retry-After")
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                self._observe(method, 0)
+                raise ApiError(0, "ConnectionError", f"{method} {path}: {exc!r}") from exc
+            self._observe(method, status)
+            if status == 401 and attempt == 1:
+                continue
+            if status == 404 and method == "GET":
+                return None
+            decoded: dict[str, Any] = json.loads(payload) if payload else {}
+            if status >= 400:
+                raise ApiError(
+                    status, str(decoded.get("reason") or "Error"), str(decoded.get("message") or payload[:200]),
+                    retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
+                )
+            return decoded
+        raise AssertionError("unreachable")
+
+    def _observe(self, method: str, status: int) -> None:
+        if self._observer is not None:
+            self._observer(method, status)
+
+    async def get(self, api_version: str, plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        return await self.request("GET", resource_path(api_version, plural, namespace, name))
+
+    async def apply(self, obj: dict[str, Any], plural: str) -> dict[str, Any]:
+        """Server-side apply `obj` as this operator's field manager, taking over conflicting fields (drift repair)."""
+        meta = obj["metadata"]
+        path = resource_path(obj["apiVersion"], plural, meta.get("namespace"), meta["name"])
+        result = await self.request(
+            "PATCH", path, params={"fieldManager": self.field_manager, "force": "true"}, body=obj,
+            content_type=APPLY_CONTENT_TYPE,
+        )
+        return result or {}
+
+    async def delete(self, api_version: str, plural: str, namespace: str | None, name: str, uid: str) -> None:
+        """Delete with a uid precondition (never a same-named successor); background propagation."""
+        body = {
+            "apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background",
+            "preconditions": {"uid": uid},
+        }
+        try:
+            await self.request("DELETE", resource_path(api_version, plural, namespace, name), body=body)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise

@@ -1,0 +1,102 @@
+"""Running the operator: `digestctl operator` in production, `start_operator` in tests and benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import sys
+from collections.abc import AsyncIterator, Collection
+from dataclasses import dataclass
+
+import kopf
+
+from digest_operator import handlers
+from digest_operator.config import ConfigError, OperatorConfig
+from digest_operator.probes import probe_app, serve_probes
+from digest_operator.runtime import Runtime
+
+logger = logging.getLogger("digest_operator")
+
+
+@dataclass
+class RunningOperator:
+    runtime: Runtime
+    tasks: Collection[asyncio.Task[None]]
+    stop: asyncio.Event
+    ready: asyncio.Event
+
+
+async def _spawn(
+    runtime: Runtime, *, namespaces: list[str], peering: str | None, priority: int | None,
+) -> RunningOperator:
+    registry = kopf.OperatorRegistry()
+    handlers.register(registry, runtime)
+    settings = kopf.OperatorSettings()
+    handlers.configure(settings, runtime)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    tasks = await kopf.spawn_tasks(
+        registry=registry,
+        settings=settings,
+        memo=kopf.Memo(),
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        standalone=peering is None,
+        peering_name=peering,
+        priority=random.randint(1, 2**30) if priority is None else priority,
+        stop_flag=stop,
+        ready_flag=ready,
+    )
+    return RunningOperator(runtime, tasks, stop, ready)
+
+
+@contextlib.asynccontextmanager
+async def start_operator(
+    runtime: Runtime, *, namespaces: list[str] | None = None, peering: str | None = None,
+    priority: int | None = None, ignored: set[asyncio.Task[object]] | None = None,
+) -> AsyncIterator[RunningOperator]:
+    """Run an operator inside the current event loop until the context exits.
+
+    `ignored` lists tasks Kopf must not cancel at shutdown (e.g. the test's own tasks).
+    """
+    running = await _spawn(runtime, namespaces=namespaces or [], peering=peering, priority=priority)
+    runner = asyncio.create_task(kopf.run_tasks(list(running.tasks), ignored=ignored or set()))
+    try:
+        yield running
+    finally:
+        running.stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+        await runtime.close()
+
+
+async def _main(namespaces: list[str], probe_port: int, peering: str | None) -> None:
+    runtime = Runtime(config=OperatorConfig.from_env())
+    alive = asyncio.Event()
+    alive.set()
+    running = await _spawn(runtime, namespaces=namespaces, peering=peering, priority=None)
+    probes = await serve_probes(probe_app(runtime, running.ready, alive), "0.0.0.0", probe_port)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, running.stop.set)
+    try:
+        await kopf.run_tasks(list(running.tasks))
+    finally:
+        alive.clear()
+        await probes.cleanup()
+        await runtime.close()
+
+
+def run(*, namespaces: list[str], probe_port: int, peering: str | None, verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        OperatorConfig.from_env()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    asyncio.run(_main(namespaces, probe_port, peering))

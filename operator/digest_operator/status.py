@@ -1,0 +1,171 @@
+"""Pure: compute the pipeline's status and the Events worth posting from what a reconcile saw and did."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from digest_operator.api.imageref import ImageRef
+from digest_operator.conditions import (
+    DEGRADED,
+    IMAGE_PINNED,
+    PROGRESSING,
+    READY,
+    Condition,
+    find,
+    merge_conditions,
+)
+from digest_operator.rollout import RolloutState
+
+EventType = Literal["Normal", "Warning"]
+
+
+@dataclass(frozen=True)
+class Event:
+    type: EventType
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Change:
+    """One write the reconcile made to a child: action is Created, Updated, DriftRepaired or Pruned."""
+
+    action: str
+    kind: str
+    name: str
+
+
+@dataclass
+class Observation:
+    """What one reconcile found and did; the input of `compute`."""
+
+    generation: int | None
+    invalid: list[tuple[str, str]] | None = None
+    requested_image: str | None = None
+    image: ImageRef | None = None  # the pinned image rendered into the workloads, if any
+    image_refused: bool = False
+    conflicts: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    rollout: RolloutState | None = None
+    changes: list[Change] = field(default_factory=list)
+
+
+def _conditions(obs: Observation) -> list[Condition]:
+    if obs.invalid is not None:
+        message = "; ".join(f"{path}: {msg}" for path, msg in obs.invalid)
+        return [
+            Condition(READY, "False", "InvalidSpec", message),
+            Condition(DEGRADED, "True", "InvalidSpec", message),
+        ]
+    conds: list[Condition] = []
+    if obs.image_refused:
+        running = f"; still running {obs.image}" if obs.image else "; nothing is deployed until it is pinned"
+        conds.append(Condition(
+            IMAGE_PINNED, "False", "TagNotAllowed",
+            f"spec.image {obs.requested_image} is not pinned by digest; use <repo>:<tag>@sha256:<digest>{running}",
+        ))
+    else:
+        conds.append(Condition(IMAGE_PINNED, "True", "DigestPinned", f"workloads run {obs.image}"))
+
+    rollout = obs.rollout
+    if rollout is None:
+        conds.append(Condition(PROGRESSING, "Unknown", "NoWorkload", "the worker Deployment does not exist"))
+    elif rollout.phase == "Progressing":
+        conds.append(Condition(PROGRESSING, "True", "RolloutInProgress", rollout.message))
+    elif rollout.phase == "Failed":
+        conds.append(Condition(PROGRESSING, "False", "ProgressDeadlineExceeded", rollout.message))
+    else:
+        conds.append(Condition(PROGRESSING, "False", "RolloutComplete", rollout.message))
+
+    if obs.failures:
+        conds.append(Condition(DEGRADED, "True", "ApplyFailed", "; ".join(obs.failures)))
+    elif obs.conflicts:
+        conds.append(Condition(DEGRADED, "True", "ChildConflict", "; ".join(obs.conflicts)))
+    elif rollout is not None and rollout.phase == "Failed":
+        conds.append(Condition(DEGRADED, "True", "ProgressDeadlineExceeded", rollout.message))
+    else:
+        conds.append(Condition(DEGRADED, "False", "AsExpected", ""))
+
+    if obs.failures:
+        ready = Condition(READY, "False", "ApplyFailed", "; ".join(obs.failures))
+    elif obs.conflicts:
+        ready = Condition(READY, "False", "ChildConflict", "; ".join(obs.conflicts))
+    elif obs.image_refused:
+        ready = Condition(READY, "False", "ImageNotPinned", "spec.image must be pinned by digest")
+    elif rollout is None:
+        ready = Condition(READY, "False", "NoWorkload", "the worker Deployment does not exist yet")
+    elif rollout.phase == "Failed":
+        ready = Condition(READY, "False", "RolloutFailed", rollout.message)
+    elif rollout.phase == "Progressing":
+        ready = Condition(READY, "False", "RolloutInProgress", rollout.message)
+    else:
+        ready = Condition(READY, "True", "Available", rollout.message)
+    return [ready, *conds]
+
+
+def compute(old_status: dict[str, Any], obs: Observation, now: str) -> dict[str, Any]:
+    """The complete new status (fields this operator owns, plus `deadLetter` kept as it was)."""
+    status: dict[str, Any] = {
+        key: value for key, value in old_status.items() if key in ("deadLetter", "image")
+    }
+    status["conditions"] = merge_conditions(
+        list(old_status.get("conditions") or []), _conditions(obs), obs.generation, now,
+    )
+    if obs.invalid is not None:
+        status["observedGeneration"] = obs.generation
+        status.update({k: old_status[k] for k in ("replicas", "readyReplicas") if k in old_status})
+        return {k: v for k, v in status.items() if v is not None}
+    status["observedGeneration"] = obs.generation
+    if obs.image is not None:
+        image: dict[str, Any] = {"ref": str(obs.image), "digest": obs.image.digest, "short": obs.image.short}
+        if obs.requested_image and obs.requested_image != str(obs.image):
+            image["requested"] = obs.requested_image
+        status["image"] = image
+    elif obs.requested_image:
+        status["image"] = {"requested": obs.requested_image}
+    if obs.rollout is not None:
+        status["replicas"] = obs.rollout.replicas
+        status["readyReplicas"] = obs.rollout.ready_replicas
+    return {k: v for k, v in status.items() if v is not None}
+
+
+def events(old_status: dict[str, Any], new_status: dict[str, Any], obs: Observation) -> list[Event]:
+    """Events for transitions only: changed children, and conditions whose reason or status changed."""
+    result: list[Event] = []
+    by_action: dict[str, list[str]] = {}
+    for change in obs.changes:
+        by_action.setdefault(change.action, []).append(f"{change.kind}/{change.name}")
+    for action, items in by_action.items():
+        kind: EventType = "Warning" if action == "DriftRepaired" else "Normal"
+        verb = {"Created": "created", "Updated": "updated", "DriftRepaired": "repaired drift in",
+                "Pruned": "deleted"}.get(action, action.lower())
+        result.append(Event(kind, action, f"{verb} {', '.join(items)}"))
+
+    old_conds = list(old_status.get("conditions") or [])
+    new_conds = list(new_status.get("conditions") or [])
+
+    def transitioned(type_: str) -> dict[str, Any] | None:
+        new, old = find(new_conds, type_), find(old_conds, type_)
+        if new is None:
+            return None
+        if old is None or (old.get("status"), old.get("reason"), old.get("message")) != (
+            new.get("status"), new.get("reason"), new.get("message")
+        ):
+            return new
+        return None
+
+    ready = transitioned(READY)
+    if ready is not None and ready["reason"] == "InvalidSpec":
+        result.append(Event("Warning", "InvalidSpec", ready["message"]))
+    pinned = transitioned(IMAGE_PINNED)
+    if pinned is not None and pinned["status"] == "False":
+        result.append(Event("Warning", pinned["reason"], pinned["message"]))
+    degraded = transitioned(DEGRADED)
+    if degraded is not None and degraded["status"] == "True" and degraded["reason"] != "InvalidSpec":
+        result.append(Event("Warning", degraded["reason"], degraded["message"]))
+    if ready is not None and ready["status"] == "True":
+        old_ready = find(old_conds, READY)
+        if old_ready is None or old_ready.get("status") != "True":
+            result.append(Event("Normal", "Ready", ready["message"]))
+    return result
