@@ -1,21 +1,15 @@
 """Each behaviour of the project's kube-apiserver emulator, checked over raw HTTP (all fail on stock kmock 0.8)."""
 import asyncio
 import json
-import pathlib
 import re
-import sys
 import uuid
 from typing import Any
 
 import aiohttp
+import kmock
 import pytest
 
-# Nothing in the repository puts its root on sys.path for pytest yet (no root conftest.py, no `pythonpath` ini,
-# no tests/e2e/__init__.py); drop these lines once one of those exists.
-if (_root := str(pathlib.Path(__file__).resolve().parents[2])) not in sys.path:
-    sys.path.insert(0, _root)
-
-from tests.support.kubeapi import KubeApi, KubeApiError  # noqa: E402
+from tests.support.kubeapi import KubeApi, KubeApiError
 
 pytest_plugins = ['tests.support.kube_fixture']
 
@@ -106,8 +100,7 @@ async def test_noop_write_keeps_resource_version_and_sends_no_event(kube_api: Ku
     created = await kube_api.create(DGP, pipeline())
     same = await kube_api.patch(f'{DGP}/p1', {'spec': {'replicas': 1}})
     assert same == created
-    assert len(kube_api.emulator.objects[kube_api.emulator.resource(DGP.split('/namespaces')[0][6:] +
-                                                                    '/digestpipelines'), NS, 'p1'].history) == 1
+    assert len(kube_api.emulator.objects[kmock.resource('digest.dev/v1alpha1/digestpipelines'), NS, 'p1'].history) == 1
 
 
 async def test_stale_resource_version_is_a_conflict(kube_api: KubeApi) -> None:
@@ -380,6 +373,7 @@ async def test_resources_are_discoverable(kube_api: KubeApi, group_version: str,
     assert {'get', 'list', 'watch', 'create', 'patch', 'delete'} <= set(entries[plural]['verbs'])
     assert short is None or entries[plural]['shortNames'] == short
     assert (f'{plural}/status' in entries) == status
+    assert not status or entries[f'{plural}/status']['shortNames'] == []
     groups = await kube_api.get('/apis')
     assert groups is not None
     assert group_version == 'api/v1' or group_version.split('/')[1] in {g['name'] for g in groups['groups']}

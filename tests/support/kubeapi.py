@@ -24,12 +24,14 @@ import contextlib
 import copy
 import dataclasses
 import datetime
+import functools
 import json
 import random
 import re
 import string
 import time
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
 from typing import Any
@@ -78,18 +80,6 @@ def _now() -> str:
     return datetime.datetime.now(tz=datetime.UTC).strftime('%Y-%m-%dT%H:%M:%SZ')
 
 
-def _merge_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> JsonDict:
-    """A JSON merge patch that turns ``old`` into ``new`` (``None`` deletes a key)."""
-    diff: JsonDict = {key: None for key in old if key not in new}
-    for key, val in new.items():
-        if isinstance(val, dict) and isinstance(old.get(key), dict):
-            if sub := _merge_diff(old[key], val):
-                diff[key] = sub
-        elif key not in old or old[key] != val:
-            diff[key] = val
-    return diff
-
-
 def _generation_fields(obj: Mapping[str, Any]) -> JsonDict:
     return {key: val for key, val in obj.items() if key not in {'apiVersion', 'kind', 'metadata', 'status'}}
 
@@ -118,6 +108,15 @@ def _field(obj: Mapping[str, Any], path: str) -> str | None:
     return value if value is None or isinstance(value, str) else json.dumps(value)
 
 
+@functools.cache
+def _bundled_resources() -> dict[kmock.resource, kmock.ResourceInfo]:
+    resources = kmock.ResourcesArray()
+    with warnings.catch_warnings():  # kmock 0.8 reads its bundled file with importlib.resources.read_binary()
+        warnings.simplefilter('ignore', DeprecationWarning)
+        resources.load_bundled()
+    return {resource: resources[resource] for resource in resources}
+
+
 @dataclasses.dataclass
 class Fault:
     method: str
@@ -132,6 +131,7 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
     gc_delay: float = 0.05  # seconds between an owner's removal and the collection of its dependents
     _rv: int = attrs.field(default=0, init=False)
     _faults: list[Fault] = attrs.field(factory=list, init=False)
+    _results: dict[int, JsonDict] = attrs.field(factory=dict, init=False)  # request.id -> object to respond
     _write_lock: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
     _gc_tasks: set[asyncio.Task[None]] = attrs.field(factory=set, init=False)
 
@@ -139,7 +139,15 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
         super().__attrs_post_init__()
         for probe in ('healthz', 'readyz', 'livez'):
             self.fallback[f'get /{probe}'] << b'ok'
-        self.resources.load_bundled()
+        self.fallback[kmock.method.PUT] << self._serve_update
+        slash = (self.fallback ** 1)['get']  # above kmock's LIST fallback, which catches /apis/g/v/
+        slash['/api/'] << self._serve_api
+        slash['/apis/'] << self._serve_apis
+        slash['/version/'] << self._serve_server_version
+        slash[re.compile(r'/apis/[^/]+/[^/]+/|/api/[^/]+/')] << self._serve_version
+        slash[re.compile(r'/apis/[^/]+/')] << self._serve_group
+        for resource, info in _bundled_resources().items():  # as load_bundled(), but parsed once per process
+            self.resources[resource] = attrs.evolve(info)  # copies the sets
         for path, (kind, namespaced, shortnames, subresources) in CUSTOM_RESOURCES.items():
             self.resources[path] = kmock.ResourceInfo(
                 kind=kind, singular=kind.lower(), namespaced=namespaced, verbs=VERBS,
@@ -179,21 +187,25 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
         return copy.deepcopy(self.objects[key].raw) if found else None
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
-        path = request.url.path
-        method = request.method.value.upper()
+        path, method = request.url.path, request.method.value.upper()
         for fault in self._faults:
             if fault.times > 0 and fault.method in {'*', method} and fault.path.search(path):
                 fault.times -= 1
                 return aiohttp.web.json_response(
                     status_body(fault.status, fault.reason, f'injected fault for {method} {path}'),
                     status=fault.status, headers={'Retry-After': '1'} if fault.status == 429 else None)
-        if len(path) > 1 and path.endswith('/'):  # /api/, /apis/, /version/ answer as without the slash
-            url = request.url.with_path(path.rstrip('/')).with_query(request.url.query)
-            request = attrs.evolve(request, url=url)
         if request.resource is None or request.resource.plural is None or method not in WRITES:
             return await super()._handle(request)
         async with self._write_lock:
             return await self._write(request)
+
+    async def _react(self, request: kmock.Request, result: JsonDict, status: int = 200) -> aiohttp.web.StreamResponse:
+        """Serve a write already committed here: user reactions first, then the fallbacks render ``result``."""
+        self._results[request.id] = result
+        response = await super(kmock.KubernetesEmulator, self)._handle(request)  # skip kmock's own writes
+        if status != 200 and response.status == 200 and not response.prepared:
+            response.set_status(status)
+        return response
 
     async def _write(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         assert request.resource is not None
@@ -201,23 +213,19 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
         ctype = ctype.split(';')[0].strip().lower()
         body = yaml.safe_load(request.text) if ctype == APPLY else request.data
         if request.action == kmock.action.CREATE:
-            return self._created(await super()._handle(attrs.evolve(request, data=self._new(request, body))))
-        if request.name is None or request.subresource not in {None, 'status'}:
-            return await super()._handle(request)
+            return await self._react(request, await self._create(request, body), 201)
+        if request.name is None or request.subresource not in {None, 'status'} or request.method.value == 'POST':
+            return await super()._handle(request)  # kmock's own (merge-only) behaviour, e.g. for /scale
         key: ObjKey = (request.resource, request.namespace, request.name)
         live = self._live(key)
         what = f'{request.resource.plural} "{request.name}"'
         if live is None and ctype == APPLY and request.method.value == 'PATCH' and not request.subresource:
             self._check_apply(request, body)
-            created = self._new(request, body)
-            return self._created(await super()._handle(attrs.evolve(request, action=kmock.action.CREATE,
-                                                                      data=created)))
+            return await self._react(request, await self._create(request, body), 201)
         if live is None:
             raise api_error(404, f'{what} not found')
         if request.method.value == 'DELETE':
-            return await self._delete(request, key, live)
-        if request.method.value not in {'PATCH', 'PUT'}:
-            return await super()._handle(request)
+            return await self._react(request, await self._delete(request, key, live))
         if request.subresource == 'status' and not self._has_status(request.resource):
             raise api_error(404, f'{what} has no status subresource')
         wanted_rv = body.get('metadata', {}).get('resourceVersion') if isinstance(body, dict) else None
@@ -226,14 +234,14 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
                                  'please apply your changes to the latest version and try again')
         new = self._updated(request, ctype, body, live)
         if new == live:  # a no-op write: no new resourceVersion, no watch event (as in a real server)
-            return await super()._handle(attrs.evolve(request, action=kmock.action.FETCH))
+            return await self._react(request, live)
         new['metadata']['resourceVersion'] = self._next_rv()
         if _generation_fields(new) != _generation_fields(live):
             new['metadata']['generation'] = live['metadata'].get('generation', 0) + 1
-        response = await super()._handle(attrs.evolve(request, action=kmock.action.UPDATE,
-                                                      data=_merge_diff(live, new)))
-        self._collect_if_gone(key, live)  # the last finalizer was removed
-        return response
+        await self._store(key, new, 'MODIFIED')
+        if new['metadata'].get('deletionTimestamp') and not new['metadata'].get('finalizers'):
+            await self._remove(key)  # the last finalizer is gone
+        return await self._react(request, new)
 
     def _check_apply(self, request: kmock.Request, body: Any) -> None:
         if not request.params.get('fieldManager'):
@@ -241,7 +249,7 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
         if not isinstance(body, dict) or not body.get('apiVersion') or not body.get('kind'):
             raise api_error(400, 'apply patches need an object with apiVersion and kind')
 
-    def _new(self, request: kmock.Request, body: Any) -> JsonDict:
+    async def _create(self, request: kmock.Request, body: Any) -> JsonDict:
         assert request.resource is not None
         if not isinstance(body, dict) or not isinstance(body.get('metadata', {}), dict):
             raise api_error(400, 'the body of the request must be an object')
@@ -270,6 +278,7 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
         obj.setdefault('apiVersion', f'{group}/{version}' if group else version)
         if info is not None and info.kind:
             obj.setdefault('kind', info.kind)
+        await self._store((request.resource, namespace, meta['name']), obj, 'ADDED')
         return obj
 
     def _updated(self, request: kmock.Request, ctype: str, body: Any, live: JsonDict) -> JsonDict:
@@ -311,59 +320,73 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
                 meta[field] = live_meta[field]
         return new
 
-    def _created(self, response: aiohttp.web.StreamResponse) -> aiohttp.web.StreamResponse:
-        if response.status == 200 and not response.prepared:
-            response.set_status(201)
-        return response
-
-    async def _delete(self, request: kmock.Request, key: ObjKey,
-                      live: JsonDict) -> aiohttp.web.StreamResponse:
+    async def _delete(self, request: kmock.Request, key: ObjKey, live: JsonDict) -> JsonDict:
         meta = live.get('metadata', {})
-        if meta.get('finalizers') and not meta.get('deletionTimestamp'):
-            async with self._lock:
-                await self._mark_deleting(key)
-        response = await super()._handle(request)  # kmock removes it now or when the last finalizer goes
+        if meta.get('deletionTimestamp'):
+            return live
+        if meta.get('finalizers'):
+            return await self._mark_deleting(key)
         options = request.data if isinstance(request.data, dict) else {}
-        if options.get('propagationPolicy', request.params.get('propagationPolicy')) != 'Orphan':
-            self._collect_if_gone(key, live)
-        return response
+        orphan = options.get('propagationPolicy', request.params.get('propagationPolicy')) == 'Orphan'
+        return await self._remove(key, collect=not orphan)
 
-    async def _mark_deleting(self, key: ObjKey) -> None:
-        obj = self.objects[key]
-        obj.patch({'metadata': {'deletionTimestamp': _now(), 'deletionGracePeriodSeconds': 0,
-                                'resourceVersion': self._next_rv()}})
-        await self._buses[key[0]].put({'type': 'MODIFIED', 'object': obj.raw})
+    async def _store(self, key: ObjKey, obj: JsonDict, event: str) -> None:
+        async with self._lock:
+            if key in self.objects:
+                self.objects[key].history.append(copy.deepcopy(obj))
+            else:
+                self.objects[key] = copy.deepcopy(obj)
+            await self._buses[key[0]].put({'type': event, 'object': copy.deepcopy(obj)})
 
-    def _collect_if_gone(self, key: ObjKey, live: JsonDict) -> None:
-        if key in self.objects and self.objects[key].deleted and (uid := live.get('metadata', {}).get('uid')):
+    async def _mark_deleting(self, key: ObjKey) -> JsonDict:
+        obj = copy.deepcopy(self.objects[key].raw)
+        obj['metadata'].update(deletionTimestamp=_now(), deletionGracePeriodSeconds=0,
+                               resourceVersion=self._next_rv())
+        await self._store(key, obj, 'MODIFIED')
+        return obj
+
+    async def _remove(self, key: ObjKey, collect: bool = True) -> JsonDict:
+        async with self._lock:
+            obj = copy.deepcopy(self.objects[key].raw)
+            self.objects[key].delete()
+            obj['metadata']['resourceVersion'] = self._next_rv()
+            await self._buses[key[0]].put({'type': 'DELETED', 'object': copy.deepcopy(obj)})
+        if collect and (uid := obj['metadata'].get('uid')):
             task = asyncio.get_running_loop().create_task(self._collect(uid, key[1]))
             self._gc_tasks.add(task)
             task.add_done_callback(self._gc_tasks.discard)
+        return obj
 
     async def _collect(self, owner_uid: str, owner_namespace: str | None) -> None:
         """The garbage collector: remove the dependents of a removed owner (background propagation)."""
         await asyncio.sleep(self.gc_delay)
-        async with self._write_lock, self._lock:
-            uids = {o.raw.get('metadata', {}).get('uid') for o in self.objects.values() if not o.deleted}
+        async with self._write_lock:
+            uids = {o.raw['metadata'].get('uid') for o in self.objects.values() if not o.deleted}
             for key, obj in list(self.objects.items()):
                 if obj.deleted or (owner_namespace is not None and key[1] not in {None, owner_namespace}):
                     continue
-                meta = obj.raw.get('metadata', {})
+                dependent = copy.deepcopy(obj.raw)
+                meta = dependent.setdefault('metadata', {})
                 refs = meta.get('ownerReferences') or []
                 if all(ref.get('uid') != owner_uid for ref in refs):
                     continue
                 if any(ref.get('uid') in uids for ref in refs):  # other owners remain: drop the dangling ref
-                    kept = [ref for ref in refs if ref.get('uid') != owner_uid]
-                    obj.patch({'metadata': {'ownerReferences': kept, 'resourceVersion': self._next_rv()}})
-                    await self._buses[key[0]].put({'type': 'MODIFIED', 'object': obj.raw})
-                elif meta.get('finalizers'):
-                    if not meta.get('deletionTimestamp'):
-                        await self._mark_deleting(key)
-                else:
-                    raw = obj.raw
-                    obj.delete()
-                    await self._buses[key[0]].put({'type': 'DELETED', 'object': raw})
-                    self._collect_if_gone(key, raw)
+                    meta['ownerReferences'] = [ref for ref in refs if ref.get('uid') != owner_uid]
+                    meta['resourceVersion'] = self._next_rv()
+                    await self._store(key, dependent, 'MODIFIED')
+                elif not meta.get('finalizers'):
+                    await self._remove(key)
+                elif not meta.get('deletionTimestamp'):
+                    await self._mark_deleting(key)
+
+    async def _serve_create(self, request: kmock.Request) -> kmock.Payload:
+        return self._results.pop(request.id, None) or await super()._serve_create(request)
+
+    async def _serve_update(self, request: kmock.Request) -> kmock.Payload:
+        return self._results.pop(request.id, None) or await super()._serve_update(request)
+
+    async def _serve_delete(self, request: kmock.Request) -> kmock.Payload:
+        return self._results.pop(request.id, None) or await super()._serve_delete(request)
 
     def _selected(self, request: kmock.Request, obj: Mapping[str, Any]) -> bool:
         labels = obj.get('metadata', {}).get('labels') or {}
@@ -386,6 +409,14 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
         async for event in super()._serve_watch(request):
             if not isinstance(event, dict) or self._selected(request, event.get('object', {})):
                 yield event
+
+    async def _serve_version(self, request: kmock.Request) -> kmock.Payload:
+        result = await super()._serve_version(request)
+        assert isinstance(result, dict)
+        for entry in result['resources']:  # kmock copies the parent's shortNames etc. to subresources
+            if '/' in entry['name']:
+                entry.update(singularName='', shortNames=[], categories=[], verbs=['get', 'patch', 'update'])
+        return result
 
     async def _serve_api(self, request: kmock.Request) -> kmock.Payload:
         address = f'{request.url.host}:{request.url.port}'

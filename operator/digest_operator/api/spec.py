@@ -191,8 +191,11 @@ class EnvVarSource(Model):
     """Where an env value comes from. Set exactly one."""
 
     secret_key_ref: SecretKeySelector | None = None
+    """A key of a Secret."""
     config_map_key_ref: ConfigMapKeySelector | None = None
+    """A key of a ConfigMap."""
     field_ref: FieldSelector | None = None
+    """A field of the pod, e.g. `metadata.namespace`."""
 
 
 class EnvVar(Model):
@@ -219,10 +222,15 @@ class Toleration(Model):
     """A pod toleration (as in a Pod's `tolerations`)."""
 
     key: str | None = None
+    """Taint key; empty with operator Exists matches every taint."""
     operator: Literal["Exists", "Equal"] | None = None
+    """How key and value are compared; default Equal."""
     value: str | None = None
+    """Taint value for operator Equal."""
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """Taint effect to match; empty matches all effects."""
     toleration_seconds: int | None = None
+    """For NoExecute: how long the pod stays bound after the taint appears."""
 
 
 class LocalObjectReference(Model):

@@ -1,0 +1,140 @@
+"""The reconcile algorithm against an in-memory store of our own `Api` protocol (HTTP is covered in tests/e2e)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from digest_operator.conditions import find
+from digest_operator.k8s import ApiError
+from digest_operator.reconcile import reconcile
+from tests.support.samples import DIGEST, minimal, with_path
+
+NOW = "2026-01-01T00:00:00Z"
+UID = "pipeline-uid"
+
+
+class MemoryApi:
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str | None, str], dict[str, Any]] = {}
+        self.writes: list[tuple[str, str, str]] = []
+        self.fail_apply: dict[str, ApiError] = {}
+
+    async def get(self, api_version: str, plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        obj = self.objects.get((api_version, plural, namespace, name))
+        return copy.deepcopy(obj) if obj is not None else None
+
+    async def apply(self, obj: dict[str, Any], plural: str) -> dict[str, Any]:
+        if obj["kind"] in self.fail_apply:
+            raise self.fail_apply[obj["kind"]]
+        key = (obj["apiVersion"], plural, obj["metadata"]["namespace"], obj["metadata"]["name"])
+        self.writes.append(("apply", obj["kind"], obj["metadata"]["name"]))
+        stored = copy.deepcopy(obj)
+        stored["metadata"]["uid"] = f"uid-{obj['metadata']['name']}"
+        self.objects[key] = stored
+        return copy.deepcopy(stored)
+
+    async def delete(self, api_version: str, plural: str, namespace: str | None, name: str, uid: str) -> None:
+        self.writes.append(("delete", plural, name))
+        self.objects.pop((api_version, plural, namespace, name), None)
+
+
+def _body(**spec: Any) -> dict[str, Any]:
+    body = minimal(**spec)
+    body["metadata"].update(uid=UID, generation=1)
+    return body
+
+
+async def _converge(api: MemoryApi, body: dict[str, Any]) -> dict[str, Any]:
+    outcome = await reconcile(body, api, NOW)
+    return {**body, "status": outcome.status}
+
+
+async def test_second_reconcile_writes_nothing() -> None:
+    api = MemoryApi()
+    body = await _converge(api, _body())
+    assert len(api.writes) == 8
+    api.writes.clear()
+    outcome = await reconcile(body, api, NOW)
+    assert api.writes == [] and outcome.status_patch == {} and outcome.events == []
+
+
+async def test_drift_is_repaired_and_reported() -> None:
+    api = MemoryApi()
+    body = await _converge(api, _body())
+    key = next(k for k in api.objects if k[1] == "deployments")
+    api.objects[key]["spec"]["template"]["spec"]["containers"][0]["image"] = "evil:latest"
+    outcome = await reconcile(body, api, NOW)
+    assert [(c.action, c.kind) for c in outcome.changes] == [("DriftRepaired", "Deployment")]
+    assert [(e.type, e.reason) for e in outcome.events] == [("Warning", "DriftRepaired")]
+    assert api.objects[key]["spec"]["template"]["spec"]["containers"][0]["image"].endswith(DIGEST)
+
+
+async def test_spec_change_is_an_update_and_disabled_children_are_pruned() -> None:
+    api = MemoryApi()
+    body = await _converge(api, _body())
+    body = with_path(body, "spec.monitoring", {"enabled": False})
+    body = with_path(body, "spec.scaling", {"maxReplicas": 3})
+    body["metadata"]["generation"] = 2
+    api.writes.clear()
+    outcome = await reconcile(body, api, NOW)
+    actions = {(c.action, c.kind) for c in outcome.changes}
+    assert actions == {("Updated", "ScaledObject"), ("Pruned", "PodMonitor"), ("Pruned", "PrometheusRule")}
+
+
+async def test_foreign_child_is_never_touched() -> None:
+    api = MemoryApi()
+    api.objects[("apps/v1", "deployments", "default", "demo-worker")] = {
+        "metadata": {"name": "demo-worker", "uid": "someone-else"}, "spec": {}}
+    outcome = await reconcile(_body(), api, NOW)
+    assert ("apply", "Deployment", "demo-worker") not in api.writes
+    degraded = find(outcome.status["conditions"], "Degraded")
+    assert degraded is not None and degraded["reason"] == "ChildConflict"
+    assert "demo-worker" in degraded["message"]
+
+
+async def test_tag_only_image_keeps_running_the_live_digest() -> None:
+    api = MemoryApi()
+    body = await _converge(api, _body())
+    body = with_path(body, "spec.image", "registry.example.com/team/digest-worker:latest")
+    api.writes.clear()
+    outcome = await reconcile(body, api, NOW)
+    assert api.writes == []
+    assert find(outcome.status["conditions"], "ImagePinned")["reason"] == "TagNotAllowed"  # type: ignore[index]
+    assert outcome.status["image"]["ref"].endswith(DIGEST)
+
+
+async def test_tag_only_image_on_a_new_pipeline_deploys_no_workload() -> None:
+    api = MemoryApi()
+    outcome = await reconcile(_body(image="registry.example.com/worker:1.0"), api, NOW)
+    assert {kind for _, kind, _ in api.writes} == {"ServiceAccount", "ConfigMap", "TriggerAuthentication",
+                                                   "PodMonitor", "PrometheusRule"}
+    assert find(outcome.status["conditions"], "Ready")["reason"] == "ImageNotPinned"  # type: ignore[index]
+
+
+async def test_invalid_spec_makes_no_api_call() -> None:
+    api = MemoryApi()
+    outcome = await reconcile(with_path(_body(), "spec.scaling.maxReplicas", 0), api, NOW)
+    assert api.writes == [] and outcome.invalid is not None
+    assert "spec.scaling.maxReplicas" in find(outcome.status["conditions"], "Ready")["message"]  # type: ignore[index]
+
+
+async def test_missing_crd_is_reported_and_other_children_still_apply() -> None:
+    api = MemoryApi()
+    api.fail_apply["PodMonitor"] = ApiError(404, "NotFound", "the server could not find the requested resource")
+    outcome = await reconcile(_body(), api, NOW)
+    assert outcome.failed
+    ready = find(outcome.status["conditions"], "Ready")
+    assert ready is not None and ready["reason"] == "ApplyFailed"
+    assert "Prometheus Operator" in ready["message"]
+    assert ("apply", "Deployment", "demo-worker") in api.writes
+
+
+async def test_transient_errors_propagate_for_retry() -> None:
+    api = MemoryApi()
+    api.fail_apply["Deployment"] = ApiError(503, "ServiceUnavailable", "try later")
+    with pytest.raises(ApiError) as info:
+        await reconcile(_body(), api, NOW)
+    assert info.value.transient

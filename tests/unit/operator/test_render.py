@@ -1,0 +1,235 @@
+"""Renderers: the fields that matter, schema validity against the upstream schemas, names within limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from digest_operator.api.imageref import parse_image
+from digest_operator.api.parse import parse_pipeline
+from digest_operator.render import possible_children, render_children
+from digest_operator.render.meta import child_name
+from digest_worker import contract
+from tests.support.samples import DIGEST, load, minimal, sample_files, with_path
+from tests.support.schemas import assert_valid
+
+UID = "0b6f3c9e-1111-2222-3333-444455556666"
+
+
+def _render(body: dict[str, Any], *, uid: str | None = UID, image: str | None = "spec") -> dict[str, dict[str, Any]]:
+    body = with_path(body, "metadata.uid", uid) if uid else body
+    pipeline = parse_pipeline(body)
+    ref = pipeline.image if image == "spec" else (parse_image(image) if image else None)
+    return {obj["kind"]: obj for obj in render_children(pipeline, ref)}
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+@pytest.mark.parametrize("path", sample_files(), ids=lambda p: p.name)
+def test_every_rendered_object_validates_against_upstream_schemas(path: Path) -> None:
+    objects = _render(yaml.safe_load(path.read_text()))
+    assert objects
+    for obj in objects.values():
+        assert_valid(obj)
+
+
+def test_all_children_rendered_with_owner_and_labels() -> None:
+    objects = _render(load())
+    assert set(objects) == {"ServiceAccount", "ConfigMap", "TriggerAuthentication", "Deployment", "ScaledObject",
+                            "CronJob", "PodMonitor", "PrometheusRule"}
+    for obj in objects.values():
+        meta = obj["metadata"]
+        assert meta["namespace"] == "digests"
+        assert meta["ownerReferences"] == [{
+            "apiVersion": "digest.dev/v1alpha1", "kind": "DigestPipeline", "name": "team-digest", "uid": UID,
+            "controller": True, "blockOwnerDeletion": True,
+        }]
+        assert meta["labels"]["app.kubernetes.io/instance"] == "team-digest"
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "digest-operator"
+        assert meta["labels"]["app.kubernetes.io/part-of"] == "digest-pipelines"
+
+
+def test_offline_render_without_uid_has_no_owner_references() -> None:
+    for obj in _render(minimal(), uid=None).values():
+        assert "ownerReferences" not in obj["metadata"]
+
+
+def test_deployment_is_hardened_pinned_and_leaves_replicas_to_keda() -> None:
+    deployment = _render(load())["Deployment"]
+    spec = deployment["spec"]
+    assert "replicas" not in spec
+    pod = spec["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]} and sc["runAsNonRoot"] is True
+    assert container["image"].endswith("@sha256:" + "3f2a9c0e5b7d41f8a6c2e9b0d4f7a1c3e5b8d0f2a4c6e8b0d2f4a6c8e0b2d4f6")
+    assert container["imagePullPolicy"] == "IfNotPresent"
+    assert container["ports"] == [{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["resources"] == {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}}
+    assert spec["template"]["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    assert spec["strategy"]["rollingUpdate"] == {"maxSurge": "25%", "maxUnavailable": 0}
+    assert spec["progressDeadlineSeconds"] == 600
+    assert pod["terminationGracePeriodSeconds"] == 60
+    assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+
+
+def test_worker_env_is_wired_from_the_spec() -> None:
+    container = _render(load())["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    env = _env(container)
+    assert env[contract.SERVICEBUS_NAMESPACE] == "contoso-digests.servicebus.windows.net"
+    assert env[contract.SERVICEBUS_QUEUE] == "digest-requests"
+    assert env[contract.MAX_DELIVERY_COUNT] == "10"
+    assert env[contract.CONCURRENCY] == "4" and env[contract.PREFETCH] == "4"
+    assert env[contract.DRAIN_SECONDS] == "55"
+    assert env[contract.TEAMS_APP_TYPE] == "UserAssignedMSI"
+    assert env[contract.DATABASE_URL] == {"secretKeyRef": {"name": "digest-db", "key": "url"}}
+    assert contract.SERVICEBUS_CONNECTION_STRING not in env
+    assert contract.TEAMS_APP_PASSWORD not in env
+
+
+def test_connection_string_auth_and_password_come_from_secrets() -> None:
+    objects = _render(yaml.safe_load((Path(__file__).parents[3] / "manifests/samples/"
+                                      "digest_v1alpha1_digestpipeline_local.yaml").read_text()))
+    env = _env(objects["Deployment"]["spec"]["template"]["spec"]["containers"][0])
+    assert env[contract.SERVICEBUS_CONNECTION_STRING] == {
+        "secretKeyRef": {"name": "servicebus", "key": "connectionString"}}
+    assert env[contract.TEAMS_APP_PASSWORD] == {"secretKeyRef": {"name": "teams-bot", "key": "password"}}
+    assert "azure.workload.identity/use" not in objects["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert objects["TriggerAuthentication"]["spec"] == {
+        "secretTargetRef": [{"parameter": "connection", "name": "servicebus", "key": "connectionString"}]}
+    assert "PodMonitor" not in objects and "PrometheusRule" not in objects
+    assert "annotations" not in objects["ServiceAccount"]["metadata"]
+
+
+def test_workload_identity_service_account_and_trigger_auth() -> None:
+    body = with_path(minimal(), "spec.serviceBus.auth.workloadIdentity.tenantId", "99999999-8888-7777-6666-555555555555")
+    objects = _render(body)
+    assert objects["ServiceAccount"]["metadata"]["annotations"] == {
+        "azure.workload.identity/client-id": "11111111-2222-3333-4444-555555555555",
+        "azure.workload.identity/tenant-id": "99999999-8888-7777-6666-555555555555",
+    }
+    assert objects["TriggerAuthentication"]["spec"] == {"podIdentity": {
+        "provider": "azure-workload", "identityId": "11111111-2222-3333-4444-555555555555",
+        "identityTenantId": "99999999-8888-7777-6666-555555555555"}}
+
+
+def test_scaled_object_trigger() -> None:
+    body = with_path(minimal(), "spec.scaling", {"minReplicas": 1, "maxReplicas": 7, "messagesPerReplica": 3,
+                                                 "activationMessages": 2, "pollingInterval": 45, "cooldownPeriod": 60})
+    so = _render(body)["ScaledObject"]["spec"]
+    assert so["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "demo-worker"}
+    assert (so["minReplicaCount"], so["maxReplicaCount"], so["pollingInterval"], so["cooldownPeriod"]) == (1, 7, 45, 60)
+    (trigger,) = so["triggers"]
+    assert trigger["type"] == "azure-servicebus"
+    assert trigger["metadata"] == {"queueName": "digests", "namespace": "contoso", "cloud": "AzurePublicCloud",
+                                   "messageCount": "3", "activationMessageCount": "2"}
+    assert trigger["authenticationRef"] == {"name": "demo-servicebus", "kind": "TriggerAuthentication"}
+
+
+@pytest.mark.parametrize(("fqdn", "expected"), [
+    ("a.servicebus.chinacloudapi.cn", {"namespace": "a", "cloud": "AzureChinaCloud"}),
+    ("a.servicebus.usgovcloudapi.net", {"namespace": "a", "cloud": "AzureUSGovernmentCloud"}),
+    ("a.sb.example.internal", {"namespace": "a", "cloud": "Private", "endpointSuffix": "sb.example.internal"}),
+])
+def test_scaler_cloud_follows_the_namespace_suffix(fqdn: str, expected: dict[str, str]) -> None:
+    trigger = _render(with_path(minimal(), "spec.serviceBus.namespace", fqdn))["ScaledObject"]["spec"]["triggers"][0]
+    assert {k: v for k, v in trigger["metadata"].items() if k in ("namespace", "cloud", "endpointSuffix")} == expected
+
+
+def test_dlq_monitor_cronjob_and_policy() -> None:
+    objects = _render(load())
+    cron = objects["CronJob"]["spec"]
+    assert cron["concurrencyPolicy"] == "Forbid" and cron["schedule"] == "*/5 * * * *"
+    pod = cron["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["dlq", "monitor", "--policy", "/etc/digest-pipelines/requeue-policy.json"]
+    assert container["image"] == objects["Deployment"]["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["restartPolicy"] == "Never"
+    assert pod["volumes"][1] == {"name": "policy", "configMap": {"name": "team-digest-dlq-monitor"}}
+    import json
+
+    policy = json.loads(objects["ConfigMap"]["data"]["requeue-policy.json"])
+    assert policy["queue"] == "digest-requests" and policy["maxDeliveryCount"] == 10
+    assert [r["action"] for r in policy["requeuePolicy"]["rules"]] == ["Requeue", "Requeue", "Park"]
+    assert policy["requeuePolicy"]["parkQueue"] == "digest-requests-parked"
+
+
+def test_monitoring_objects() -> None:
+    objects = _render(load())
+    pm = objects["PodMonitor"]
+    assert pm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert pm["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "worker"
+    assert pm["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    (rule,) = objects["PrometheusRule"]["spec"]["groups"][0]["rules"]
+    assert rule["alert"] == "DigestPipelineDeadLetters" and rule["for"] == "5m"
+    assert rule["expr"] == ('max(digest_pipeline_dead_letter_messages{pipeline_namespace="digests",'
+                            'pipeline="team-digest"}) > 0')
+
+
+def test_without_a_pinned_image_no_workload_is_rendered() -> None:
+    body = with_path(minimal(), "spec.image", "registry.example.com/worker:latest")
+    assert set(_render(body, image=None)) == {"ServiceAccount", "ConfigMap", "TriggerAuthentication", "PodMonitor",
+                                              "PrometheusRule"}
+    kept = _render(body, image=f"registry.example.com/worker@{DIGEST}")
+    assert kept["Deployment"]["spec"]["template"]["spec"]["containers"][0]["image"].endswith(DIGEST)
+
+
+def test_service_account_override_is_used_and_not_created() -> None:
+    objects = _render(with_path(minimal(), "spec.worker.serviceAccountName", "team-sa"))
+    assert "ServiceAccount" not in objects
+    assert objects["Deployment"]["spec"]["template"]["spec"]["serviceAccountName"] == "team-sa"
+    assert objects["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["serviceAccountName"] == "team-sa"
+
+
+def test_scheduling_and_extra_env() -> None:
+    body = with_path(minimal(), "spec.worker", {
+        "nodeSelector": {"pool": "workers"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "digests", "effect": "NoSchedule"}],
+        "env": [{"name": "LOG_LEVEL", "value": "debug"},
+                {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
+    })
+    objects = _render(body)
+    pod = objects["Deployment"]["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "workers"}
+    assert pod["tolerations"] == [{"key": "dedicated", "operator": "Equal", "value": "digests", "effect": "NoSchedule"}]
+    env = _env(pod["containers"][0])
+    assert env["LOG_LEVEL"] == "debug" and env["TOKEN"] == {"secretKeyRef": {"name": "s", "key": "k"}}
+    for obj in objects.values():
+        assert_valid(obj)
+
+
+def test_long_names_stay_within_kubernetes_and_keda_limits() -> None:
+    name = "a" * 63
+    objects = _render(minimal(name=name))
+    assert len(objects["ScaledObject"]["metadata"]["name"]) <= 54
+    assert len("keda-hpa-" + objects["ScaledObject"]["metadata"]["name"]) <= 63
+    assert len(objects["CronJob"]["metadata"]["name"]) <= 52
+    for obj in objects.values():
+        assert len(obj["metadata"]["name"]) <= 63
+        assert_valid(obj)
+    names = {child.name for child in possible_children(name)}
+    assert {obj["metadata"]["name"] for obj in objects.values()} <= names
+
+
+def test_child_name_is_deterministic_and_unique_per_base() -> None:
+    assert child_name("short", "-x") == "short-x"
+    long_a, long_b = "a" * 60 + "b", "a" * 60 + "c"
+    assert child_name(long_a, "-worker") == child_name(long_a, "-worker")
+    assert child_name(long_a, "-worker") != child_name(long_b, "-worker")
+    assert len(child_name(long_a, "-worker")) == 63
+
+
+def test_rendering_is_pure_and_deterministic() -> None:
+    assert _render(load()) == _render(load())
