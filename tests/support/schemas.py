@@ -16,14 +16,14 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "tests" / "reference"
+PROMETHEUS = REFERENCE / "prometheus-operator"
 KUBERNETES_VERSION = "1.33"
 
 CRD_FILES = {
     ("keda.sh/v1alpha1", "ScaledObject"): REFERENCE / "keda" / "keda.sh_scaledobjects.yaml",
     ("keda.sh/v1alpha1", "TriggerAuthentication"): REFERENCE / "keda" / "keda.sh_triggerauthentications.yaml",
-    ("monitoring.coreos.com/v1", "PodMonitor"): REFERENCE / "prometheus-operator" / "monitoring.coreos.com_podmonitors.yaml",
-    ("monitoring.coreos.com/v1", "PrometheusRule"):
-        REFERENCE / "prometheus-operator" / "monitoring.coreos.com_prometheusrules.yaml",
+    ("monitoring.coreos.com/v1", "PodMonitor"): PROMETHEUS / "monitoring.coreos.com_podmonitors.yaml",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): PROMETHEUS / "monitoring.coreos.com_prometheusrules.yaml",
     ("digest.dev/v1alpha1", "DigestPipeline"): ROOT / "crds" / "digestpipelines.digest.dev.yaml",
 }
 
@@ -41,12 +41,15 @@ def _strict(node: Any) -> Any:
 
 @functools.cache
 def crd_validator(api_version: str, kind: str) -> jsonschema.protocols.Validator:
-    crd = yaml.safe_load(CRD_FILES[(api_version, kind)].read_text())
+    return validator_from_crd(yaml.safe_load(CRD_FILES[(api_version, kind)].read_text()), api_version)
+
+
+def validator_from_crd(crd: dict[str, Any], api_version: str) -> jsonschema.protocols.Validator:
     version = api_version.rsplit("/", 1)[-1]
     entry = next(v for v in crd["spec"]["versions"] if v["name"] == version)
     schema = _strict(entry["schema"]["openAPIV3Schema"])
     # metadata is validated by the API server's ObjectMeta, not by the CRD schema
-    schema["properties"]["metadata"] = {"type": "object"}
+    schema["properties"].update(apiVersion={"type": "string"}, kind={"type": "string"}, metadata={"type": "object"})
     return jsonschema.Draft7Validator(schema)
 
 

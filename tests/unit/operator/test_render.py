@@ -113,7 +113,8 @@ def test_connection_string_auth_and_password_come_from_secrets() -> None:
 
 
 def test_workload_identity_service_account_and_trigger_auth() -> None:
-    body = with_path(minimal(), "spec.serviceBus.auth.workloadIdentity.tenantId", "99999999-8888-7777-6666-555555555555")
+    tenant = "99999999-8888-7777-6666-555555555555"
+    body = with_path(minimal(), "spec.serviceBus.auth.workloadIdentity.tenantId", tenant)
     objects = _render(body)
     assert objects["ServiceAccount"]["metadata"]["annotations"] == {
         "azure.workload.identity/client-id": "11111111-2222-3333-4444-555555555555",

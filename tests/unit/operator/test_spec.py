@@ -22,7 +22,8 @@ def test_every_sample_is_valid(path: Any) -> None:
 def test_defaults_are_the_documented_ones() -> None:
     spec = parse_pipeline(minimal()).spec
     assert (spec.scaling.min_replicas, spec.scaling.max_replicas, spec.scaling.messages_per_replica) == (0, 10, 5)
-    assert (spec.scaling.activation_messages, spec.scaling.polling_interval, spec.scaling.cooldown_period) == (0, 30, 300)
+    scaling = spec.scaling
+    assert (scaling.activation_messages, scaling.polling_interval, scaling.cooldown_period) == (0, 30, 300)
     assert spec.service_bus.max_delivery_count == 10
     assert spec.dead_letter.alert_after == "5m"
     assert spec.dead_letter.monitor.schedule == "*/5 * * * *"
