@@ -59,10 +59,12 @@ async def start_operator(
 ) -> AsyncIterator[RunningOperator]:
     """Run an operator inside the current event loop until the context exits.
 
-    `ignored` lists tasks Kopf must not cancel at shutdown (e.g. the test's own tasks).
+    Kopf cancels every task created after its start when it stops; tasks that exist before, and `ignored`, are
+    left alone.
     """
+    existing = set(asyncio.all_tasks()) | set(ignored or ())
     running = await _spawn(runtime, namespaces=namespaces or [], peering=peering, priority=priority)
-    runner = asyncio.create_task(kopf.run_tasks(list(running.tasks), ignored=ignored or set()))
+    runner = asyncio.create_task(kopf.run_tasks(list(running.tasks), ignored=existing))
     try:
         yield running
     finally:
@@ -76,13 +78,14 @@ async def _main(namespaces: list[str], probe_port: int, peering: str | None) -> 
     runtime = Runtime(config=OperatorConfig.from_env())
     alive = asyncio.Event()
     alive.set()
+    existing = set(asyncio.all_tasks())
     running = await _spawn(runtime, namespaces=namespaces, peering=peering, priority=None)
     probes = await serve_probes(probe_app(runtime, running.ready, alive), "0.0.0.0", probe_port)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, running.stop.set)
     try:
-        await kopf.run_tasks(list(running.tasks))
+        await kopf.run_tasks(list(running.tasks), ignored=existing)
     finally:
         alive.clear()
         await probes.cleanup()

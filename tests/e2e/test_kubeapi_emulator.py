@@ -91,16 +91,18 @@ async def test_generation_and_resource_version_on_writes(kube_api: KubeApi) -> N
 async def test_generation_for_kinds_without_spec(kube_api: KubeApi) -> None:
     cm_path = f'/api/v1/namespaces/{NS}/configmaps'
     await kube_api.create(cm_path, {'metadata': {'name': 'cm'}, 'data': {'k': 'v'}})
-    assert (await kube_api.patch(f'{cm_path}/cm', {'data': {'k': 'v2'}}))['metadata']['generation'] == 2
-    assert (await kube_api.patch(f'{cm_path}/cm', {'metadata': {'labels': {'x': 'y'}}}))['metadata'][
-        'generation'] == 2
+    changed = await kube_api.patch(f'{cm_path}/cm', {'data': {'k': 'v2'}})
+    assert changed['metadata']['generation'] == 2
+    labelled = await kube_api.patch(f'{cm_path}/cm', {'metadata': {'labels': {'x': 'y'}}})
+    assert labelled['metadata']['generation'] == 2
 
 
-async def test_noop_write_keeps_resource_version_and_sends_no_event(kube_api: KubeApi) -> None:
+async def test_noop_write_keeps_resource_version_and_stores_nothing(kube_api: KubeApi) -> None:
     created = await kube_api.create(DGP, pipeline())
-    same = await kube_api.patch(f'{DGP}/p1', {'spec': {'replicas': 1}})
-    assert same == created
-    assert len(kube_api.emulator.objects[kmock.resource('digest.dev/v1alpha1/digestpipelines'), NS, 'p1'].history) == 1
+    assert await kube_api.patch(f'{DGP}/p1', {'spec': {'replicas': 1}}) == created
+    assert await kube_api.patch(f'{DGP}/p1', {'status': {'ignored': True}}) == created  # main endpoint
+    stored = kube_api.emulator.objects[kmock.resource('digest.dev/v1alpha1/digestpipelines'), NS, 'p1']
+    assert len(stored.history) == 1  # hence no watch event either
 
 
 async def test_stale_resource_version_is_a_conflict(kube_api: KubeApi) -> None:
@@ -194,6 +196,17 @@ async def test_merge_strategic_and_json_patches(kube_api: KubeApi) -> None:
     assert await kube_api.get(f'{DGP}/p1') == patched
     status, _, _ = await raw(kube_api, 'PATCH', f'{DGP}/p1', {'spec': {}}, 'application/json')
     assert status == 415
+
+
+async def test_put_replaces_but_keeps_server_fields_and_status(kube_api: KubeApi) -> None:
+    created = await kube_api.create(DGP, pipeline(tags=['a']))
+    await kube_api.patch(f'{DGP}/p1/status', {'status': {'phase': 'Ready'}})
+    status, replaced, _ = await raw(kube_api, 'PUT', f'{DGP}/p1', {**pipeline(), 'status': {}}, 'application/json')
+    assert status == 200
+    assert replaced['spec'] == {'queue': 'q', 'replicas': 1}  # "tags" is gone: a replacement, not a merge
+    assert replaced['status'] == {'phase': 'Ready'}
+    assert replaced['metadata']['uid'] == created['metadata']['uid']
+    assert replaced['metadata']['generation'] == 2
 
 
 # 5. Garbage collection by ownerReferences.
@@ -377,6 +390,21 @@ async def test_resources_are_discoverable(kube_api: KubeApi, group_version: str,
     groups = await kube_api.get('/apis')
     assert groups is not None
     assert group_version == 'api/v1' or group_version.split('/')[1] in {g['name'] for g in groups['groups']}
+
+
+async def test_namespaces_are_served(kube_api: KubeApi) -> None:
+    # kmock 0.8 answers 500 to /api/v1/namespaces (it cannot parse the path); Kopf lists and watches it.
+    created = await kube_api.create('/api/v1/namespaces', {'metadata': {'name': NS}})
+    assert (created['kind'], created['metadata']['generation']) == ('Namespace', 1)
+    assert await kube_api.get(f'/api/v1/namespaces/{NS}') == created
+    listing = await kube_api.get('/api/v1/namespaces')
+    assert listing is not None
+    assert (listing['kind'], [ns['metadata']['name'] for ns in listing['items']]) == ('NamespaceList', [NS])
+    labelled = await kube_api.patch(f'/api/v1/namespaces/{NS}', {'metadata': {'labels': {'a': 'b'}}})
+    assert labelled['metadata']['labels'] == {'a': 'b'}
+    assert kube_api.requests()[-1] == ('PATCH', f'/api/v1/namespaces/{NS}', '')
+    assert await kube_api.delete(f'/api/v1/namespaces/{NS}') is not None
+    assert await kube_api.get(f'/api/v1/namespaces/{NS}') is None
 
 
 async def test_kopf_peering_objects_work(kube_api: KubeApi) -> None:

@@ -1,8 +1,9 @@
 """
 A kube-apiserver emulator for e2e tests: kmock's ``KubernetesEmulator`` plus the behaviour of a real server.
 
-kmock is pinned to ``0.8.*``: this module overrides ``KubernetesEmulator._handle`` / ``_serve_*`` and uses
-``kmock._internal.dicts``, kmock's private ``_buses`` / ``_lock`` and its write path, which may change in 0.9.
+kmock is pinned to ``0.8.*`` (pyproject: ``kmock>=0.8,<0.9``): this module relies on kmock internals that may change
+in 0.9: ``KubernetesEmulator._handle`` / ``_serve_*``, the private ``_buses`` / ``_lock`` / ``_requests`` fields and
+``kmock._internal.dicts``.
 
 Added on top of stock kmock 0.8 (see /work/shared/notes/kmock-facts.md for its gaps):
 
@@ -13,11 +14,13 @@ Added on top of stock kmock 0.8 (see /work/shared/notes/kmock-facts.md for its g
 - ``metadata.resourceVersion`` in a write body is a precondition (409 Conflict when stale);
 - background garbage collection by ``ownerReferences`` (multiple owners, dependents' finalizers respected);
 - lists with ``kind``/``apiVersion``/``resourceVersion``; label and field selectors on lists and watches;
+- ``/api/v1/namespaces[/name]`` (kmock 0.8 cannot parse these paths);
 - pre-commit fault injection (``fail_next``), ``/healthz``, ``/readyz``, ``/livez``, trailing-slash discovery.
 
-The mutations still go through kmock's own write path (``super()._handle``), so ``emulator.objects``, watch
-streams and user-defined kmock reactions keep working; a write reaches it as a merge patch from the old to the
-new object (``request.data`` of updates is that diff; of creates, the enriched object).
+Writes to ``/status`` and main endpoints are committed here, into ``emulator.objects`` (one history version per
+real change) and kmock's watch streams, instead of kmock's own write path. The untouched request then goes through
+the user-defined kmock reactions (so a DSL fault still means "failed after commit") and finally the fallbacks,
+which respond with the committed object. Other subresources (e.g. ``/scale``) keep kmock's behaviour.
 """
 import asyncio
 import contextlib
@@ -62,6 +65,9 @@ CUSTOM_RESOURCES = {  # plural path -> (kind, namespaced, shortnames, subresourc
     'kopf.dev/v1/kopfpeerings': ('KopfPeering', True, set(), set()),
     'kopf.dev/v1/clusterkopfpeerings': ('ClusterKopfPeering', False, set(), set()),
 }
+# kmock 0.8 cannot parse these paths (it takes "namespaces" for the namespace prefix): they are parsed as an alias.
+_NAMESPACE_PATH = re.compile(r'/api/v1/namespaces((?:/[^/]+(?:/status|/finalize)?)?/?)')
+_NAMESPACE_ALIAS = 'kubeapi-emulator-namespaces'
 _SELECTOR_TERM = re.compile(r'^\s*(?P<neg>!)?\s*(?P<key>[^\s!=,()]+)\s*'
                             r'(?:(?P<op>==|=|!=)\s*(?P<val>[^\s,()]*)|(?P<setop>in|notin)\s*\((?P<vals>[^)]*)\))?\s*$')
 
@@ -160,6 +166,12 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
         await asyncio.gather(*self._gc_tasks, return_exceptions=True)
         await super().__aexit__(exc_type, exc_value, traceback)
 
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        if match := _NAMESPACE_PATH.fullmatch(raw_request.path):
+            raw_request = raw_request.clone(rel_url=raw_request.rel_url.with_path(
+                f'/api/v1/{_NAMESPACE_ALIAS}{match[1]}').with_query(raw_request.rel_url.query))
+        return await super().__call__(raw_request)
+
     def fail_next(self, method: str, path_pattern: str, status: int, times: int = 1,
                   reason: str | None = None) -> None:
         """Fail the next ``times`` requests matching the method (or ``*``) and path regex; store nothing."""
@@ -187,6 +199,12 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
         return copy.deepcopy(self.objects[key].raw) if found else None
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        if request.resource is not None and request.resource.plural == _NAMESPACE_ALIAS:
+            path = request.url.path.replace(_NAMESPACE_ALIAS, 'namespaces', 1)
+            fixed = attrs.evolve(request, url=request.url.with_path(path).with_query(request.url.query),
+                                 resource=kmock.resource('', 'v1', 'namespaces'))
+            if self._requests[request.id:][:1] == [request]:  # kmock's reactions match logged requests by identity
+                self._requests[request.id] = request = fixed
         path, method = request.url.path, request.method.value.upper()
         for fault in self._faults:
             if fault.times > 0 and fault.method in {'*', method} and fault.path.search(path):

@@ -9,18 +9,20 @@ import click
 
 from digest_operator.cli.exitcodes import ExitCode
 from digest_operator.crd import CRD_PATH, crd_yaml
+from digest_operator.specdoc import DOC_PATH, spec_markdown
 
 
 @click.command()
 @click.option("--write", "write_path", type=click.Path(dir_okay=False, path_type=Path),
               is_flag=False, flag_value=str(CRD_PATH), default=None,
               help=f"Write the CRD to this file instead of stdout (default {CRD_PATH}).")
+@click.option("--docs", is_flag=True, help=f"Produce the Markdown spec reference ({DOC_PATH}) instead of the CRD.")
 @click.option("--check", "check_path", type=click.Path(dir_okay=False, path_type=Path),
               is_flag=False, flag_value=str(CRD_PATH), default=None,
               help="Exit 3 when this file differs from the generated CRD.")
-def crd(write_path: Path | None, check_path: Path | None) -> None:
-    """Generate the DigestPipeline CRD from the API models."""
-    text = crd_yaml()
+def crd(write_path: Path | None, check_path: Path | None, docs: bool) -> None:
+    """Generate the DigestPipeline CRD (or its Markdown reference) from the API models."""
+    text = spec_markdown() if docs else crd_yaml()
     if check_path is not None:
         current = check_path.read_text() if check_path.exists() else ""
         if current != text:

@@ -159,3 +159,11 @@ def test_cel_rules_accept_the_samples(path: Path) -> None:
 def test_cel_rules_reject_invalid_objects(path: str, value: Any, message: str) -> None:
     body = with_path(_defaulted(minimal()), path, value)
     assert any(v.startswith(message) for v in _violations(body)), _violations(body)
+
+
+def test_checked_in_spec_reference_matches_the_models() -> None:
+    from digest_operator.specdoc import DOC_PATH, spec_markdown
+
+    text = (ROOT / DOC_PATH).read_text()
+    assert text == spec_markdown(), "run: digestctl crd --docs --write docs/spec.md"
+    assert "| `scaling.minReplicas` | integer |  | `0` |" in text

@@ -1,0 +1,253 @@
+"""End to end: the real Kopf loop with our handlers, in its own thread, against the emulated API over HTTP.
+
+Assertions read state through the API (GET), as they would against a real cluster. The test plays the Deployment
+controller where a rollout must complete (the emulated API has no controllers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.support.kubeapi import KubeApi
+from tests.support.operator_thread import OperatorThread
+from tests.support.samples import DIGEST, minimal
+
+pytestmark = pytest.mark.e2e
+
+NS = "default"
+DGP = f"/apis/digest.dev/v1alpha1/namespaces/{NS}/digestpipelines"
+PATHS = {
+    "ServiceAccount": f"/api/v1/namespaces/{NS}/serviceaccounts/demo-worker",
+    "ConfigMap": f"/api/v1/namespaces/{NS}/configmaps/demo-dlq-monitor",
+    "TriggerAuthentication": f"/apis/keda.sh/v1alpha1/namespaces/{NS}/triggerauthentications/demo-servicebus",
+    "Deployment": f"/apis/apps/v1/namespaces/{NS}/deployments/demo-worker",
+    "ScaledObject": f"/apis/keda.sh/v1alpha1/namespaces/{NS}/scaledobjects/demo",
+    "CronJob": f"/apis/batch/v1/namespaces/{NS}/cronjobs/demo-dlq-monitor",
+    "PodMonitor": f"/apis/monitoring.coreos.com/v1/namespaces/{NS}/podmonitors/demo-worker",
+    "PrometheusRule": f"/apis/monitoring.coreos.com/v1/namespaces/{NS}/prometheusrules/demo-dead-letter",
+}
+STEADY_WINDOW = 2.5  # seconds of observation; the timer runs every 0.5 s
+
+
+@pytest.fixture
+def operators() -> Iterator[list[OperatorThread]]:
+    started: list[OperatorThread] = []
+    yield started
+    for op in started:
+        op.stop()
+
+
+@pytest.fixture
+async def operator(kube_api: KubeApi, operators: list[OperatorThread]) -> OperatorThread:
+    op = await asyncio.to_thread(OperatorThread(kube_api.url).start)
+    operators.append(op)
+    return op
+
+
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    for cond in ((obj or {}).get("status") or {}).get("conditions", []):
+        if cond["type"] == type_:
+            return dict(cond)
+    return {}
+
+
+def ready(obj: dict[str, Any] | None) -> bool:
+    return condition(obj, "Ready").get("status") == "True"
+
+
+async def events(kube_api: KubeApi, name: str = "demo") -> list[tuple[str, str, str]]:
+    listing = await kube_api.get(f"/api/v1/namespaces/{NS}/events") or {}
+    return [(e.get("type", ""), e.get("reason", ""), e.get("message", "")) for e in listing.get("items", [])
+            if e.get("involvedObject", {}).get("name") == name]
+
+
+async def complete_rollout(kube_api: KubeApi, replicas: int = 0) -> None:
+    """Play KEDA (scale to `replicas`) and the Deployment controller (report the generation as rolled out)."""
+    await kube_api.patch(PATHS["Deployment"], {"spec": {"replicas": replicas}})
+    deployment = await kube_api.get(PATHS["Deployment"])
+    assert deployment is not None
+    await kube_api.patch(PATHS["Deployment"] + "/status", {"status": {
+        "observedGeneration": deployment["metadata"]["generation"], "replicas": replicas,
+        "updatedReplicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas,
+    }})
+
+
+async def create_ready_pipeline(kube_api: KubeApi, **spec: Any) -> dict[str, Any]:
+    await kube_api.create(DGP, minimal(**spec))
+    await kube_api.wait_for(PATHS["Deployment"], lambda o: o is not None, within=10)
+    await complete_rollout(kube_api)
+    obj = await kube_api.wait_for(f"{DGP}/demo", ready, within=10)
+    assert obj is not None
+    return obj
+
+
+async def test_create_renders_every_child_status_and_event(kube_api: KubeApi, operator: OperatorThread) -> None:
+    await kube_api.create(DGP, minimal())
+    pipeline = await kube_api.wait_for(f"{DGP}/demo", lambda o: bool(condition(o, "Ready")), within=10)
+    assert pipeline is not None
+    uid = pipeline["metadata"]["uid"]
+    for kind, path in PATHS.items():
+        child = await kube_api.get(path)
+        assert child is not None, kind
+        (owner,) = child["metadata"]["ownerReferences"]
+        assert (owner["uid"], owner["controller"], owner["kind"]) == (uid, True, "DigestPipeline"), kind
+    deployment = await kube_api.get(PATHS["Deployment"])
+    assert deployment is not None
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith(DIGEST)
+    assert "replicas" not in deployment["spec"]
+    # no Deployment controller yet: the rollout is in progress
+    assert condition(pipeline, "Progressing")["reason"] == "RolloutInProgress"
+    assert condition(pipeline, "ImagePinned")["status"] == "True"
+    await complete_rollout(kube_api)
+    pipeline = await kube_api.wait_for(f"{DGP}/demo", ready, within=10)
+    assert pipeline is not None
+    status = pipeline["status"]
+    assert status["observedGeneration"] == pipeline["metadata"]["generation"]
+    assert status["image"]["digest"] == DIGEST
+    assert status["replicas"] == 0
+    assert condition(pipeline, "Degraded")["status"] == "False"
+    reasons = [(t, r) for t, r, _ in await events(kube_api)]
+    assert ("Normal", "Created") in reasons
+    assert ("Normal", "Ready") in reasons
+
+
+async def test_spec_update_propagates(kube_api: KubeApi, operator: OperatorThread) -> None:
+    await create_ready_pipeline(kube_api)
+    await kube_api.patch(f"{DGP}/demo", {"spec": {"scaling": {"maxReplicas": 3}, "worker": {"concurrency": 9}}})
+    await kube_api.wait_for(PATHS["ScaledObject"], lambda o: o is not None and o["spec"]["maxReplicaCount"] == 3)
+    deployment = await kube_api.wait_for(PATHS["Deployment"], lambda o: o is not None and any(
+        e == {"name": "DIGEST_CONCURRENCY", "value": "9"}
+        for e in o["spec"]["template"]["spec"]["containers"][0]["env"]))
+    assert deployment is not None
+    pipeline = await kube_api.wait_for(f"{DGP}/demo", lambda o: o is not None and o["status"].get(
+        "observedGeneration") == o["metadata"]["generation"])
+    assert pipeline is not None
+    assert ("Normal", "Updated") in [(t, r) for t, r, _ in await events(kube_api)]
+
+
+async def test_steady_state_and_restart_make_zero_writes(
+    kube_api: KubeApi, operator: OperatorThread, operators: list[OperatorThread],
+) -> None:
+    await create_ready_pipeline(kube_api)
+    await asyncio.sleep(0.5)  # let the last status write of the convergence land
+    mark, runs = kube_api.mark(), operator.runtime.reconcile_count
+    await asyncio.sleep(STEADY_WINDOW)
+    assert operator.runtime.reconcile_count > runs, "the resync timer must have reconciled in the window"
+    assert kube_api.writes(mark) == []
+
+    await asyncio.to_thread(operator.stop)
+    mark = kube_api.mark()
+    restarted = await asyncio.to_thread(OperatorThread(kube_api.url).start)
+    operators.append(restarted)
+    await asyncio.sleep(STEADY_WINDOW)
+    assert restarted.runtime.reconcile_count > 0
+    assert kube_api.writes(mark) == []
+
+
+async def test_hand_edit_of_an_owned_field_is_repaired(kube_api: KubeApi, operator: OperatorThread) -> None:
+    await create_ready_pipeline(kube_api)
+    await kube_api.patch(PATHS["ScaledObject"], {"spec": {"maxReplicaCount": 99}})
+    await kube_api.patch(PATHS["Deployment"], {"spec": {"template": {"spec": {"terminationGracePeriodSeconds": 1}}}})
+    await kube_api.wait_for(PATHS["ScaledObject"], lambda o: o is not None and o["spec"]["maxReplicaCount"] == 10)
+    await kube_api.wait_for(PATHS["Deployment"], lambda o: o is not None and o["spec"]["template"]["spec"][
+        "terminationGracePeriodSeconds"] == 60)
+    drift = [m for t, r, m in await events(kube_api) if (t, r) == ("Warning", "DriftRepaired")]
+    assert drift
+    assert "ScaledObject/demo" in " ".join(drift)
+
+
+async def test_deleted_child_is_recreated(kube_api: KubeApi, operator: OperatorThread) -> None:
+    await create_ready_pipeline(kube_api)
+    await kube_api.delete(PATHS["CronJob"])
+    await kube_api.wait_for(PATHS["CronJob"], lambda o: o is not None)
+
+
+async def test_invalid_spec_gets_a_condition_and_no_retry_storm(kube_api: KubeApi, operator: OperatorThread) -> None:
+    body = minimal(scaling={"minReplicas": 5, "maxReplicas": 2})
+    await kube_api.create(DGP, body)
+    pipeline = await kube_api.wait_for(f"{DGP}/demo", lambda o: condition(o, "Ready").get("reason") == "InvalidSpec")
+    assert "spec.scaling: minReplicas (5) must be less than or equal to maxReplicas (2)" in condition(
+        pipeline, "Ready")["message"]
+    assert condition(pipeline, "Degraded")["status"] == "True"
+    await asyncio.sleep(0.5)
+    mark = kube_api.mark()
+    await asyncio.sleep(STEADY_WINDOW)
+    assert kube_api.writes(mark) == []
+    warnings = [r for t, r, _ in await events(kube_api) if t == "Warning"]
+    assert warnings.count("InvalidSpec") == 1
+    assert await kube_api.get(PATHS["Deployment"]) is None
+    # fixing the spec recovers
+    await kube_api.patch(f"{DGP}/demo", {"spec": {"scaling": {"minReplicas": 0}}})
+    await kube_api.wait_for(PATHS["Deployment"], lambda o: o is not None)
+
+
+async def test_tag_only_image_is_refused_and_the_pinned_digest_keeps_running(
+    kube_api: KubeApi, operator: OperatorThread,
+) -> None:
+    await create_ready_pipeline(kube_api)
+    await kube_api.patch(f"{DGP}/demo", {"spec": {"image": "registry.example.com/team/digest-worker:latest"}})
+    pipeline = await kube_api.wait_for(f"{DGP}/demo", lambda o: condition(o, "ImagePinned").get("status") == "False")
+    assert condition(pipeline, "ImagePinned")["reason"] == "TagNotAllowed"
+    assert condition(pipeline, "Ready")["reason"] == "ImageNotPinned"
+    deployment = await kube_api.get(PATHS["Deployment"])
+    assert deployment is not None
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith(DIGEST)
+    assert ("Warning", "TagNotAllowed") in [(t, r) for t, r, _ in await events(kube_api)]
+
+
+async def test_new_pipeline_with_a_tag_gets_no_workload(kube_api: KubeApi, operator: OperatorThread) -> None:
+    await kube_api.create(DGP, minimal(image="registry.example.com/team/digest-worker:1.0"))
+    await kube_api.wait_for(f"{DGP}/demo", lambda o: condition(o, "ImagePinned").get("reason") == "TagNotAllowed")
+    await kube_api.wait_for(PATHS["ScaledObject"] and PATHS["ConfigMap"], lambda o: o is not None)
+    await asyncio.sleep(0.5)
+    for kind in ("Deployment", "ScaledObject", "CronJob"):
+        assert await kube_api.get(PATHS[kind]) is None, kind
+
+
+@pytest.mark.parametrize(("method", "pattern", "status"), [
+    ("PATCH", r"/deployments/demo-worker$", 500),
+    ("PATCH", r"/scaledobjects/demo$", 409),
+    ("PATCH", r"/configmaps/demo-dlq-monitor$", 429),
+    ("GET", r"/cronjobs/demo-dlq-monitor$", 503),
+    ("PATCH", r"/digestpipelines/demo/status$", 500),
+])
+async def test_transient_api_errors_converge(
+    kube_api: KubeApi, operator: OperatorThread, method: str, pattern: str, status: int,
+) -> None:
+    kube_api.fail_next(method, pattern, status, times=2)
+    await create_ready_pipeline(kube_api)
+    for path in PATHS.values():
+        assert await kube_api.get(path) is not None
+
+
+async def test_delete_removes_children(kube_api: KubeApi, operator: OperatorThread) -> None:
+    await create_ready_pipeline(kube_api)
+    await kube_api.delete(f"{DGP}/demo")
+    await kube_api.wait_for(f"{DGP}/demo", lambda o: o is None)
+    for path in PATHS.values():
+        await kube_api.wait_for(path, lambda o: o is None)
+
+
+async def test_two_operators_do_not_both_act(kube_api: KubeApi, operators: list[OperatorThread]) -> None:
+    await kube_api.create("/apis/kopf.dev/v1/clusterkopfpeerings",
+                          {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "digest"}})
+    leader = await asyncio.to_thread(OperatorThread(kube_api.url, peering="digest", priority=100).start)
+    operators.append(leader)
+    follower = await asyncio.to_thread(OperatorThread(kube_api.url, peering="digest", priority=10).start)
+    operators.append(follower)
+    await create_ready_pipeline(kube_api)
+    await kube_api.patch(f"{DGP}/demo", {"spec": {"scaling": {"maxReplicas": 4}}})
+    await kube_api.wait_for(PATHS["ScaledObject"], lambda o: o is not None and o["spec"]["maxReplicaCount"] == 4)
+    assert leader.runtime.reconcile_count > 0
+    assert follower.runtime.reconcile_count == 0
+
+    # the leader goes away: after its peering record expires, the follower takes over
+    await asyncio.to_thread(leader.stop)
+    await kube_api.patch(f"{DGP}/demo", {"spec": {"scaling": {"maxReplicas": 5}}})
+    await kube_api.wait_for(PATHS["ScaledObject"], lambda o: o is not None and o["spec"]["maxReplicaCount"] == 5,
+                            within=20)
+    assert follower.runtime.reconcile_count > 0
