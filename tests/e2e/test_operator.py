@@ -251,3 +251,15 @@ async def test_two_operators_do_not_both_act(kube_api: KubeApi, operators: list[
     await kube_api.wait_for(PATHS["ScaledObject"], lambda o: o is not None and o["spec"]["maxReplicaCount"] == 5,
                             within=20)
     assert follower.runtime.reconcile_count > 0
+
+
+async def test_refused_child_write_is_reported_then_retried(kube_api: KubeApi, operator: OperatorThread) -> None:
+    kube_api.fail_next("PATCH", r"/podmonitors/demo-worker$", 403, times=2, reason="Forbidden")
+    await kube_api.create(DGP, minimal())
+    pipeline = await kube_api.wait_for(f"{DGP}/demo", lambda o: condition(o, "Ready").get("reason") == "ApplyFailed")
+    assert "PodMonitor demo-worker failed: 403" in condition(pipeline, "Degraded")["message"]
+    assert await kube_api.get(PATHS["Deployment"]) is not None  # the other children were applied
+    await kube_api.wait_for(PATHS["PodMonitor"], lambda o: o is not None, within=15)
+    await complete_rollout(kube_api)
+    await kube_api.wait_for(f"{DGP}/demo", ready, within=10)
+    assert ("Warning", "ApplyFailed") in [(t, r) for t, r, _ in await events(kube_api)]
