@@ -7,7 +7,7 @@ controller where a rollout must complete (the emulated API has no controllers).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -34,11 +34,12 @@ STEADY_WINDOW = 2.5  # seconds of observation; the timer runs every 0.5 s
 
 
 @pytest.fixture
-def operators() -> Iterator[list[OperatorThread]]:
+async def operators(kube_api: KubeApi) -> AsyncIterator[list[OperatorThread]]:
+    """Operators started by a test; stopped while the emulator's event loop still serves their last requests."""
     started: list[OperatorThread] = []
     yield started
     for op in started:
-        op.stop()
+        await asyncio.to_thread(op.stop)
 
 
 @pytest.fixture
