@@ -1,5 +1,7 @@
-"""Kopf wiring: resume/create/update and a timer call one reconcile; status via Kopf's patch; Events on transitions.
+"""Kopf wiring: every trigger calls one reconcile; the status is written by our client; Events on transitions.
 
+Triggers: resume/create/update of a pipeline, a resync timer (drift repair, level-triggered), and changes of the
+worker Deployments the operator owns (rollout progress shows up in the status without waiting for the timer).
 Handlers are registered into an explicit registry so that several operator instances can run in one process
 (tests, benchmarks).
 """
@@ -10,16 +12,18 @@ import datetime
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
-from digest_operator.api import GROUP, PLURAL, VERSION
+from digest_operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from digest_operator.k8s import ApiError
 from digest_operator.reconcile import reconcile
+from digest_operator.render.meta import MANAGED_BY
 from digest_operator.runtime import Runtime
 
 PERSISTENCE_PREFIX = "digest.dev"
+PIPELINES_INDEX = "pipelines_index"
 
 
 def plain(value: Any) -> Any:
@@ -52,17 +56,24 @@ def configure(settings: kopf.OperatorSettings, runtime: Runtime) -> None:
     settings.posting.level = logging.INFO
 
 
-async def run_reconcile(
-    runtime: Runtime, body: Any, patch: kopf.Patch, logger: logging.Logger | Any, *, from_timer: bool,
-) -> None:
-    raw = plain(body)
-    meta = raw.get("metadata", {})
-    uid = str(meta.get("uid"))
+async def run_reconcile(runtime: Runtime, body: Any, logger: logging.Logger | Any, *, from_timer: bool) -> None:
+    """Reconcile one pipeline, write its status and Events; map failures to Kopf's retry semantics.
+
+    Triggers run one at a time per pipeline, and each re-reads the pipeline first: a trigger's copy may be older
+    than the status the previous reconcile wrote, and Events and status are computed against the current state.
+    """
+    meta = plain(body).get("metadata", {})
+    namespace, name = meta.get("namespace"), meta.get("name", "")
     started = time.perf_counter()
     metrics = runtime.metrics
-    async with runtime.lock(uid):
+    async with runtime.lock(str(meta.get("uid"))):
         try:
+            raw = await runtime.client.get(API_VERSION, PLURAL, namespace, name)
+            if raw is None or raw.get("metadata", {}).get("uid") != meta.get("uid"):
+                return  # deleted (or replaced by a namesake) meanwhile
             outcome = await reconcile(raw, runtime.client, utcnow())
+            if outcome.status_patch:
+                await runtime.client.patch_status(API_VERSION, PLURAL, namespace, name, outcome.status_patch)
         except ApiError as exc:
             metrics.reconciles.labels("error").inc()
             delay = exc.retry_after or runtime.config.retry_delay
@@ -72,18 +83,15 @@ async def run_reconcile(
         finally:
             runtime.reconcile_count += 1
             metrics.reconcile_seconds.observe(time.perf_counter() - started)
-    if outcome.status_patch:
-        for key, value in outcome.status_patch.items():
-            patch.status[key] = value
     for event in outcome.events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        kopf.event(kopf.Body(cast(kopf.RawBody, raw)), type=event.type, reason=event.reason, message=event.message)
     for change in outcome.changes:
         metrics.child_writes.labels(change.action, change.kind).inc()
     dead = (outcome.status.get("deadLetter") or {}).get("count")
-    metrics.set_pipeline(meta.get("namespace", ""), meta.get("name", ""), outcome.ready, dead)
+    metrics.set_pipeline(namespace or "", name, outcome.ready, dead)
     if outcome.invalid is not None:
         metrics.reconciles.labels("invalid").inc()
-        if not from_timer:  # the timer only keeps the status current; no retries, no log spam
+        if not from_timer:  # the timer only keeps the status current: no retries, no log spam
             raise kopf.PermanentError(f"invalid DigestPipeline: {outcome.invalid}")
         return
     if outcome.failed:
@@ -93,6 +101,15 @@ async def run_reconcile(
     metrics.reconciles.labels("ok").inc()
     if outcome.changes:
         logger.info("reconciled: %s", ", ".join(f"{c.action} {c.kind}/{c.name}" for c in outcome.changes))
+
+
+def owner_key(child: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(namespace, name) of the pipeline controlling `child`, if any."""
+    meta = child.get("metadata", {})
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("kind") == KIND and ref.get("apiVersion") == API_VERSION and ref.get("controller"):
+            return str(meta.get("namespace")), str(ref.get("name"))
+    return None
 
 
 def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
@@ -110,16 +127,31 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     async def _cleanup(**_: Any) -> None:
         await runtime.close()
 
+    @kopf.index(GROUP, VERSION, PLURAL, registry=registry, id=PIPELINES_INDEX)
+    def _index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
+        return {(str(namespace), name): plain(body)}
+
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, field="spec")
-    async def _changed(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
-        await run_reconcile(runtime, body, patch, logger, from_timer=False)
+    async def _changed(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+        await run_reconcile(runtime, body, logger, from_timer=False)
 
     @kopf.timer(GROUP, VERSION, PLURAL, registry=registry, interval=runtime.config.resync_seconds,
                 initial_delay=runtime.config.resync_seconds)
-    async def _resync(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
-        await run_reconcile(runtime, body, patch, logger, from_timer=True)
+    async def _resync(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+        await run_reconcile(runtime, body, logger, from_timer=True)
+
+    @kopf.on.event("apps", "v1", "deployments", registry=registry,
+                   labels={"app.kubernetes.io/managed-by": MANAGED_BY})
+    async def _worker_changed(body: kopf.Body, type: str | None, logger: kopf.Logger, **kwargs: Any) -> None:
+        key = owner_key(plain(body))
+        index: kopf.Index[tuple[str, str], Any] = kwargs[PIPELINES_INDEX]
+        if key is None or key not in index:
+            return
+        for pipeline in index[key]:
+            if not (pipeline.get("metadata") or {}).get("deletionTimestamp"):
+                await run_reconcile(runtime, pipeline, logger, from_timer=True)
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, optional=True)
     def _deleted(meta: kopf.Meta, **_: Any) -> None:

@@ -163,6 +163,20 @@ class KubeClient:
         )
         return result or {}
 
+    async def patch_status(
+        self, api_version: str, plural: str, namespace: str | None, name: str, patch: dict[str, Any],
+    ) -> dict[str, Any] | None:
+        """JSON merge patch of the status subresource; None when the object is gone."""
+        try:
+            return await self.request(
+                "PATCH", resource_path(api_version, plural, namespace, name) + "/status",
+                body={"status": patch}, content_type="application/merge-patch+json",
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
     async def delete(self, api_version: str, plural: str, namespace: str | None, name: str, uid: str) -> None:
         """Delete with a uid precondition (never a same-named successor); background propagation."""
         body = {

@@ -36,6 +36,9 @@ async def _spawn(
     handlers.register(registry, runtime)
     settings = kopf.OperatorSettings()
     handlers.configure(settings, runtime)
+    # With peering, start paused until the peering object is read: a new replica never acts before it knows
+    # whether a higher-priority replica is alive (and a missing peering CRD pauses instead of running alone).
+    settings.peering.mandatory = peering is not None
     stop, ready = asyncio.Event(), asyncio.Event()
     tasks = await kopf.spawn_tasks(
         registry=registry,

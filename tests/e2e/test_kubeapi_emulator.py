@@ -436,3 +436,26 @@ async def test_api_versions_have_server_addresses(kube_api: KubeApi) -> None:
 async def test_health_probes(kube_api: KubeApi, path: str) -> None:
     status, body, _ = await raw(kube_api, 'GET', path)
     assert (status, body) == (200, 'ok')
+
+
+async def test_watch_from_a_resource_version_does_not_replay_what_the_list_returned(kube_api: KubeApi) -> None:
+    path = '/api/v1/namespaces/default/configmaps'
+    await kube_api.create(path, {'apiVersion': 'v1', 'kind': 'ConfigMap', 'metadata': {'name': 'old'}})
+    listing = await kube_api.get(path)
+    assert listing is not None
+    seen: list[tuple[str, str]] = []
+
+    async def watch() -> None:
+        async with aiohttp.ClientSession() as session, session.get(kube_api.url + path, params={
+            'watch': 'true', 'resourceVersion': listing['metadata']['resourceVersion']}) as response:
+            async for line in response.content:
+                if line.strip():
+                    event = json.loads(line)
+                    seen.append((event['type'], event['object']['metadata']['name']))
+
+    task = asyncio.create_task(watch())
+    await asyncio.sleep(0.2)
+    await kube_api.create(path, {'apiVersion': 'v1', 'kind': 'ConfigMap', 'metadata': {'name': 'new'}})
+    await asyncio.sleep(0.2)
+    task.cancel()
+    assert seen == [('ADDED', 'new')]

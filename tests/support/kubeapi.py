@@ -424,8 +424,19 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
                 'items': [item for item in result['items'] if self._selected(request, item)]}
 
     async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[kmock.Payload]:
+        # Like a real server, a watch from a resourceVersion (e.g. the one of a preceding list) does not replay
+        # objects the client has already seen; kmock replays every stored object as ADDED.
+        since = request.params.get('resourceVersion', '')
+        floor = int(since) if since.isdigit() and since != '0' else None
         async for event in super()._serve_watch(request):
-            if not isinstance(event, dict) or self._selected(request, event.get('object', {})):
+            if not isinstance(event, dict):
+                yield event
+                continue
+            obj = event.get('object', {})
+            rv = str(obj.get('metadata', {}).get('resourceVersion', ''))
+            if floor is not None and rv.isdigit() and int(rv) <= floor:
+                continue
+            if self._selected(request, obj):
                 yield event
 
     async def _serve_version(self, request: kmock.Request) -> kmock.Payload:
@@ -509,7 +520,7 @@ class KubeApi:
         return await self._call('DELETE', resource_path, ok404=True, json=options)
 
     async def wait_for(self, resource_path: str, predicate: Callable[[JsonDict | None], bool],
-                       within: float = 5.0) -> JsonDict | None:
+                       within: float = 30.0) -> JsonDict | None:
         """Poll the object until the predicate holds for it (``None`` if absent); fail after ``within`` s."""
         deadline = time.monotonic() + within
         while not predicate(obj := await self.get(resource_path)):
