@@ -48,7 +48,7 @@ def _free_port() -> int:
 def _operator_requests(api: KubeApi, since: int) -> Counter[str]:
     """Requests made by the operator process (Kopf and our client), by class."""
     counts: Counter[str] = Counter()
-    for request in list(api.emulator)[since:]:
+    for request in api.emulator.request_log[since:]:
         agent = request.headers.get("User-Agent", "")
         if not agent.startswith(("kopf/", "digest-operator")):
             continue
