@@ -83,6 +83,7 @@ async def run_reconcile(runtime: Runtime, body: Any, logger: logging.Logger | An
         finally:
             runtime.reconcile_count += 1
             metrics.reconcile_seconds.observe(time.perf_counter() - started)
+        runtime.mark_reconciled(str(meta.get("uid")))
     for event in outcome.events:
         kopf.event(kopf.Body(cast(kopf.RawBody, raw)), type=event.type, reason=event.reason, message=event.message)
     for change in outcome.changes:
@@ -140,15 +141,23 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     @kopf.timer(GROUP, VERSION, PLURAL, registry=registry, interval=runtime.config.resync_seconds,
                 initial_delay=runtime.config.resync_seconds)
     async def _resync(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-        await run_reconcile(runtime, body, logger, from_timer=True)
+        if runtime.resync_due(str(body.get("metadata", {}).get("uid"))):
+            await run_reconcile(runtime, body, logger, from_timer=True)
 
     @kopf.on.event("apps", "v1", "deployments", registry=registry,
                    labels={"app.kubernetes.io/managed-by": MANAGED_BY})
     async def _worker_changed(body: kopf.Body, type: str | None, logger: kopf.Logger, **kwargs: Any) -> None:
-        key = owner_key(plain(body))
+        deployment = plain(body)
+        key = owner_key(deployment)
         index: kopf.Index[tuple[str, str], Any] = kwargs[PIPELINES_INDEX]
         if key is None or key not in index:
             return
+        meta = deployment.get("metadata", {})
+        worker = (str(meta.get("namespace")), str(meta.get("name")))
+        if type == "DELETED":
+            runtime.forget_worker(*worker)
+        elif not runtime.worker_changed(*worker, deployment):
+            return  # e.g. our own apply echoed back with nothing the status reports
         for pipeline in index[key]:
             if not (pipeline.get("metadata") or {}).get("deletionTimestamp"):
                 await run_reconcile(runtime, pipeline, logger, from_timer=True)

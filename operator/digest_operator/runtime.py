@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import kopf
 
@@ -30,6 +33,8 @@ class Runtime:
     reconcile_count: int = 0
     _client: KubeClient | None = None
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    _reconciled_at: dict[str, float] = field(default_factory=dict)
+    _worker_seen: dict[tuple[str, str], str] = field(default_factory=dict)
 
     @property
     def client(self) -> KubeClient:
@@ -46,8 +51,31 @@ class Runtime:
         """Serialises the change handlers and the timer of one pipeline."""
         return self._locks.setdefault(uid, asyncio.Lock())
 
+    def mark_reconciled(self, uid: str) -> None:
+        self._reconciled_at[uid] = time.monotonic()
+
+    def resync_due(self, uid: str) -> bool:
+        """A resync is needed only if nothing else reconciled the pipeline within most of the interval."""
+        last = self._reconciled_at.get(uid)
+        return last is None or time.monotonic() - last >= 0.9 * self.config.resync_seconds
+
+    def worker_changed(self, namespace: str, name: str, deployment: dict[str, Any]) -> bool:
+        """Did anything the status reports change since the last look at this worker Deployment?"""
+        relevant = json.dumps(
+            [deployment.get("metadata", {}).get("generation"), deployment.get("spec", {}).get("replicas"),
+             deployment.get("status")], sort_keys=True,
+        )
+        if self._worker_seen.get((namespace, name)) == relevant:
+            return False
+        self._worker_seen[(namespace, name)] = relevant
+        return True
+
+    def forget_worker(self, namespace: str, name: str) -> None:
+        self._worker_seen.pop((namespace, name), None)
+
     def forget(self, uid: str) -> None:
         self._locks.pop(uid, None)
+        self._reconciled_at.pop(uid, None)
 
     async def close(self) -> None:
         if self._client is not None:

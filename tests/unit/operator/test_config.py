@@ -1,0 +1,34 @@
+"""Operator settings from the environment."""
+
+from __future__ import annotations
+
+import pytest
+
+from digest_operator.config import ConfigError, OperatorConfig
+
+
+def test_defaults() -> None:
+    config = OperatorConfig.from_env({})
+    assert config.resync_seconds == 60
+    assert config.field_manager == "digest-operator"
+    assert config.error_backoffs == (1, 2, 4, 8, 16)
+
+
+def test_values_are_read() -> None:
+    config = OperatorConfig.from_env({
+        "DIGEST_OPERATOR_RESYNC_SECONDS": "2.5", "DIGEST_OPERATOR_RETRY_DELAY": "1",
+        "DIGEST_OPERATOR_ERROR_BACKOFFS": "0.1, 0.2", "DIGEST_OPERATOR_WATCH_SERVER_TIMEOUT": "30",
+        "DIGEST_OPERATOR_FIELD_MANAGER": "mine", "DIGEST_OPERATOR_PEERING_LIFETIME": "10",
+    })
+    assert (config.resync_seconds, config.retry_delay, config.error_backoffs) == (2.5, 1.0, (0.1, 0.2))
+    assert (config.watch_server_timeout, config.field_manager, config.peering_lifetime) == (30.0, "mine", 10)
+
+
+def test_every_problem_is_named() -> None:
+    with pytest.raises(ConfigError) as info:
+        OperatorConfig.from_env({"DIGEST_OPERATOR_RESYNC_SECONDS": "-1", "DIGEST_OPERATOR_FIELD_MANAGER": " ",
+                                 "DIGEST_OPERATOR_PEERING_LIFETIME": "long"})
+    text = str(info.value)
+    assert "DIGEST_OPERATOR_RESYNC_SECONDS=-1: must be a positive number of seconds" in text
+    assert "DIGEST_OPERATOR_FIELD_MANAGER: must not be empty" in text
+    assert "DIGEST_OPERATOR_PEERING_LIFETIME=long" in text
