@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,22 +26,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
 
 from digest_operator.api.parse import parse_pipeline
 from digest_operator.render import ChildRef, possible_children, render_children
 from tests.support.kubeapi import KubeApi, run_kube_api
+from tests.support.kubeconfig import free_port, write_kubeconfig
 from tests.support.samples import minimal
 
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 DGP = "/apis/digest.dev/v1alpha1/namespaces/{ns}/digestpipelines"
 CONTROLLER_AGENT = "bench-deployment-controller"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _operator_requests(api: KubeApi, since: int) -> Counter[str]:
@@ -132,14 +125,8 @@ async def run(pipelines: int, steady: float, resync: float) -> dict[str, Any]:
         base_seconds = await baseline(api, pipelines)
 
         workdir = Path(tempfile.mkdtemp(prefix="bench-operator-"))
-        kubeconfig = workdir / "kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "bench",
-            "clusters": [{"name": "bench", "cluster": {"server": api.url}}],
-            "users": [{"name": "bench", "user": {"token": "bench"}}],
-            "contexts": [{"name": "bench", "context": {"cluster": "bench", "user": "bench"}}],
-        }))
-        port = _free_port()
+        kubeconfig = write_kubeconfig(workdir / "kubeconfig", api.url)
+        port = free_port()
         env = {**os.environ, "KUBECONFIG": str(kubeconfig), "DIGEST_OPERATOR_RESYNC_SECONDS": str(resync)}
         digestctl = Path(sys.executable).parent / "digestctl"
         with (workdir / "operator.log").open("wb") as log:

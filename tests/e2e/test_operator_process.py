@@ -6,38 +6,20 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
-import yaml
 
 from tests.e2e.test_operator import DGP, PATHS, complete_rollout, ready
 from tests.support.kubeapi import KubeApi
+from tests.support.kubeconfig import free_port, write_kubeconfig
 from tests.support.samples import minimal
 
 pytestmark = pytest.mark.e2e
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _kubeconfig(path: Path, server: str) -> Path:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "emulator",
-        "clusters": [{"name": "emulator", "cluster": {"server": server}}],
-        "users": [{"name": "tester", "user": {"token": "test-token"}}],
-        "contexts": [{"name": "emulator",
-                      "context": {"cluster": "emulator", "user": "tester", "namespace": "default"}}],
-    }))
-    return path
 
 
 async def _get(url: str) -> tuple[int, str]:
@@ -58,8 +40,8 @@ async def _wait_ready(url: str, process: asyncio.subprocess.Process) -> None:
 
 
 async def test_operator_process_serves_probes_and_metrics(kube_api: KubeApi, tmp_path: Path) -> None:
-    port = _free_port()
-    kubeconfig = _kubeconfig(tmp_path / "kubeconfig", kube_api.url)
+    port = free_port()
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube_api.url)
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "DIGEST_OPERATOR_RESYNC_SECONDS": "0.5",
            "DIGEST_OPERATOR_RETRY_DELAY": "0.3", "DIGEST_OPERATOR_ERROR_BACKOFFS": "0.1,0.2"}
     log = tmp_path / "operator.log"
