@@ -398,7 +398,7 @@ class Queue:
             if expired.state is State.DEFERRED:
                 continue  # deferred messages stay until received by sequence number
             if expired.lock_token is not None:  # expires once its lock is released or lost
-                heapq.heappush(self._expiry, (expired.locked_until or now, seq))
+                heapq.heappush(self._expiry, (max(expired.locked_until or now, now + 0.001), seq))
                 continue
             if self.properties.dead_lettering_on_message_expiration:
                 self._move_to_dead_letter(expired, TTL_EXPIRED, "The message expired and was dead lettered.")
