@@ -1,0 +1,110 @@
+"""Message sections: what the real SDK encodes splits cleanly, and what the emulator re-encodes the SDK decodes."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from typing import Any
+
+import pytest
+from azure.servicebus import ServiceBusMessage, ServiceBusMessageBatch, ServiceBusReceivedMessage
+from azure.servicebus._pyamqp._encode import encode_payload
+from azure.servicebus._transport._pyamqp_transport import PyamqpTransport
+from azure.servicebus.amqp import AmqpAnnotatedMessage, AmqpMessageBodyType
+
+from digest_sbemulator import codec
+
+
+def _sdk_encode(message: ServiceBusMessage | AmqpAnnotatedMessage) -> bytes:
+    annotated = message if isinstance(message, AmqpAnnotatedMessage) else message.raw_amqp_message
+    out = bytearray()
+    encode_payload(out, PyamqpTransport.to_outgoing_amqp_message(annotated))
+    return bytes(out)
+
+
+def _deliver(raw: bytes, **kw: Any) -> ServiceBusReceivedMessage:
+    sections = codec.split(raw)
+    annotations = {**sections.message_annotations, "x-opt-sequence-number": 42}
+    out = codec.encode_for_delivery(sections.bare, delivery_count=kw.pop("delivery_count", 0), ttl_ms=None,
+                                    annotations=annotations, **kw)
+    return ServiceBusReceivedMessage.from_bytes(out)
+
+
+def test_properties_round_trip_through_the_emulator_encoding() -> None:
+    sent = ServiceBusMessage(
+        "hello", message_id="m-1", correlation_id="c-1", session_id="s-1", reply_to="r", to="t", subject="subj",
+        content_type="application/json", time_to_live=datetime.timedelta(seconds=30),
+        application_properties={"k": "v", "n": 5},
+    )
+    raw = _sdk_encode(sent)
+    sections = codec.split(raw)
+    assert sections.message_id == "m-1"
+    assert sections.ttl_seconds == 30
+    got = _deliver(raw, delivery_count=3)
+    assert (got.message_id, got.correlation_id, got.session_id, got.reply_to, got.to, got.subject) == (
+        "m-1", "c-1", "s-1", "r", "t", "subj")
+    assert got.content_type == "application/json"
+    assert got.application_properties == {b"k": b"v", b"n": 5}
+    assert got.delivery_count == 3
+    assert got.sequence_number == 42
+    assert str(got) == "hello"
+
+
+def test_partition_key_annotation_is_kept() -> None:
+    raw = _sdk_encode(ServiceBusMessage("x", partition_key="pk", session_id="pk"))
+    assert _deliver(raw).partition_key == "pk"
+
+
+@pytest.mark.parametrize(("body", "body_type", "expected"), [
+    ({"data_body": [b"one", b"two"]}, AmqpMessageBodyType.DATA, [b"one", b"two"]),
+    ({"value_body": {"a": 1}}, AmqpMessageBodyType.VALUE, {b"a": 1}),
+    ({"sequence_body": [[1, 2], [3]]}, AmqpMessageBodyType.SEQUENCE, [[1, 2], [3]]),
+])
+def test_body_types_survive(body: dict[str, Any], body_type: AmqpMessageBodyType, expected: Any) -> None:
+    got = _deliver(_sdk_encode(AmqpAnnotatedMessage(**body)))
+    assert got.body_type == body_type
+    value = got.body if body_type == AmqpMessageBodyType.VALUE else list(got.body)
+    assert value == expected
+
+
+def test_typed_message_ids_survive() -> None:
+    identifier = uuid.uuid4()
+    got = _deliver(_sdk_encode(AmqpAnnotatedMessage(data_body=b"x", properties={"message_id": identifier})))
+    assert got.message_id == identifier
+
+
+def test_dead_letter_properties_are_merged_into_application_properties() -> None:
+    raw = _sdk_encode(ServiceBusMessage("x", application_properties={"k": "v"}))
+    got = _deliver(raw, application_properties={"DeadLetterReason": "R", "DeadLetterErrorDescription": "D"})
+    assert (got.dead_letter_reason, got.dead_letter_error_description) == ("R", "D")
+    assert (got.application_properties or {})[b"k"] == b"v"
+    bare = _deliver(_sdk_encode(ServiceBusMessage("y")), application_properties={"DeadLetterReason": "R"})
+    assert bare.dead_letter_reason == "R"
+    assert str(bare) == "y"
+
+
+def test_batches_unpack_into_their_messages() -> None:
+    batch = ServiceBusMessageBatch(max_size_in_bytes=1_000_000, amqp_transport=PyamqpTransport)
+    for i in range(5):
+        batch.add_message(ServiceBusMessage(f"body-{i}", message_id=f"id-{i}"))
+    out = bytearray()
+    encode_payload(out, batch._message)
+    parts = codec.unpack_batch(codec.split(bytes(out)))
+    assert parts is not None
+    assert [codec.split(p).message_id for p in parts] == [f"id-{i}" for i in range(5)]
+    assert [str(_deliver(p)) for p in parts] == [f"body-{i}" for i in range(5)]
+
+
+def test_a_single_message_is_not_a_batch() -> None:
+    assert codec.unpack_batch(codec.split(_sdk_encode(ServiceBusMessage(b"\x00Sw plain bytes")))) is None
+    assert codec.unpack_batch(codec.split(_sdk_encode(AmqpAnnotatedMessage(value_body=1)))) is None
+
+
+def test_garbage_is_a_codec_error() -> None:
+    with pytest.raises(codec.CodecError):
+        codec.split(b"\x00\x53\x77\xff\xff")
+
+
+def test_lock_token_tag_is_what_the_sdk_reads() -> None:
+    token = uuid.uuid4()
+    assert uuid.UUID(bytes_le=codec.lock_token_tag(token)) == token
