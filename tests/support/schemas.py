@@ -7,6 +7,7 @@ CRD schemas are made strict for the check (unknown fields rejected, like `kubect
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +69,21 @@ def schema_errors(obj: dict[str, Any]) -> list[str]:
 def assert_valid(obj: dict[str, Any]) -> None:
     errors = schema_errors(obj)
     assert not errors, f"{obj.get('kind')} {obj.get('metadata', {}).get('name')}: {errors}"
+
+
+def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
+    """Structural-schema defaulting as the API server does it: missing properties with a `default` are set,
+    then defaulting recurses into every present value (including the defaulted ones)."""
+    if isinstance(value, dict) and "properties" in schema:
+        result = dict(value)
+        for name, sub in schema["properties"].items():
+            if name not in result and "default" in sub:
+                result[name] = json.loads(json.dumps(sub["default"]))
+            if name in result:
+                result[name] = apply_defaults(sub, result[name])
+        return result
+    if isinstance(value, dict) and isinstance(schema.get("additionalProperties"), dict):
+        return {k: apply_defaults(schema["additionalProperties"], v) for k, v in value.items()}
+    if isinstance(value, list) and "items" in schema:
+        return [apply_defaults(schema["items"], v) for v in value]
+    return value

@@ -356,7 +356,7 @@ class RequeuePolicy(Model):
 
     model_config = ConfigDict(
         json_schema_extra={"x-kubernetes-validations": [{
-            "rule": "!self.rules.exists(r, r.action == 'Park') || has(self.parkQueue)",
+            "rule": "!has(self.rules) || !self.rules.exists(r, r.action == 'Park') || has(self.parkQueue)",
             "message": "parkQueue is required when a rule uses action Park",
         }]},
     )
