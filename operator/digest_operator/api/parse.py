@@ -54,7 +54,7 @@ def _path(loc: tuple[int | str, ...]) -> str:
 
 _PATTERN_HINTS = {
     s.IMAGE_PATTERN: "must be an image reference such as registry.example.com/team/worker@sha256:<64 hex digits>",
-    s.DURATION_PATTERN: "must be a duration such as 30s, 5m, 1h30m or 7d",
+    s.DURATION_PATTERN: "must be a duration with units in descending order, such as 30s, 5m, 1h30m or 7d",
     s.CRON_PATTERN: "must be a cron schedule with five fields, e.g. '*/5 * * * *'",
     s.UUID_PATTERN: "must be a GUID such as 00000000-0000-0000-0000-000000000000",
     s.FQDN_PATTERN: "must be a fully qualified host name such as contoso.servicebus.windows.net",

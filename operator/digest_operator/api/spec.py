@@ -14,15 +14,26 @@ from pydantic.alias_generators import to_camel
 
 from digest_operator.api.imageref import IMAGE_PATTERN as IMAGE_PATTERN
 
-DURATION_PATTERN = r"^([0-9]+(ms|s|m|h|d|w))+$"
+# The Prometheus duration syntax (units in descending order), which PrometheusRule `for` and PodMonitor `interval`
+# accept; the DLQ monitor parses the same syntax.
+DURATION_PATTERN = r"^(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?$"
 CRON_PATTERN = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$"
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 FQDN_PATTERN = r"^([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,63}$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 QUEUE_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,258}[A-Za-z0-9])?$"
-QUANTITY_PATTERN = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+QUANTITY_PATTERN = (  # non-negative Kubernetes quantities
+    r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+LABEL_KEY_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+RESOURCE_NAME_PATTERN = (
+    r"^(cpu|memory|ephemeral-storage|hugepages-[0-9A-Za-z.]+|"
+    r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$"
 )
 INT_OR_PERCENT_PATTERN = r"^[0-9]+%?$"
 ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
@@ -53,8 +64,27 @@ def _check_regex(value: str) -> str:
 def _int_or_percent(value: int | str) -> int | str:
     if isinstance(value, str) and not re.fullmatch(INT_OR_PERCENT_PATTERN, value):
         raise ValueError("must be an integer or a percentage such as '25%'")
+    if isinstance(value, str) and value.isdigit():
+        return int(value)  # Kubernetes accepts only percentages as strings
     if isinstance(value, int) and value < 0:
         raise ValueError("must not be negative")
+    return value
+
+
+def _labels(value: dict[str, str]) -> dict[str, str]:
+    for key, text in value.items():
+        if not re.fullmatch(LABEL_KEY_PATTERN, key) or len(key) > 316:
+            raise ValueError(f"{key!r} is not a valid label key")
+        if not re.fullmatch(LABEL_VALUE_PATTERN, text):
+            raise ValueError(f"{text!r} (for {key}) is not a valid label value")
+    return value
+
+
+def _resource_names(value: dict[str, int | str]) -> dict[str, int | str]:
+    for key in value:
+        if not re.fullmatch(RESOURCE_NAME_PATTERN, key):
+            raise ValueError(f"{key!r} is not a resource name (cpu, memory, ephemeral-storage, hugepages-<size> "
+                             f"or <domain>/<name>)")
     return value
 
 
@@ -69,7 +99,8 @@ Quantity = Annotated[
     int | str, AfterValidator(_quantity), Field(json_schema_extra={**INT_OR_STRING, "pattern": QUANTITY_PATTERN}),
 ]
 IntOrPercent = Annotated[int | str, AfterValidator(_int_or_percent), Field(json_schema_extra=INT_OR_STRING)]
-Duration = Annotated[str, Field(pattern=DURATION_PATTERN)]
+Duration = Annotated[str, Field(pattern=DURATION_PATTERN, min_length=2)]
+Labels = Annotated[dict[str, str], AfterValidator(_labels)]
 Regex = Annotated[str, AfterValidator(_check_regex), Field(max_length=1024)]
 
 
@@ -166,9 +197,11 @@ class Scaling(Model):
 class Resources(Model):
     """Compute resources of the worker container (Kubernetes quantities)."""
 
-    requests: dict[str, Quantity] = Field(default_factory=lambda: dict[str, int | str](cpu="100m", memory="128Mi"))
+    requests: Annotated[dict[str, Quantity], AfterValidator(_resource_names)] = Field(
+        default_factory=lambda: dict[str, int | str](cpu="100m", memory="128Mi"))
     """Requested resources; default 100m CPU, 128Mi memory."""
-    limits: dict[str, Quantity] = Field(default_factory=lambda: dict[str, int | str](memory="256Mi"))
+    limits: Annotated[dict[str, Quantity], AfterValidator(_resource_names)] = Field(
+        default_factory=lambda: dict[str, int | str](memory="256Mi"))
     """Limits; default 256Mi memory and no CPU limit (CPU limits throttle bursty I/O-bound workers)."""
 
 
@@ -196,6 +229,13 @@ class EnvVarSource(Model):
     """A key of a ConfigMap."""
     field_ref: FieldSelector | None = None
     """A field of the pod, e.g. `metadata.namespace`."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> EnvVarSource:
+        chosen = [x for x in (self.secret_key_ref, self.config_map_key_ref, self.field_ref) if x is not None]
+        if len(chosen) != 1:
+            raise ValueError("set exactly one of secretKeyRef, configMapKeyRef or fieldRef")
+        return self
 
 
 class EnvVar(Model):
@@ -232,6 +272,16 @@ class Toleration(Model):
     toleration_seconds: int | None = None
     """For NoExecute: how long the pod stays bound after the taint appears."""
 
+    @model_validator(mode="after")
+    def _consistent(self) -> Toleration:
+        if self.operator == "Exists" and self.value:
+            raise ValueError("value must be empty when operator is Exists")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("tolerationSeconds is only allowed with effect NoExecute")
+        if not self.key and self.operator != "Exists":
+            raise ValueError("an empty key requires operator Exists")
+        return self
+
 
 class LocalObjectReference(Model):
     name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
@@ -259,7 +309,7 @@ class Worker(Model):
     service_account_name: str | None = Field(default=None, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
     """Use this existing ServiceAccount instead of the one the operator creates (`<name>-worker`). It must carry the
     workload identity annotations itself."""
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    node_selector: Labels = Field(default_factory=dict)
     """Node labels the worker pods must match."""
     tolerations: list[Toleration] = Field(default_factory=list)
     """Tolerations of the worker pods."""
@@ -420,6 +470,9 @@ class Rollout(Model):
     def _not_both_zero(self) -> Rollout:
         if str(self.max_surge) in ("0", "0%") and str(self.max_unavailable) in ("0", "0%"):
             raise ValueError("maxSurge and maxUnavailable must not both be zero")
+        unavailable = str(self.max_unavailable)
+        if unavailable.endswith("%") and int(unavailable[:-1]) > 100:
+            raise ValueError("maxUnavailable must not be more than 100%")
         return self
 
 
@@ -428,7 +481,7 @@ class Monitoring(Model):
 
     enabled: bool = True
     """Render the PodMonitor and PrometheusRule (needs the Prometheus Operator CRDs)."""
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict)
     """Extra labels for both objects, e.g. the `release` label your Prometheus selects on."""
     scrape_interval: Duration = "30s"
     """Scrape interval of the worker metrics."""

@@ -82,6 +82,25 @@ def metadata(
     return meta
 
 
+_KEEP_EMPTY = frozenset({"emptyDir"})  # `emptyDir: {}` means something
+
+
+def prune_empty(value: Any) -> Any:
+    """Drop empty strings, maps and lists (and None) the way the API server's `omitempty` does, so a rendered
+    object compares equal to what the server stores."""
+    if isinstance(value, dict):
+        result = {}
+        for key, item in value.items():
+            pruned = item if key in _KEEP_EMPTY else prune_empty(item)
+            if pruned is None or (key not in _KEEP_EMPTY and pruned in ("", {}, [])):
+                continue
+            result[key] = pruned
+        return result
+    if isinstance(value, list):
+        return [prune_empty(item) for item in value]
+    return value
+
+
 def object_key(obj: dict[str, Any]) -> tuple[str, str, str]:
     """`(apiVersion, kind, name)` of a rendered object."""
     return obj["apiVersion"], obj["kind"], obj["metadata"]["name"]

@@ -10,7 +10,6 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from digest_operator.api.parse import parse_pipeline
 from digest_operator.cli import main
 from digest_operator.crd import CRD_PATH, crd_yaml, generate_crd
 from tests.support.samples import ROOT, minimal, sample_files, with_path

@@ -234,3 +234,30 @@ def test_child_name_is_deterministic_and_unique_per_base() -> None:
 
 def test_rendering_is_pure_and_deterministic() -> None:
     assert _render(load()) == _render(load())
+
+
+def _empties(value: object, path: str = "") -> list[str]:
+    if isinstance(value, dict):
+        found = [path] if not value and not path.endswith("emptyDir") else []
+        for key, item in value.items():
+            found += _empties(item, f"{path}.{key}")
+        return found
+    if isinstance(value, list):
+        return [path] if not value else [p for i, item in enumerate(value) for p in _empties(item, f"{path}[{i}]")]
+    return [path] if value == "" or value is None else []
+
+
+def test_no_empty_values_are_rendered_as_the_server_would_drop_them() -> None:
+    body = with_path(minimal(), "spec.worker", {
+        "env": [{"name": "EMPTY", "value": ""}],
+        "resources": {"requests": {}, "limits": {}},
+        "tolerations": [{"operator": "Exists"}],
+    })
+    objects = _render(body)
+    for obj in objects.values():
+        assert _empties(obj) == [], obj["kind"]
+    container = objects["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "EMPTY"} in container["env"]
+    assert "resources" not in container
+    assert objects["Deployment"]["spec"]["template"]["spec"]["volumes"][0] == {
+        "name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}

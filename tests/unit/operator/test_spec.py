@@ -80,6 +80,17 @@ BAD: list[tuple[str, Any, str, str]] = [
     ("spec.rollout", {"maxSurge": 0, "maxUnavailable": "0%"}, "spec.rollout", "both be zero"),
     ("spec.rollout.maxSurge", "lots", "spec.rollout.maxSurge", "percentage"),
     ("spec.scalling", {}, "spec.scalling", "Extra inputs"),
+    ("spec.deadLetter.alertAfter", "30s5m", "spec.deadLetter.alertAfter", "descending order"),
+    ("spec.worker.env", [{"name": "A", "valueFrom": {}}], "spec.worker.env[0].valueFrom", "exactly one"),
+    ("spec.worker.tolerations", [{"key": "k", "operator": "Exists", "value": "v"}], "spec.worker.tolerations[0]",
+     "value must be empty"),
+    ("spec.worker.tolerations", [{"key": "k", "effect": "NoSchedule", "tolerationSeconds": 5}],
+     "spec.worker.tolerations[0]", "only allowed with effect NoExecute"),
+    ("spec.worker.nodeSelector", {"bad key!": "x"}, "spec.worker.nodeSelector", "not a valid label key"),
+    ("spec.monitoring.labels", {"release": "not valid!"}, "spec.monitoring.labels", "not a valid label value"),
+    ("spec.worker.resources", {"limits": {"gpus": 1}}, "spec.worker.resources.limits", "not a resource name"),
+    ("spec.worker.resources", {"limits": {"cpu": "-1"}}, "spec.worker.resources.limits.cpu", "quantity"),
+    ("spec.rollout", {"maxUnavailable": "150%"}, "spec.rollout", "more than 100%"),
     ("metadata.name", "x" * 64, "metadata.name", "at most 63"),
     ("metadata.name", "Upper", "metadata.name", "DNS label"),
 ]
@@ -92,6 +103,12 @@ def test_invalid_specs_name_the_field(path: str, value: Any, reported: str, frag
     problems = dict(info.value.problems)
     assert reported in problems, info.value.problems
     assert fragment in problems[reported]
+
+
+def test_numeric_strings_become_integers_for_int_or_percent_fields() -> None:
+    body = with_path(minimal(), "spec.rollout", {"maxSurge": "1", "maxUnavailable": "0"})
+    rollout = parse_pipeline(body).spec.rollout
+    assert (rollout.max_surge, rollout.max_unavailable) == (1, 0)
 
 
 def test_every_problem_is_reported_at_once() -> None:
