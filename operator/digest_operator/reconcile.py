@@ -15,6 +15,7 @@ from digest_operator.api.parse import SpecError, parse_pipeline
 from digest_operator.drift import in_sync, merge_patch
 from digest_operator.k8s import ApiError
 from digest_operator.render import ChildRef, possible_children, render_children
+from digest_operator.render.meta import APPLIED_HASH
 from digest_operator.rollout import rollout_state
 from digest_operator.status import Change, Event, Observation
 
@@ -53,6 +54,12 @@ def owned_by(obj: dict[str, Any], uid: str | None) -> bool:
         ref.get("uid") == uid and ref.get("controller")
         for ref in obj.get("metadata", {}).get("ownerReferences") or []
     )
+
+
+def _applied_hash(obj: dict[str, Any]) -> str | None:
+    annotations = obj.get("metadata", {}).get("annotations") or {}
+    value = annotations.get(APPLIED_HASH)
+    return str(value) if value is not None else None
 
 
 def _pinned(reference: str | None) -> ImageRef | None:
@@ -133,10 +140,10 @@ async def reconcile(body: dict[str, Any], api: Api, now: str) -> Outcome:
                 deployment = applied
             if current is None:
                 action = "Created"
-            elif generation != old_status.get("observedGeneration"):
-                action = "Updated"
+            elif _applied_hash(current) != _applied_hash(obj):
+                action = "Updated"  # rendered from another spec or operator version
             else:
-                action = "DriftRepaired"
+                action = "DriftRepaired"  # same rendering, but someone changed owned fields
             observation.changes.append(Change(action, ref.kind, ref.name))
         for ref in children:
             current = live[ref]

@@ -156,7 +156,7 @@ async def test_status_of_resources_without_the_subresource_is_not_found(kube_api
 
 
 # 4. Patch content types and server-side apply.
-async def test_server_side_apply_creates_then_merges(kube_api: KubeApi) -> None:
+async def test_server_side_apply_creates_then_updates(kube_api: KubeApi) -> None:
     body = deployment('web', labels={'app': 'web'})
     status, created, _ = await raw(kube_api, 'PATCH', f'{DEPLOY}/web', body, APPLY, fieldManager='op', force='true')
     assert status == 201
@@ -166,8 +166,9 @@ async def test_server_side_apply_creates_then_merges(kube_api: KubeApi) -> None:
               'spec': {'template': {'spec': {'containers': [{'name': 'c2', 'image': 'j'}]}}}}
     status, applied, _ = await raw(kube_api, 'PATCH', f'{DEPLOY}/web', update, APPLY, fieldManager='op')
     assert status == 200
-    assert applied['metadata']['labels'] == {'app': 'web', 'tier': 'x'}  # dicts merged
-    assert applied['spec']['replicas'] == 1  # untouched fields kept
+    # the same manager stopped applying `app` and `replicas`: removed, as with real field ownership
+    assert applied['metadata']['labels'] == {'tier': 'x'}
+    assert 'replicas' not in applied['spec']
     assert applied['spec']['template']['spec']['containers'] == [{'name': 'c2', 'image': 'j'}]  # lists replaced
     assert applied['metadata']['generation'] == 2
     assert applied['metadata']['uid'] == created['metadata']['uid']
@@ -459,3 +460,13 @@ async def test_watch_from_a_resource_version_does_not_replay_what_the_list_retur
     await asyncio.sleep(0.2)
     task.cancel()
     assert seen == [('ADDED', 'new')]
+
+
+async def test_apply_removes_fields_the_manager_no_longer_applies(kube_api: KubeApi) -> None:
+    path = '/api/v1/namespaces/default/configmaps/applied'
+    first = {'apiVersion': 'v1', 'kind': 'ConfigMap', 'metadata': {'name': 'applied'}, 'data': {'a': '1', 'b': '2'}}
+    await kube_api.apply(path, first, field_manager='one')
+    await kube_api.patch(path, {'data': {'c': '3'}})  # another writer's field stays
+    second = {'apiVersion': 'v1', 'kind': 'ConfigMap', 'metadata': {'name': 'applied'}, 'data': {'a': '1'}}
+    result = await kube_api.apply(path, second, field_manager='one')
+    assert result['data'] == {'a': '1', 'c': '3'}

@@ -299,3 +299,20 @@ async def test_rollout_progress_reaches_status_without_the_resync_timer(
     pipeline = await kube_api.wait_for(f"{DGP}/demo", ready)
     assert pipeline is not None
     assert (pipeline["status"]["replicas"], pipeline["status"]["readyReplicas"]) == (2, 2)
+
+
+async def test_removed_spec_fields_are_removed_from_children(kube_api: KubeApi, operator: OperatorThread) -> None:
+    tenant = "99999999-8888-7777-6666-555555555555"
+    auth = {"workloadIdentity": {"clientId": "11111111-2222-3333-4444-555555555555", "tenantId": tenant}}
+    await create_ready_pipeline(kube_api, worker={"nodeSelector": {"pool": "digests"}},
+                                serviceBus={**minimal()["spec"]["serviceBus"], "auth": auth})
+    trigger_auth = await kube_api.get(PATHS["TriggerAuthentication"])
+    assert trigger_auth is not None
+    assert trigger_auth["spec"]["podIdentity"]["identityTenantId"] == tenant
+    await kube_api.patch(f"{DGP}/demo", {"spec": {"worker": {"nodeSelector": None},
+                                                  "serviceBus": {"auth": {"workloadIdentity": {"tenantId": None}}}}})
+    await kube_api.wait_for(PATHS["Deployment"], lambda o: o is not None and "nodeSelector" not in o["spec"][
+        "template"]["spec"])
+    await kube_api.wait_for(PATHS["TriggerAuthentication"], lambda o: o is not None and "identityTenantId" not in o[
+        "spec"]["podIdentity"])
+    assert "Deployment/demo-worker" in await wait_for_event(kube_api, "Normal", "Updated")

@@ -107,6 +107,17 @@ def matches_selector(selector: str, get: Callable[[str], str | None]) -> bool:
     return True
 
 
+def _drop_unapplied(live: JsonDict, previous: Mapping[str, Any], current: Mapping[str, Any]) -> JsonDict:
+    """`live` without the fields `previous` applied and `current` no longer applies (lists are atomic)."""
+    result = copy.deepcopy(live)
+    for key, old in previous.items():
+        if key not in current:
+            result.pop(key, None)
+        elif isinstance(old, dict) and isinstance(current[key], dict) and isinstance(result.get(key), dict):
+            result[key] = _drop_unapplied(result[key], old, current[key])
+    return result
+
+
 def _field(obj: Mapping[str, Any], path: str) -> str | None:
     value: Any = obj
     for part in path.split('.'):
@@ -138,6 +149,9 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
     _rv: int = attrs.field(default=0, init=False)
     _faults: list[Fault] = attrs.field(factory=list, init=False)
     _results: dict[int, JsonDict] = attrs.field(factory=dict, init=False)  # request.id -> object to respond
+    # server-side apply: the last configuration each field manager applied to each object, so that fields a
+    # manager stops applying are removed, as real field ownership does (a simplification: no managedFields)
+    _applied: dict[tuple[ObjKey, str], JsonDict] = attrs.field(factory=dict, init=False)
     _write_lock: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
     _gc_tasks: set[asyncio.Task[None]] = attrs.field(factory=set, init=False)
     _in_flight: int = attrs.field(default=0, init=False)
@@ -256,6 +270,7 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
         what = f'{request.resource.plural} "{request.name}"'
         if live is None and ctype == APPLY and request.method.value == 'PATCH' and not request.subresource:
             self._check_apply(request, body)
+            self._applied[(key, request.params.get('fieldManager', ''))] = copy.deepcopy(body)
             return await self._react(request, await self._create(request, body), 201)
         if live is None:
             raise api_error(404, f'{what} not found')
@@ -326,7 +341,12 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
                 raise api_error(400, 'the body of the request must be an object')
             elif ctype == APPLY:
                 self._check_apply(request, body)
-                new = dict(dicts.merge_patch_dict(live, body))
+                obj_key: ObjKey = (request.resource, request.namespace, str(request.name))
+                owner = (obj_key, request.params.get('fieldManager', ''))
+                previous = self._applied.get(owner)
+                base = _drop_unapplied(live, previous, body) if previous is not None else live
+                new = dict(dicts.merge_patch_dict(base, body))
+                self._applied[owner] = copy.deepcopy(body)
             elif ctype == JSON_PATCH and isinstance(body, list):
                 new = dict(dicts.json_patch_dict(live, body))
             elif ctype in MERGE_TYPES and isinstance(body, dict):

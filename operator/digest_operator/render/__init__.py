@@ -11,7 +11,7 @@ from typing import Any
 from digest_operator.api.imageref import ImageRef
 from digest_operator.api.parse import Pipeline
 from digest_operator.render import dlq_monitor, monitoring, scaling, workload
-from digest_operator.render.meta import Owner, prune_empty
+from digest_operator.render.meta import Owner, prune_empty, stamp_applied_hash
 from digest_operator.render.names import ChildNames
 
 Object = dict[str, Any]
@@ -59,4 +59,4 @@ def render_children(pipeline: Pipeline, image: ImageRef | None) -> list[Object]:
     if spec.monitoring.enabled:
         objects.append(monitoring.pod_monitor(owner, spec, names))
         objects.append(monitoring.prometheus_rule(owner, spec, names))
-    return [prune_empty(obj) for obj in objects]
+    return [stamp_applied_hash(prune_empty(obj)) for obj in objects]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +100,19 @@ def prune_empty(value: Any) -> Any:
     if isinstance(value, list):
         return [prune_empty(item) for item in value]
     return value
+
+
+APPLIED_HASH = "digest.dev/applied-hash"
+
+
+def stamp_applied_hash(obj: dict[str, Any]) -> dict[str, Any]:
+    """Record a hash of the rendered object in an annotation. A live child whose hash differs was rendered from
+    another spec (or another operator version): it is updated, and server-side apply removes the fields the
+    operator no longer applies. Same hash but different owned fields means someone edited it: drift."""
+    digest = hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:20]
+    stamped = {**obj, "metadata": {**obj["metadata"]}}
+    stamped["metadata"]["annotations"] = {**obj["metadata"].get("annotations", {}), APPLIED_HASH: digest}
+    return stamped
 
 
 def object_key(obj: dict[str, Any]) -> tuple[str, str, str]:

@@ -138,3 +138,15 @@ async def test_transient_errors_propagate_for_retry() -> None:
     with pytest.raises(ApiError) as info:
         await reconcile(_body(), api, NOW)
     assert info.value.transient
+
+
+async def test_removed_fields_trigger_an_apply_and_are_reported_as_an_update() -> None:
+    api = MemoryApi()
+    body = await _converge(api, _body(worker={"nodeSelector": {"pool": "digests"}}))
+    body = with_path(body, "spec.worker", {})
+    body["metadata"]["generation"] = 2
+    outcome = await reconcile(body, api, NOW)
+    assert ("Updated", "Deployment") in {(c.action, c.kind) for c in outcome.changes}
+    assert ("Updated", "CronJob") in {(c.action, c.kind) for c in outcome.changes}
+    key = next(k for k in api.objects if k[1] == "deployments")
+    assert "nodeSelector" not in api.objects[key]["spec"]["template"]["spec"]

@@ -11,7 +11,7 @@ import yaml
 from digest_operator.api.imageref import parse_image
 from digest_operator.api.parse import parse_pipeline
 from digest_operator.render import possible_children, render_children
-from digest_operator.render.meta import child_name
+from digest_operator.render.meta import APPLIED_HASH, child_name
 from digest_worker import contract
 from tests.support.samples import DIGEST, load, minimal, sample_files, with_path
 from tests.support.schemas import assert_valid
@@ -109,14 +109,16 @@ def test_connection_string_auth_and_password_come_from_secrets() -> None:
     assert objects["TriggerAuthentication"]["spec"] == {
         "secretTargetRef": [{"parameter": "connection", "name": "servicebus", "key": "connectionString"}]}
     assert "PodMonitor" not in objects and "PrometheusRule" not in objects
-    assert "annotations" not in objects["ServiceAccount"]["metadata"]
+    assert set(objects["ServiceAccount"]["metadata"]["annotations"]) == {APPLIED_HASH}
 
 
 def test_workload_identity_service_account_and_trigger_auth() -> None:
     tenant = "99999999-8888-7777-6666-555555555555"
     body = with_path(minimal(), "spec.serviceBus.auth.workloadIdentity.tenantId", tenant)
     objects = _render(body)
-    assert objects["ServiceAccount"]["metadata"]["annotations"] == {
+    annotations = dict(objects["ServiceAccount"]["metadata"]["annotations"])
+    assert annotations.pop(APPLIED_HASH)
+    assert annotations == {
         "azure.workload.identity/client-id": "11111111-2222-3333-4444-555555555555",
         "azure.workload.identity/tenant-id": "99999999-8888-7777-6666-555555555555",
     }
@@ -261,3 +263,10 @@ def test_no_empty_values_are_rendered_as_the_server_would_drop_them() -> None:
     assert "resources" not in container
     assert objects["Deployment"]["spec"]["template"]["spec"]["volumes"][0] == {
         "name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}
+
+
+def test_applied_hash_changes_with_the_spec_only() -> None:
+    first = _render(minimal())["Deployment"]["metadata"]["annotations"][APPLIED_HASH]
+    assert _render(minimal())["Deployment"]["metadata"]["annotations"][APPLIED_HASH] == first
+    other = _render(with_path(minimal(), "spec.worker.concurrency", 9))["Deployment"]["metadata"]["annotations"]
+    assert other[APPLIED_HASH] != first
