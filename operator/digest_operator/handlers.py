@@ -73,7 +73,8 @@ async def run_reconcile(runtime: Runtime, body: Any, logger: logging.Logger | An
                 return  # deleted (or replaced by a namesake) meanwhile
             outcome = await reconcile(raw, runtime.client, utcnow())
             if outcome.status_patch:
-                await runtime.client.patch_status(API_VERSION, PLURAL, namespace, name, outcome.status_patch)
+                await runtime.client.patch_status(API_VERSION, PLURAL, namespace, name, outcome.status_patch,
+                                                  resource_version=raw["metadata"].get("resourceVersion"))
         except ApiError as exc:
             metrics.reconciles.labels("error").inc()
             delay = exc.retry_after or runtime.config.retry_delay

@@ -132,11 +132,13 @@ class KubeClient:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self._observe(method, 0)
                 raise ApiError(0, "ConnectionError", f"{method} {path}: {exc!r}") from exc
-            self._observe(method, status)
             if status == 401 and attempt == 1:
+                self._observe(method, status)
                 continue
             if status == 404 and method == "GET":
+                self._observe(method, 200)  # an absent object is an answer, not an API error
                 return None
+            self._observe(method, status)
             decoded: dict[str, Any] = json.loads(payload) if payload else {}
             if status >= 400:
                 raise ApiError(
@@ -165,12 +167,20 @@ class KubeClient:
 
     async def patch_status(
         self, api_version: str, plural: str, namespace: str | None, name: str, patch: dict[str, Any],
+        resource_version: str | None = None,
     ) -> dict[str, Any] | None:
-        """JSON merge patch of the status subresource; None when the object is gone."""
+        """JSON merge patch of the status subresource; None when the object is gone.
+
+        With `resource_version`, the write fails with 409 if someone changed the object since it was read (so the
+        conditions list, which a merge patch replaces whole, never drops another writer's update).
+        """
+        body: dict[str, Any] = {"status": patch}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
         try:
             return await self.request(
                 "PATCH", resource_path(api_version, plural, namespace, name) + "/status",
-                body={"status": patch}, content_type="application/merge-patch+json",
+                body=body, content_type="application/merge-patch+json",
             )
         except ApiError as exc:
             if exc.status == 404:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -10,8 +12,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from digest_operator.runtime import Runtime
 
 
-def probe_app(runtime: Runtime, ready: asyncio.Event, alive: asyncio.Event) -> web.Application:
+def probe_app(
+    runtime: Runtime, ready: asyncio.Event, alive: asyncio.Event, tasks: Collection[asyncio.Task[Any]] = (),
+) -> web.Application:
+    """`alive` is cleared at shutdown; `tasks` are Kopf's root tasks, which run until the operator stops: one that
+    has ended (a crashed watcher or reactor) makes the liveness probe fail so that Kubernetes restarts the pod."""
+
     async def healthz(_: web.Request) -> web.Response:
+        crashed = [task.get_name() for task in tasks if task.done()]
+        if crashed:
+            return web.Response(status=503, text=f"stopped: {', '.join(crashed)}\n")
         return web.Response(text="ok\n") if alive.is_set() else web.Response(status=503, text="stopping\n")
 
     async def readyz(_: web.Request) -> web.Response:

@@ -316,3 +316,22 @@ async def test_removed_spec_fields_are_removed_from_children(kube_api: KubeApi, 
     await kube_api.wait_for(PATHS["TriggerAuthentication"], lambda o: o is not None and "identityTenantId" not in o[
         "spec"]["podIdentity"])
     assert "Deployment/demo-worker" in await wait_for_event(kube_api, "Normal", "Updated")
+
+
+async def test_status_writes_carry_the_resource_version_they_were_computed_from(kube_api: KubeApi) -> None:
+    import kopf
+
+    from digest_operator.k8s import ApiError, KubeClient
+
+    created = await kube_api.create(DGP, minimal())
+    stale = created["metadata"]["resourceVersion"]
+    await kube_api.patch(f"{DGP}/demo/status", {"status": {"observedGeneration": 1}})  # someone else wrote
+    client = KubeClient(lambda: kopf.ConnectionInfo(server=kube_api.url), field_manager="test")
+    try:
+        with pytest.raises(ApiError) as info:
+            await client.patch_status("digest.dev/v1alpha1", "digestpipelines", NS, "demo",
+                                      {"replicas": 1}, resource_version=stale)
+        assert info.value.status == 409
+        assert info.value.transient  # retried by the handler with a fresh read
+    finally:
+        await client.close()

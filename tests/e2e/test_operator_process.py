@@ -54,6 +54,7 @@ async def test_operator_process_serves_probes_and_metrics(kube_api: KubeApi, tmp
     try:
         await _wait_ready(base + "/readyz", process)
         assert (await _get(base + "/healthz"))[0] == 200
+        kube_api.fail_next("GET", r"/cronjobs/demo-dlq-monitor$", 500)  # counted as an API error, then retried
         await kube_api.create(DGP, minimal())
         await kube_api.wait_for(PATHS["Deployment"], lambda o: o is not None, within=30)
         await complete_rollout(kube_api)
@@ -64,6 +65,8 @@ async def test_operator_process_serves_probes_and_metrics(kube_api: KubeApi, tmp
         assert 'digest_operator_pipelines{ready="True"} 1.0' in metrics
         assert "digest_operator_reconcile_duration_seconds_bucket" in metrics
         assert 'digest_operator_child_writes_total{action="Created",kind="Deployment"} 1.0' in metrics
+        assert 'digest_operator_api_errors_total{code="500"} 1.0' in metrics
+        assert 'code="404"' not in metrics  # absent children are answers, not errors
 
         kubectl = shutil.which("kubectl", path=str(BIN))
         assert kubectl
@@ -91,3 +94,10 @@ def test_invalid_settings_exit_with_a_clear_error() -> None:
     assert result.returncode == 1
     assert "DIGEST_OPERATOR_RESYNC_SECONDS=soon: must be a positive number of seconds" in result.stderr
     assert "DIGEST_OPERATOR_ERROR_BACKOFFS=a,b" in result.stderr
+
+
+def test_namespaced_watching_with_cluster_peering_is_refused() -> None:
+    result = subprocess.run([str(BIN / "digestctl"), "operator", "-n", "team-a"], capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 2
+    assert "--namespace needs --standalone" in result.stderr

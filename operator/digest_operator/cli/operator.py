@@ -20,5 +20,9 @@ def operator(namespaces: tuple[str, ...], probe_port: int, peering: str, standal
     """Reconcile DigestPipelines into workers, autoscaling, dead-letter monitoring and alerts."""
     from digest_operator.main import run
 
+    if namespaces and not standalone:
+        raise click.UsageError(
+            "--namespace needs --standalone: the shipped peering is cluster-wide (ClusterKopfPeering); "
+            "run one replica per namespace set, or watch all namespaces with peering")
     run(namespaces=list(namespaces), probe_port=probe_port, peering=None if standalone else peering,
         verbose=verbose)
