@@ -1,1 +1,1 @@
-pytest_plugins = ["tests.support.kube_fixture"]
+pytest_plugins = ["tests.support.kube_fixture", "tests.support.sbemulator"]

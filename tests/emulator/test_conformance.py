@@ -1,0 +1,128 @@
+"""The unmodified azure-servicebus SDK against the emulator over AMQP (sync client)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusReceiveMode, ServiceBusSubQueue
+from azure.servicebus.exceptions import MessageLockLostError, ServiceBusAuthenticationError
+
+from digest_sbemulator.server import EmulatorServer
+
+
+def _send(connection_string: str, queue: str, *messages: ServiceBusMessage) -> None:
+    with ServiceBusClient.from_connection_string(connection_string) as client, \
+            client.get_queue_sender(queue) as sender:
+        sender.send_messages(list(messages))
+
+
+def test_send_receive_complete(connection_string: str, emulator: EmulatorServer) -> None:
+    _send(connection_string, "orders", ServiceBusMessage("hello", message_id="m1", subject="greeting",
+                                                         application_properties={"k": "v"}))
+    with ServiceBusClient.from_connection_string(connection_string) as client, \
+            client.get_queue_receiver("orders", max_wait_time=2) as receiver:
+        (message,) = receiver.receive_messages(max_message_count=5, max_wait_time=2)
+        assert (str(message), message.message_id, message.subject) == ("hello", "m1", "greeting")
+        assert message.application_properties == {b"k": b"v"}
+        assert message.delivery_count == 0  # the AMQP convention: no failed delivery before this one
+        assert message.sequence_number == 1
+        assert message.enqueued_time_utc is not None
+        assert message.locked_until_utc is not None
+        receiver.complete_message(message)
+    assert emulator.call(lambda: emulator.namespace.queue("orders").counts().total) == 0
+
+
+def test_batches_and_lists_become_separate_messages(connection_string: str) -> None:
+    with ServiceBusClient.from_connection_string(connection_string) as client:
+        with client.get_queue_sender("orders") as sender:
+            batch = sender.create_message_batch()
+            for i in range(10):
+                batch.add_message(ServiceBusMessage(f"b{i}"))
+            sender.send_messages(batch)
+            sender.send_messages([ServiceBusMessage("l0"), ServiceBusMessage("l1")])
+        with client.get_queue_receiver("orders", max_wait_time=2,
+                                       receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE) as receiver:
+            got: list[str] = []
+            while len(got) < 12:
+                batch_got = receiver.receive_messages(max_message_count=20, max_wait_time=2)
+                assert batch_got
+                got += [str(m) for m in batch_got]
+    assert got == [f"b{i}" for i in range(10)] + ["l0", "l1"]
+
+
+def test_abandon_counts_and_max_delivery_count_dead_letters(connection_string: str) -> None:
+    _send(connection_string, "orders", ServiceBusMessage("poison"))
+    with ServiceBusClient.from_connection_string(connection_string) as client:
+        with client.get_queue_receiver("orders", max_wait_time=2) as receiver:
+            for attempt in range(3):
+                (message,) = receiver.receive_messages(max_wait_time=2)
+                assert message.delivery_count == attempt
+                receiver.abandon_message(message)
+            assert receiver.receive_messages(max_wait_time=1) == []
+        with client.get_queue_receiver("orders", sub_queue=ServiceBusSubQueue.DEAD_LETTER,
+                                       max_wait_time=2) as dlq:
+            (dead,) = dlq.receive_messages(max_wait_time=2)
+            assert dead.dead_letter_reason == "MaxDeliveryCountExceeded"
+            assert str(dead) == "poison"
+            dlq.complete_message(dead)
+
+
+def test_dead_letter_with_reason_and_description(connection_string: str) -> None:
+    _send(connection_string, "orders", ServiceBusMessage("bad"))
+    with ServiceBusClient.from_connection_string(connection_string) as client:
+        with client.get_queue_receiver("orders", max_wait_time=2) as receiver:
+            (message,) = receiver.receive_messages(max_wait_time=2)
+            receiver.dead_letter_message(message, reason="Permanent.InvalidMessage",
+                                         error_description="conversation_id is required")
+        with client.get_queue_receiver("orders", sub_queue=ServiceBusSubQueue.DEAD_LETTER,
+                                       max_wait_time=2) as dlq:
+            (dead,) = dlq.receive_messages(max_wait_time=2)
+            assert (dead.dead_letter_reason, dead.dead_letter_error_description) == (
+                "Permanent.InvalidMessage", "conversation_id is required")
+
+
+def test_peek_walks_the_queue_without_changing_delivery_counts(connection_string: str) -> None:
+    _send(connection_string, "orders", *[ServiceBusMessage(f"m{i}") for i in range(7)])
+    with ServiceBusClient.from_connection_string(connection_string) as client, \
+            client.get_queue_receiver("orders", max_wait_time=2) as receiver:
+        seen = [m.sequence_number for m in receiver.peek_messages(max_message_count=3)]
+        seen += [m.sequence_number for m in receiver.peek_messages(max_message_count=3)]
+        seen += [m.sequence_number for m in receiver.peek_messages(max_message_count=3)]
+        assert seen == [1, 2, 3, 4, 5, 6, 7]
+        assert receiver.peek_messages(max_message_count=3) == []
+        (first, *_) = receiver.receive_messages(max_message_count=7, max_wait_time=2)
+        assert first.delivery_count == 0
+
+
+def test_lock_renewal_and_expiry(connection_string: str) -> None:
+    _send(connection_string, "short-locks", ServiceBusMessage("slow"))
+    with ServiceBusClient.from_connection_string(connection_string) as client, \
+            client.get_queue_receiver("short-locks", max_wait_time=2) as receiver:
+        (message,) = receiver.receive_messages(max_wait_time=2)
+        before = message.locked_until_utc
+        time.sleep(0.5)
+        receiver.renew_message_lock(message)
+        assert message.locked_until_utc is not None
+        assert before is not None
+        assert message.locked_until_utc > before
+        time.sleep(1.3)
+        (again,) = receiver.receive_messages(max_wait_time=3)  # the lock expired: redelivered
+        assert again.delivery_count == 1
+        with pytest.raises(MessageLockLostError):
+            receiver.complete_message(message)
+        receiver.complete_message(again)
+
+
+def test_wrong_key_is_refused(emulator: EmulatorServer) -> None:
+    wrong = emulator.connection_string().replace("SAS_KEY_VALUE", "WRONG")
+    with pytest.raises(ServiceBusAuthenticationError), \
+            ServiceBusClient.from_connection_string(wrong, retry_total=0) as client, \
+            client.get_queue_sender("orders") as sender:
+        sender.send_messages(ServiceBusMessage("x"))
+
+
+def test_duplicate_detection_drops_a_resent_id(connection_string: str, emulator: EmulatorServer) -> None:
+    _send(connection_string, "dedupe", ServiceBusMessage("a", message_id="same"),
+          ServiceBusMessage("b", message_id="same"), ServiceBusMessage("c", message_id="other"))
+    assert emulator.call(lambda: emulator.namespace.queue("dedupe").counts().active) == 2
