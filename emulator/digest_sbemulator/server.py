@@ -81,10 +81,10 @@ class EmulatorHandler(MessagingHandler):
         try:
             address = self.namespace.resolve(remote or "")
         except UnknownEntity as exc:
-            # as the service does: attach without a terminus, then detach with the error
+            # as the service does: attach without a terminus, then detach with the error (in on_link_opened:
+            # Proton's endpoint handler opens the link after this method returns)
             link.condition = Condition(NOT_FOUND, str(exc))
-            link.open()
-            link.close()
+            link._digest_refused = True
             return
         link.source.copy(link.remote_source)
         link.target.copy(link.remote_target)
@@ -95,6 +95,11 @@ class EmulatorHandler(MessagingHandler):
         link.open()
         if link.is_receiver:
             link.flow(CREDIT)
+
+    @_guarded
+    def on_link_opened(self, event: Any) -> None:
+        if getattr(event.link, "_digest_refused", False):
+            event.link.close()
 
     @_guarded
     def on_link_closing(self, event: Any) -> None:

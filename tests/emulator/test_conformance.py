@@ -6,7 +6,7 @@ import time
 
 import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusReceiveMode, ServiceBusSubQueue
-from azure.servicebus.exceptions import MessageLockLostError, ServiceBusAuthenticationError
+from azure.servicebus.exceptions import MessageLockLostError, ServiceBusAuthenticationError, ServiceBusError
 
 from digest_sbemulator.server import EmulatorServer
 
@@ -120,6 +120,18 @@ def test_wrong_key_is_refused(emulator: EmulatorServer) -> None:
             ServiceBusClient.from_connection_string(wrong, retry_total=0) as client, \
             client.get_queue_sender("orders") as sender:
         sender.send_messages(ServiceBusMessage("x"))
+
+
+def test_unknown_entities_fail_instead_of_hanging(connection_string: str) -> None:
+    """The link is detached with amqp:not-found; before the fix the SDK waited forever (pytest-timeout guards)."""
+    with pytest.raises(ServiceBusError), \
+            ServiceBusClient.from_connection_string(connection_string, retry_total=0) as client, \
+            client.get_queue_sender("absent") as sender:
+        sender.send_messages(ServiceBusMessage("x"))
+    with pytest.raises(ServiceBusError), \
+            ServiceBusClient.from_connection_string(connection_string, retry_total=0) as client, \
+            client.get_queue_receiver("absent", max_wait_time=1) as receiver:
+        receiver.receive_messages(max_wait_time=1)
 
 
 def test_duplicate_detection_drops_a_resent_id(connection_string: str, emulator: EmulatorServer) -> None:
