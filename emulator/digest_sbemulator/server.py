@@ -19,7 +19,7 @@ from proton.reactor import ApplicationEvent, Container, EventInjector
 from digest_sbemulator import codec, sas
 from digest_sbemulator.broker import Address, Namespace, UnknownEntity
 from digest_sbemulator.config import EmulatorConfig
-from digest_sbemulator.queue import LockLost, Queue, State
+from digest_sbemulator.queue import LockLost, NotDeferred, Queue, State
 from digest_sbemulator.queue import Message as Stored
 
 log = logging.getLogger("digest_sbemulator")
@@ -307,6 +307,7 @@ class EmulatorHandler(MessagingHandler):
         state: _LinkState = link._digest_state
         queue = state.address.queue
         assert queue is not None
+        dlq = state.address.dead_letter
         now = self.clock()
         status: int = 200
         reply_body: dict[str, Any] = {}
@@ -315,7 +316,7 @@ class EmulatorHandler(MessagingHandler):
             if operation == "com.microsoft:peek-message":
                 start = int(body.get("from-sequence-number", 1))
                 count = int(body.get("message-count", 1))
-                found = queue.peek(start, count, dead_letter=state.address.dead_letter, now=now)
+                found = queue.peek(start, count, dead_letter=dlq, now=now)
                 if not found:
                     status = 204
                 else:
@@ -323,18 +324,62 @@ class EmulatorHandler(MessagingHandler):
             elif operation == "com.microsoft:renew-lock":
                 tokens = [_uuid(t) for t in body.get("lock-tokens", [])]
                 reply_body = {"expirations": [
-                    _ms(queue.renew_lock(t, now, dead_letter=state.address.dead_letter)) for t in tokens]}
+                    _ms(queue.renew_lock(t, now, dead_letter=dlq)) for t in tokens]}
+            elif operation == "com.microsoft:receive-by-sequence-number":
+                lock = int(body.get("receiver-settle-mode", 1)) != 0  # 0: receive-and-delete
+                deferred = queue.receive_deferred([int(n) for n in body.get("sequence-numbers", [])], now,
+                                                  lock=lock, dead_letter=dlq)
+                reply_body = {"messages": [
+                    {"message": self._peeked(m), **({"lock-token": lock_token} if lock_token else {})}
+                    for m, lock_token in deferred]}
+            elif operation == "com.microsoft:update-disposition":
+                self._settle_by_management(queue, body, now, dlq)
+            elif operation == "com.microsoft:schedule-message":
+                numbers = []
+                for entry in body.get("messages", []):
+                    blob = bytes(_as_dict(entry).get("message", b""))
+                    numbers.append(self._schedule(queue, blob, now))
+                reply_body = {"sequence-numbers": numbers}
+            elif operation == "com.microsoft:cancel-scheduled-message":
+                queue.cancel_scheduled([int(n) for n in body.get("sequence-numbers", [])])
             else:
                 status, condition = 501, NOT_IMPLEMENTED
         except LockLost as exc:
             status, condition, reply_body = 410, LOCK_LOST, {}
             log.debug("lock lost: %s", exc)
+        except NotDeferred as exc:
+            status, condition, reply_body = 404, "com.microsoft:message-not-found", {}
+            log.debug("%s", exc)
         properties: dict[str, Any] = {"statusCode": status, "statusDescription": str(operation)}
         if condition:
             properties["errorCondition"] = symbol(condition)
         reply = Message(correlation_id=request.id, properties=properties, body=reply_body)
         self._reply(link, str(request.reply_to or ""), reply)
         self._pump()
+
+    def _settle_by_management(self, queue: Queue, body: dict[str, Any], now: float, dlq: bool) -> None:
+        """Settlement of messages received by sequence number (they have no link): the SDK's fallback too."""
+        status = _text(body.get("disposition-status"))
+        for token in (_uuid(t) for t in body.get("lock-tokens", [])):
+            if status == "completed":
+                queue.complete(token, now, dead_letter=dlq)
+            elif status == "abandoned":
+                queue.abandon(token, now, dead_letter=dlq)
+            elif status == "defered":  # the SDK's spelling
+                queue.defer(token, now, dead_letter=dlq)
+            elif status == "suspended":
+                queue.dead_letter_message(token, now, _text(body.get("deadletter-reason")),
+                                          _text(body.get("deadletter-description")), dead_letter=dlq)
+            else:
+                raise LockLost(f"unknown disposition-status {status!r}")
+
+    def _schedule(self, queue: Queue, blob: bytes, now: float) -> int:
+        part = codec.split(blob)
+        annotations = {str(k): v for k, v in part.message_annotations.items()}
+        at = annotations.get("x-opt-scheduled-enqueue-time")
+        message = Stored(body=part.bare, message_id=part.message_id, annotations=annotations,
+                         time_to_live=part.ttl_seconds)
+        return queue.schedule(message, _seconds(at) if at is not None else now, now)
 
     def _peeked(self, message: Stored) -> bytes:
         annotations = {**message.annotations, "x-opt-sequence-number": message.sequence_number,
