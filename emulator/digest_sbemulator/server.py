@@ -223,8 +223,8 @@ class EmulatorHandler(MessagingHandler):
         if message.state is not State.ACTIVE:
             annotations["x-opt-message-state"] = int(message.state)
         payload = codec.encode_for_delivery(
-            message.body, delivery_count=message.delivery_count, ttl_ms=None, annotations=annotations,
-            application_properties=message.application_properties or None,
+            message.body, delivery_count=message.delivery_count, ttl_ms=_ttl_ms(queue, message),
+            annotations=annotations, application_properties=message.application_properties or None,
         )
         delivery = link.delivery(cast(str, codec.lock_token_tag(token)))  # binary tags work; the stub says str
         link.send(payload)
@@ -320,7 +320,7 @@ class EmulatorHandler(MessagingHandler):
                 if not found:
                     status = 204
                 else:
-                    reply_body = {"messages": [{"message": self._peeked(m)} for m in found]}
+                    reply_body = {"messages": [{"message": self._peeked(queue, m)} for m in found]}
             elif operation == "com.microsoft:renew-lock":
                 tokens = [_uuid(t) for t in body.get("lock-tokens", [])]
                 reply_body = {"expirations": [
@@ -330,7 +330,7 @@ class EmulatorHandler(MessagingHandler):
                 deferred = queue.receive_deferred([int(n) for n in body.get("sequence-numbers", [])], now,
                                                   lock=lock, dead_letter=dlq)
                 reply_body = {"messages": [
-                    {"message": self._peeked(m), **({"lock-token": lock_token} if lock_token else {})}
+                    {"message": self._peeked(queue, m), **({"lock-token": lock_token} if lock_token else {})}
                     for m, lock_token in deferred]}
             elif operation == "com.microsoft:update-disposition":
                 self._settle_by_management(queue, body, now, dlq)
@@ -381,14 +381,14 @@ class EmulatorHandler(MessagingHandler):
                          time_to_live=part.ttl_seconds)
         return queue.schedule(message, _seconds(at) if at is not None else now, now)
 
-    def _peeked(self, message: Stored) -> bytes:
+    def _peeked(self, queue: Queue, message: Stored) -> bytes:
         annotations = {**message.annotations, "x-opt-sequence-number": message.sequence_number,
                        "x-opt-enqueued-time": _ms(message.enqueued_time)}
         if message.state is not State.ACTIVE:
             annotations["x-opt-message-state"] = int(message.state)
         return codec.encode_for_delivery(
-            message.body, delivery_count=message.delivery_count, ttl_ms=None, annotations=annotations,
-            application_properties=message.application_properties or None)
+            message.body, delivery_count=message.delivery_count, ttl_ms=_ttl_ms(queue, message),
+            annotations=annotations, application_properties=message.application_properties or None)
 
     def _reply(self, request_link: Link, reply_to: str, reply: Message) -> None:
         """Send on the client's receiver link of the same session whose source is the reply address."""
@@ -428,6 +428,13 @@ class EmulatorHandler(MessagingHandler):
         except BaseException as exc:  # delivered to the calling thread
             done.append((False, exc))
         self._pump()
+
+
+def _ttl_ms(queue: Queue, message: Stored) -> int:
+    """The effective time to live: the client's, capped by the queue's default (as the service does)."""
+    default = queue.properties.default_message_time_to_live.total_seconds()
+    ttl = default if message.time_to_live is None else min(message.time_to_live, default)
+    return int(ttl * 1000)
 
 
 def _as_dict(value: Any) -> dict[str, Any]:

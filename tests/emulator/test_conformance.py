@@ -170,3 +170,61 @@ def test_scheduled_messages_and_cancellation(connection_string: str) -> None:
             assert peeked.sequence_number == kept
             assert peeked.state == ServiceBusMessageState.SCHEDULED
             assert receiver.receive_messages(max_wait_time=0.5) == []
+
+
+def test_expired_messages_are_dead_lettered_and_never_delivered(connection_string: str) -> None:
+    _send(connection_string, "expiring", ServiceBusMessage("stale"))
+    time.sleep(1.2)  # the queue's DefaultMessageTimeToLive is 1 s
+    with ServiceBusClient.from_connection_string(connection_string) as client:
+        with client.get_queue_receiver("expiring", max_wait_time=1) as receiver:
+            assert receiver.receive_messages(max_wait_time=1) == []
+        with client.get_queue_receiver("expiring", sub_queue=ServiceBusSubQueue.DEAD_LETTER,
+                                       max_wait_time=2) as dlq:
+            (dead,) = dlq.receive_messages(max_wait_time=2)
+            assert (str(dead), dead.dead_letter_reason) == ("stale", "TTLExpiredException")
+
+
+def test_properties_round_trip_over_the_wire(connection_string: str) -> None:
+    import datetime
+
+    sent = ServiceBusMessage(
+        b"\x00\x01binary", message_id="id-1", correlation_id="corr", session_id=None, reply_to="replies", to="dest",
+        subject="subj", content_type="application/octet-stream", time_to_live=datetime.timedelta(minutes=5),
+        partition_key="pk", application_properties={"s": "v", "n": 7, "f": 1.5, "b": True},
+    )
+    _send(connection_string, "orders", sent)
+    with ServiceBusClient.from_connection_string(connection_string) as client, \
+            client.get_queue_receiver("orders", max_wait_time=2) as receiver:
+        (got,) = receiver.receive_messages(max_wait_time=2)
+        assert b"".join(got.body) == b"\x00\x01binary"
+        assert (got.message_id, got.correlation_id, got.reply_to, got.to, got.subject, got.content_type) == (
+            "id-1", "corr", "replies", "dest", "subj", "application/octet-stream")
+        assert got.partition_key == "pk"
+        assert got.time_to_live == datetime.timedelta(minutes=5)
+        assert got.application_properties == {b"s": b"v", b"n": 7, b"f": 1.5, b"b": True}
+        receiver.complete_message(got)
+
+
+def test_closing_a_receiver_releases_its_locks(connection_string: str) -> None:
+    _send(connection_string, "orders", ServiceBusMessage("held"))
+    with ServiceBusClient.from_connection_string(connection_string) as client:
+        with client.get_queue_receiver("orders", max_wait_time=2) as receiver:
+            (held,) = receiver.receive_messages(max_wait_time=2)
+        with client.get_queue_receiver("orders", max_wait_time=2) as receiver:
+            (again,) = receiver.receive_messages(max_wait_time=2)  # well before the 5 s lock would expire
+            assert again.sequence_number == held.sequence_number
+            assert again.delivery_count == 0  # released, not a failed delivery
+            receiver.complete_message(again)
+
+
+def test_insecure_mode_accepts_any_key() -> None:
+    from digest_sbemulator.config import build_config
+    from tests.support.kubeconfig import free_port
+
+    server = EmulatorServer(build_config(queue_flags=["q"], insecure=True), port=free_port()).start()
+    try:
+        wrong = server.connection_string().replace("SAS_KEY_VALUE", "anything")
+        _send(wrong, "q", ServiceBusMessage("ok"))
+        assert server.call(lambda: server.namespace.queue("q").counts().active) == 1
+    finally:
+        server.stop()

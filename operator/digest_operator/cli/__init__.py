@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from digest_operator.cli import crd, operator, render
+from digest_operator.cli import crd, emulator, operator, render
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -16,3 +16,4 @@ def main() -> None:
 main.add_command(render.render)
 main.add_command(crd.crd)
 main.add_command(operator.operator)
+main.add_command(emulator.emulator)
