@@ -405,6 +405,19 @@ class Queue:
             else:
                 self.main.remove(expired)
 
+    def expire_locks(self, now: float) -> int:
+        """Fault injection: every lock held on this queue (and its DLQ) expires now; returns how many."""
+        count = 0
+        for sub in (self.main, self.dead_letter):
+            for seq in list(sub.locks.values()):
+                message = sub.messages.get(seq)
+                if message is not None and message.lock_token is not None:
+                    message.locked_until = now
+                    heapq.heappush(sub._lock_expiry, (now, message.lock_token))
+                    count += 1
+        self.tick(now)
+        return count
+
     def next_deadline(self) -> float | None:
         """When `tick` next has something to do (for the server's timer)."""
         candidates = [d for d in (self.main.next_lock_expiry(), self.dead_letter.next_lock_expiry()) if d]

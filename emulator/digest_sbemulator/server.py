@@ -66,9 +66,13 @@ class EmulatorHandler(MessagingHandler):
         self.senders: list[Link] = []  # links the server sends on (client receivers)
         self._timer: Any = None
         self.container: Container | None = None
+        self.connections: list[Any] = []
+        self.failing_sends = 0
+        """Fault injection: this many upcoming sends to queues are rejected (nothing is stored)."""
 
     # ---- endpoints ----
     def on_connection_opening(self, event: Any) -> None:
+        self.connections.append(event.connection)
         event.connection.open()
 
     def on_session_opening(self, event: Any) -> None:
@@ -115,6 +119,19 @@ class EmulatorHandler(MessagingHandler):
     def on_transport_closed(self, event: Any) -> None:
         if event.connection is not None:
             self._release_connection(event.connection)
+
+    def drop_connections(self) -> int:
+        """Fault injection: cut every client connection without a close handshake (as a network failure)."""
+        dropped = 0
+        for connection in list(self.connections):
+            transport = connection.transport
+            if transport is not None:
+                self._release_connection(connection)
+                transport.close_tail()
+                transport.close_head()
+                dropped += 1
+        self.connections.clear()
+        return dropped
 
     def _release_connection(self, connection: Any) -> None:
         for link in list(self.senders):
@@ -164,6 +181,13 @@ class EmulatorHandler(MessagingHandler):
                 self._cbs(link, raw)
             elif address.management:
                 self._management(link, raw)
+            elif self.failing_sends > 0:
+                # detach the link with an error and leave the transfer unsettled: the SDK fails the send (and
+                # may retry on a new link); nothing is stored
+                self.failing_sends -= 1
+                link.condition = Condition("amqp:internal-error", "injected send failure")
+                link.close()
+                return
             else:
                 self._send_to_queue(address, raw)
             delivery.update(Delivery.ACCEPTED)
@@ -494,6 +518,19 @@ class EmulatorServer:
         if not ok:
             raise value
         return value
+
+    # ---- fault injection (thread-safe: run on the reactor thread) ----
+    def fail_next_sends(self, count: int = 1) -> None:
+        """Reject the next `count` sends to any queue; nothing of them is stored."""
+        self.call(lambda: setattr(self.handler, "failing_sends", count))
+
+    def drop_connections(self) -> int:
+        """Cut every client connection abruptly; locks they held are released."""
+        return int(self.call(self.handler.drop_connections))
+
+    def expire_locks(self, queue: str) -> int:
+        """Expire every lock held on `queue` now (the messages are redelivered with delivery count + 1)."""
+        return int(self.call(lambda: self.namespace.queue(queue).expire_locks(self.handler.clock())))
 
     def stop(self) -> None:
         self._container.stop()
