@@ -65,6 +65,7 @@ class EmulatorHandler(MessagingHandler):
         self.authorized: dict[Any, set[str]] = {}
         self.senders: list[Link] = []  # links the server sends on (client receivers)
         self._timer: Any = None
+        self._timer_deadline = float("inf")
         self.container: Container | None = None
         self.connections: list[Any] = []
         self.failing_sends = 0
@@ -429,16 +430,21 @@ class EmulatorHandler(MessagingHandler):
 
     # ---- time ----
     def _arm_timer(self) -> None:
+        """One timer, for the earliest deadline; re-armed only when that deadline moves earlier."""
         deadline = self.namespace.next_deadline()
         if deadline is None or self.container is None:
             return
+        if self._timer is not None and self._timer_deadline <= deadline:
+            return
         if self._timer is not None:
             self._timer.cancel()
+        self._timer_deadline = deadline
         self._timer = self.container.schedule(max(0.0, deadline - self.clock()) + 0.001, self)
 
     @_guarded
     def on_timer_task(self, event: Any) -> None:
         self._timer = None
+        self._timer_deadline = float("inf")
         self._pump()
 
     def on_reactor_init(self, event: Any) -> None:

@@ -1,0 +1,99 @@
+"""Emulator throughput: one SDK sender (batches of 100) and one SDK receiver (receive + complete) on loopback.
+
+Prints messages per second for each phase and the ratio of the emulator's CPU time per message to the SDK
+client's CPU time per message, both measured in the same run (goal: the server costs at most a quarter of the
+client, i.e. the SDK is the bottleneck). The emulator runs as a `digestctl emulator` process so that its CPU time is
+its own (read from /proc).
+
+    uv run python -m bench.emulator_throughput [--messages 20000] [--prefetch 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from azure.servicebus import ServiceBusClient, ServiceBusMessage
+
+from tests.support.kubeconfig import free_port
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run(messages: int, prefetch: int) -> dict[str, float]:
+    digestctl = Path(sys.executable).parent / "digestctl"
+    server = subprocess.Popen([str(digestctl), "emulator", "--port", str(free_port()), "--queue", "bench"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert server.stdout is not None
+        connection_string = server.stdout.readline().strip()
+        body = "x" * 256
+        with ServiceBusClient.from_connection_string(connection_string) as client:
+            with client.get_queue_sender("bench") as sender:
+                sender.send_messages(ServiceBusMessage("warm-up"))
+                cpu_server, cpu_client, started = _cpu_seconds(server.pid), time.process_time(), time.perf_counter()
+                for _ in range(messages // 100):
+                    batch = sender.create_message_batch()
+                    for _ in range(100):
+                        batch.add_message(ServiceBusMessage(body))
+                    sender.send_messages(batch)
+                send_wall = time.perf_counter() - started
+                send_server, send_client = _cpu_seconds(server.pid) - cpu_server, time.process_time() - cpu_client
+            rss_after_send = _rss_mib(server.pid)
+            with client.get_queue_receiver("bench", prefetch_count=prefetch, max_wait_time=5) as receiver:
+                cpu_server, cpu_client, started = _cpu_seconds(server.pid), time.process_time(), time.perf_counter()
+                received = 0
+                while received < messages + 1:
+                    batch_got = receiver.receive_messages(max_message_count=100, max_wait_time=5)
+                    if not batch_got:
+                        break
+                    for message in batch_got:
+                        receiver.complete_message(message)
+                    received += len(batch_got)
+                receive_wall = time.perf_counter() - started
+                recv_server, recv_client = _cpu_seconds(server.pid) - cpu_server, time.process_time() - cpu_client
+        rss_end = _rss_mib(server.pid)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    return {
+        "messages": messages,
+        "send_msgs_per_s": round(messages / send_wall),
+        "send_server_cpu_vs_client_cpu": round(send_server / max(send_client, 1e-9), 3),
+        "receive_complete_msgs_per_s": round(received / receive_wall),
+        "receive_server_cpu_vs_client_cpu": round(recv_server / max(recv_client, 1e-9), 3),
+        "received": received,
+        "server_rss_mib_after_send": round(rss_after_send, 1),
+        "server_rss_mib_at_end": round(rss_end, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--prefetch", type=int, default=0)
+    args = parser.parse_args()
+    result = run(args.messages, args.prefetch)
+    width = max(map(len, result))
+    for key, value in result.items():
+        print(f"{key:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()
