@@ -204,11 +204,8 @@ class EmulatorHandler(MessagingHandler):
         blobs = codec.unpack_batch(sections) or [raw]
         now = self.clock()
         for blob in blobs:
-            part = sections if blob is raw else codec.split(blob)
-            annotations = {str(k): v for k, v in part.message_annotations.items()}
-            message = Stored(body=part.bare, message_id=part.message_id, annotations=annotations,
-                             time_to_live=part.ttl_seconds)
-            scheduled = annotations.get("x-opt-scheduled-enqueue-time")
+            message = _stored(sections if blob is raw else codec.split(blob))
+            scheduled = message.annotations.get("x-opt-scheduled-enqueue-time")
             if scheduled is not None:
                 address.queue.schedule(message, _seconds(scheduled), now)
             else:
@@ -238,19 +235,7 @@ class EmulatorHandler(MessagingHandler):
     def _transfer(self, link: Link, state: _LinkState, queue: Queue, message: Stored,
                   token: uuid.UUID | None) -> None:
         token = token or uuid.uuid4()
-        annotations: dict[str, Any] = {
-            **message.annotations,
-            "x-opt-sequence-number": message.sequence_number,
-            "x-opt-enqueued-time": _ms(message.enqueued_time),
-        }
-        if message.locked_until is not None:
-            annotations["x-opt-locked-until"] = _ms(message.locked_until)
-        if message.state is not State.ACTIVE:
-            annotations["x-opt-message-state"] = int(message.state)
-        payload = codec.encode_for_delivery(
-            message.body, delivery_count=message.delivery_count, ttl_ms=_ttl_ms(queue, message),
-            annotations=annotations, application_properties=message.application_properties or None,
-        )
+        payload = _encode_stored(queue, message)
         delivery = link.delivery(cast(str, codec.lock_token_tag(token)))  # binary tags work; the stub says str
         link.send(payload)
         link.advance()
@@ -345,7 +330,7 @@ class EmulatorHandler(MessagingHandler):
                 if not found:
                     status = 204
                 else:
-                    reply_body = {"messages": [{"message": self._peeked(queue, m)} for m in found]}
+                    reply_body = {"messages": [{"message": _encode_stored(queue, m)} for m in found]}
             elif operation == "com.microsoft:renew-lock":
                 tokens = [_uuid(t) for t in body.get("lock-tokens", [])]
                 reply_body = {"expirations": [
@@ -355,7 +340,7 @@ class EmulatorHandler(MessagingHandler):
                 deferred = queue.receive_deferred([int(n) for n in body.get("sequence-numbers", [])], now,
                                                   lock=lock, dead_letter=dlq)
                 reply_body = {"messages": [
-                    {"message": self._peeked(queue, m), **({"lock-token": lock_token} if lock_token else {})}
+                    {"message": _encode_stored(queue, m), **({"lock-token": lock_token} if lock_token else {})}
                     for m, lock_token in deferred]}
             elif operation == "com.microsoft:update-disposition":
                 self._settle_by_management(queue, body, now, dlq)
@@ -399,21 +384,9 @@ class EmulatorHandler(MessagingHandler):
                 raise LockLost(f"unknown disposition-status {status!r}")
 
     def _schedule(self, queue: Queue, blob: bytes, now: float) -> int:
-        part = codec.split(blob)
-        annotations = {str(k): v for k, v in part.message_annotations.items()}
-        at = annotations.get("x-opt-scheduled-enqueue-time")
-        message = Stored(body=part.bare, message_id=part.message_id, annotations=annotations,
-                         time_to_live=part.ttl_seconds)
+        message = _stored(codec.split(blob))
+        at = message.annotations.get("x-opt-scheduled-enqueue-time")
         return queue.schedule(message, _seconds(at) if at is not None else now, now)
-
-    def _peeked(self, queue: Queue, message: Stored) -> bytes:
-        annotations = {**message.annotations, "x-opt-sequence-number": message.sequence_number,
-                       "x-opt-enqueued-time": _ms(message.enqueued_time)}
-        if message.state is not State.ACTIVE:
-            annotations["x-opt-message-state"] = int(message.state)
-        return codec.encode_for_delivery(
-            message.body, delivery_count=message.delivery_count, ttl_ms=_ttl_ms(queue, message),
-            annotations=annotations, application_properties=message.application_properties or None)
 
     def _reply(self, request_link: Link, reply_to: str, reply: Message) -> None:
         """Send on the client's receiver link of the same session whose source is the reply address."""
@@ -458,6 +431,29 @@ class EmulatorHandler(MessagingHandler):
         except BaseException as exc:  # delivered to the calling thread
             done.append((False, exc))
         self._pump()
+
+
+def _encode_stored(queue: Queue, message: Stored) -> bytes:
+    """A stored message as the SDK receives it: header and annotations written by the broker, the rest as sent."""
+    annotations: dict[str, Any] = {
+        **message.annotations,
+        "x-opt-sequence-number": message.sequence_number,
+        "x-opt-enqueued-time": _ms(message.enqueued_time),
+    }
+    if message.locked_until is not None:
+        annotations["x-opt-locked-until"] = _ms(message.locked_until)
+    if message.state is not State.ACTIVE:
+        annotations["x-opt-message-state"] = int(message.state)
+    return codec.encode_for_delivery(
+        message.body, delivery_count=message.delivery_count, ttl_ms=_ttl_ms(queue, message),
+        annotations=annotations, application_properties=message.application_properties or None,
+    )
+
+
+def _stored(part: codec.Sections) -> Stored:
+    return Stored(body=part.bare, message_id=part.message_id,
+                  annotations={str(k): v for k, v in part.message_annotations.items()},
+                  time_to_live=part.ttl_seconds)
 
 
 def _ttl_ms(queue: Queue, message: Stored) -> int:
