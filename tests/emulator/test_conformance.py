@@ -228,3 +228,22 @@ def test_insecure_mode_accepts_any_key() -> None:
         assert server.call(lambda: server.namespace.queue("q").counts().active) == 1
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("prefetch", [0, 20])
+def test_max_message_count_and_prefetch_are_honoured(connection_string: str, prefetch: int) -> None:
+    _send(connection_string, "orders", *[ServiceBusMessage(f"m{i}") for i in range(10)])
+    with ServiceBusClient.from_connection_string(connection_string) as client, \
+            client.get_queue_receiver("orders", max_wait_time=2, prefetch_count=prefetch) as receiver:
+        first = receiver.receive_messages(max_message_count=4, max_wait_time=2)
+        assert 1 <= len(first) <= 4
+        rest: list[str] = []
+        while len(first) + len(rest) < 10:
+            got = receiver.receive_messages(max_message_count=10, max_wait_time=2)
+            assert got
+            rest += [str(m) for m in got]
+            for message in got:
+                receiver.complete_message(message)
+        for message in first:
+            receiver.complete_message(message)
+        assert sorted([str(m) for m in first] + rest) == sorted(f"m{i}" for i in range(10))
