@@ -335,3 +335,26 @@ async def test_status_writes_carry_the_resource_version_they_were_computed_from(
         assert info.value.transient  # retried by the handler with a fresh read
     finally:
         await client.close()
+
+
+async def test_render_prints_exactly_what_the_operator_creates(kube_api: KubeApi, operator: OperatorThread) -> None:
+    """`digestctl render` on the stored pipeline (with its uid) equals the children's owned fields."""
+    import yaml
+    from click.testing import CliRunner
+
+    from digest_operator.cli import main
+    from digest_operator.drift import in_sync
+
+    await kube_api.create(DGP, minimal())
+    pipeline = await kube_api.wait_for(f"{DGP}/demo", lambda o: bool(condition(o, "Ready")))
+    assert pipeline is not None
+    stored = {k: pipeline[k] for k in ("apiVersion", "kind", "metadata", "spec")}
+    result = CliRunner().invoke(main, ["render", "-f", "-"], input=yaml.safe_dump(stored))
+    assert result.exit_code == 0, result.output
+    rendered = {doc["kind"]: doc for doc in yaml.safe_load_all(result.stdout)}
+    assert set(rendered) == set(PATHS)
+    for kind, path in PATHS.items():
+        live = await kube_api.get(path)
+        assert live is not None
+        assert in_sync(rendered[kind], live), kind
+        assert live["metadata"]["ownerReferences"] == rendered[kind]["metadata"]["ownerReferences"]
