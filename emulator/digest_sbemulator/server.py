@@ -12,8 +12,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import proton
-from proton import Condition, Delivery, Link, Message, symbol
-from proton.handlers import MessagingHandler
+from proton import Condition, Delivery, Endpoint, Handler, Link, Message, symbol
 from proton.reactor import ApplicationEvent, Container, EventInjector
 
 from digest_sbemulator import codec, sas
@@ -57,12 +56,13 @@ class _LinkState:
         self.unsettled: dict[uuid.UUID, Delivery] = {}
 
 
-class EmulatorHandler(MessagingHandler):
+class EmulatorHandler(Handler):
+    """A plain Proton handler (no MessagingHandler children): every event is dispatched once."""
+
     def __init__(self, namespace: Namespace, clock: Callable[[], float] = time.time) -> None:
-        super().__init__(prefetch=0, auto_accept=False, auto_settle=False, peer_close_is_error=False)
+        super().__init__()
         self.namespace = namespace
         self.clock = clock
-        self.authorized: dict[Any, set[str]] = {}
         self.senders: list[Link] = []  # links the server sends on (client receivers)
         self._timer: Any = None
         self._timer_deadline = float("inf")
@@ -72,24 +72,30 @@ class EmulatorHandler(MessagingHandler):
         """Fault injection: this many upcoming sends to queues are rejected (nothing is stored)."""
 
     # ---- endpoints ----
-    def on_connection_opening(self, event: Any) -> None:
-        self.connections.append(event.connection)
-        event.connection.open()
-
-    def on_session_opening(self, event: Any) -> None:
-        event.session.open()
+    @_guarded
+    def on_connection_remote_open(self, event: Any) -> None:
+        if event.connection.state & Endpoint.LOCAL_UNINIT:
+            self.connections.append(event.connection)
+            event.connection.open()
 
     @_guarded
-    def on_link_opening(self, event: Any) -> None:
+    def on_session_remote_open(self, event: Any) -> None:
+        if event.session.state & Endpoint.LOCAL_UNINIT:
+            event.session.open()
+
+    @_guarded
+    def on_link_remote_open(self, event: Any) -> None:
         link: Link = event.link
+        if not link.state & Endpoint.LOCAL_UNINIT:
+            return
         remote = link.remote_target.address if link.is_receiver else link.remote_source.address
         try:
             address = self.namespace.resolve(remote or "")
         except UnknownEntity as exc:
-            # as the service does: attach without a terminus, then detach with the error (in on_link_opened:
-            # Proton's endpoint handler opens the link after this method returns)
+            # as the service does: attach without a terminus, then detach with the error
             link.condition = Condition(NOT_FOUND, str(exc))
-            link._digest_refused = True
+            link.open()
+            link.close()
             return
         link.source.copy(link.remote_source)
         link.target.copy(link.remote_target)
@@ -102,17 +108,16 @@ class EmulatorHandler(MessagingHandler):
             link.flow(CREDIT)
 
     @_guarded
-    def on_link_opened(self, event: Any) -> None:
-        if getattr(event.link, "_digest_refused", False):
-            event.link.close()
-
-    @_guarded
-    def on_link_closing(self, event: Any) -> None:
+    def on_link_remote_close(self, event: Any) -> None:
         self._release_link(event.link)
         event.link.close()
 
     @_guarded
-    def on_connection_closing(self, event: Any) -> None:
+    def on_session_remote_close(self, event: Any) -> None:
+        event.session.close()
+
+    @_guarded
+    def on_connection_remote_close(self, event: Any) -> None:
         self._release_connection(event.connection)
         event.connection.close()
 
@@ -138,7 +143,8 @@ class EmulatorHandler(MessagingHandler):
         for link in list(self.senders):
             if link.connection == connection:
                 self._release_link(link)
-        self.authorized.pop(id(connection.transport) if connection.transport else None, None)
+        if connection in self.connections:
+            self.connections.remove(connection)
 
     def _release_link(self, link: Link) -> None:
         state: _LinkState | None = getattr(link, "_digest_state", None)
@@ -244,10 +250,6 @@ class EmulatorHandler(MessagingHandler):
         else:
             delivery._digest_token = token
             state.unsettled[token] = delivery
-
-    @_guarded
-    def on_sendable(self, event: Any) -> None:
-        self._pump()
 
     @_guarded
     def on_link_flow(self, event: Any) -> None:
