@@ -143,7 +143,20 @@ class SubQueue:
         message.locked_until = now + self.lock_duration
         self.locks[token] = message.sequence_number
         heapq.heappush(self._lock_expiry, (message.locked_until, token))
+        self._compact_lock_expiry()
         return token
+
+    def _compact_lock_expiry(self) -> None:
+        """Settled locks leave stale heap entries until their deadline; rebuild when they dominate, so memory
+        follows the locks held, not the throughput."""
+        if len(self._lock_expiry) > 2 * len(self.locks) + 1024:
+            live = []
+            for token, seq in self.locks.items():
+                message = self.messages.get(seq)
+                if message is not None and message.lock_token == token and message.locked_until is not None:
+                    live.append((message.locked_until, token))
+            heapq.heapify(live)
+            self._lock_expiry = live
 
     def locked(self, token: uuid.UUID, now: float) -> Message:
         seq = self.locks.get(token)
@@ -230,6 +243,9 @@ class Queue:
             ttl = min(ttl, message.time_to_live)  # the service caps a TTL above the entity default
         message.expires_at = now + ttl
         heapq.heappush(self._expiry, (message.expires_at, message.sequence_number))
+        if len(self._expiry) > 2 * len(self.main.messages) + 1024:  # completed messages leave stale entries
+            self._expiry = [(m.expires_at, seq) for seq, m in self.main.messages.items() if m.expires_at is not None]
+            heapq.heapify(self._expiry)
 
     def _duplicate(self, message: Message, now: float) -> bool:
         if not self.properties.requires_duplicate_detection or message.message_id is None:

@@ -252,3 +252,15 @@ def test_no_scan_per_delivery() -> None:
 def test_properties_durations_come_from_config() -> None:
     queue = _queue(LockDuration="PT2S")
     assert queue.main.lock_duration == datetime.timedelta(seconds=2).total_seconds()
+
+
+def test_bookkeeping_stays_bounded_by_what_is_held_not_by_throughput() -> None:
+    queue = _queue(DefaultMessageTimeToLive="PT1H", LockDuration="PT1M")
+    for i in range(20_000):
+        queue.send(_msg(i), 0)
+        ((_, token),) = queue.receive(0, 1, lock=True)
+        assert token is not None
+        queue.complete(token, 0)
+    assert queue.counts().total == 0
+    assert len(queue._expiry) <= 1024 + 2
+    assert len(queue.main._lock_expiry) <= 1024 + 2
