@@ -43,7 +43,7 @@ class NotDeferred(Exception):
     """A sequence number names no deferred message."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Message:
     """A stored message: the client's encoded bare message plus broker-owned facts."""
 
