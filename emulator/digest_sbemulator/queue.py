@@ -196,17 +196,17 @@ class SubQueue:
         heapq.heappush(self._lock_expiry, (message.locked_until, token))
         return message.locked_until
 
+    def hand_out(self, message: Message, now: float, *, lock: bool) -> tuple[Message, uuid.UUID | None]:
+        """Deliver: PEEK_LOCK locks the message, RECEIVE_AND_DELETE removes it at once."""
+        if lock:
+            return message, self.lock(message, now)
+        self.remove(message)
+        return message, None
+
     def take(self, now: float, count: int, *, lock: bool) -> list[tuple[Message, uuid.UUID | None]]:
         taken: list[tuple[Message, uuid.UUID | None]] = []
-        while len(taken) < count:
-            message = self._pop_available()
-            if message is None:
-                break
-            if lock:
-                taken.append((message, self.lock(message, now)))
-            else:
-                self.remove(message)
-                taken.append((message, None))
+        while len(taken) < count and (message := self._pop_available()) is not None:
+            taken.append(self.hand_out(message, now, lock=lock))
         return taken
 
     def peek(self, from_sequence: int, count: int) -> list[Message]:
@@ -308,14 +308,7 @@ class Queue:
             if message is None or message.state is not State.DEFERRED:
                 raise NotDeferred(f"no deferred message with sequence number {seq} in {sub.path}")
             messages.append(message)
-        result: list[tuple[Message, uuid.UUID | None]] = []
-        for message in messages:
-            if lock:
-                result.append((message, sub.lock(message, now)))
-            else:
-                sub.remove(message)
-                result.append((message, None))
-        return result
+        return [sub.hand_out(message, now, lock=lock) for message in messages]
 
     def peek(self, from_sequence: int, count: int, *, dead_letter: bool = False, now: float | None = None) \
             -> list[Message]:

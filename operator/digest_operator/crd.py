@@ -29,9 +29,6 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
      "priority": 1},
 ]
 
-_DROP_KEYS = {"title", "additionalProperties_false"}
-
-
 def _clean_description(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 

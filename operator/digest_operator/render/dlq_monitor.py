@@ -8,7 +8,7 @@ from typing import Any
 from digest_operator.api.imageref import ImageRef
 from digest_operator.api.spec import DigestPipelineSpec
 from digest_operator.render import pod
-from digest_operator.render.meta import Owner, metadata
+from digest_operator.render.meta import Owner, labels, metadata
 from digest_operator.render.names import ChildNames
 from digest_worker import contract
 
@@ -68,7 +68,7 @@ def cronjob(owner: Owner, spec: DigestPipelineSpec, names: ChildNames, image: Im
                     "activeDeadlineSeconds": 900,
                     "ttlSecondsAfterFinished": 3600,
                     "template": {
-                        "metadata": {"labels": {**metadata(owner, "", COMPONENT)["labels"], **pod.pod_labels(spec)}},
+                        "metadata": {"labels": {**labels(owner, COMPONENT), **pod.pod_labels(spec)}},
                         "spec": {
                             **pod.scheduling(spec, pod.service_account_name(spec, names)),
                             "restartPolicy": "Never",

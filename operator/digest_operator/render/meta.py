@@ -113,8 +113,3 @@ def stamp_applied_hash(obj: dict[str, Any]) -> dict[str, Any]:
     stamped = {**obj, "metadata": {**obj["metadata"]}}
     stamped["metadata"]["annotations"] = {**obj["metadata"].get("annotations", {}), APPLIED_HASH: digest}
     return stamped
-
-
-def object_key(obj: dict[str, Any]) -> tuple[str, str, str]:
-    """`(apiVersion, kind, name)` of a rendered object."""
-    return obj["apiVersion"], obj["kind"], obj["metadata"]["name"]
