@@ -260,6 +260,9 @@ async def test_two_operators_do_not_both_act(kube_api: KubeApi, operators: list[
     config = dataclasses.replace(FAST, peering_lifetime=30)
     leader = await asyncio.to_thread(OperatorThread(kube_api.url, config=config, peering="digest", priority=100).start)
     operators.append(leader)
+    # Kopf peering is exclusive once a replica has announced itself; wait for the leader's record (as in a rolling
+    # update). Replicas started in the very same instant may both act briefly: reconciles are idempotent.
+    await kube_api.wait_for("/apis/kopf.dev/v1/clusterkopfpeerings/digest", lambda o: bool((o or {}).get("status")))
     follower = await asyncio.to_thread(OperatorThread(kube_api.url, config=config, peering="digest", priority=10).start)
     operators.append(follower)
     await create_ready_pipeline(kube_api)
