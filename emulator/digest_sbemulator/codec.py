@@ -10,8 +10,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import proton
-from proton import Data, Described, symbol, ulong
+from digest_sbemulator import amqp
+from digest_sbemulator.amqp import Described, Symbol, UInt
+
+BATCH_MESSAGE_FORMAT = 0x80013700
+"""The transfer message-format of a `ServiceBusMessageBatch`: one data section per encoded message."""
 
 HEADER = 0x70
 DELIVERY_ANNOTATIONS = 0x71
@@ -37,6 +40,8 @@ class Sections:
     application_properties: dict[Any, Any] = field(default_factory=dict)
     body_codes: list[int] = field(default_factory=list)
     data_sections: list[bytes] = field(default_factory=list)
+    body_value: Any = None
+    """The decoded amqp-value body, if any."""
     bare: bytes = b""
     """Encoded sections from properties on, exactly as received."""
 
@@ -45,56 +50,32 @@ class Sections:
         return self.properties[0] if self.properties else None
 
     @property
+    def reply_to(self) -> Any:
+        return self.properties[4] if len(self.properties) > 4 else None
+
+    @property
     def ttl_seconds(self) -> float | None:
         if len(self.header) > 2 and self.header[2] is not None:
             return int(self.header[2]) / 1000
         return None
 
 
-def _own(value: Any) -> Any:
-    """Proton hands out binary as memoryviews into its C buffer, which dangle once the Data is reused: copy."""
-    if isinstance(value, memoryview):
-        return value.tobytes()
-    if isinstance(value, dict):
-        return {_own(k): _own(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_own(v) for v in value]
-    if isinstance(value, Described):
-        return Described(value.descriptor, _own(value.value))
-    return value
-
-
-def _described(data: Data) -> tuple[int, Any]:
-    data.rewind()
-    if not data.next():
-        raise CodecError("empty section")
-    obj = data.get_object()
-    if not isinstance(obj, Described):
-        raise CodecError("a message section must be a described type")
-    descriptor = obj.descriptor
-    if not isinstance(descriptor, int):
-        raise CodecError(f"unsupported section descriptor {descriptor!r}")
-    return int(descriptor), _own(obj.value)
-
-
 def raw_sections(raw: bytes) -> list[tuple[int, Any, bytes]]:
     """(descriptor code, decoded value, encoded bytes) of each section, in order."""
     result: list[tuple[int, Any, bytes]] = []
-    data = Data()
     offset = 0
     while offset < len(raw):
-        data.clear()
         try:
-            size = data.decode(raw[offset:])
-        except proton.DataException as exc:
+            value, end = amqp.decode_value(raw, offset)
+        except amqp.DecodeError as exc:
             raise CodecError(f"undecodable section at byte {offset}: {exc}") from None
-        if size <= 0:
-            raise CodecError(f"undecodable section at byte {offset}")
-        code, value = _described(data)
+        if not isinstance(value, Described) or not isinstance(value.descriptor, int):
+            raise CodecError(f"a message section must be a described type (byte {offset})")
+        code = int(value.descriptor)
         if code not in _SECTION_CODES:
             raise CodecError(f"unknown section descriptor {code:#x}")
-        result.append((code, value, raw[offset:offset + size]))
-        offset += size
+        result.append((code, value.value, raw[offset:end]))
+        offset = end
     return result
 
 
@@ -117,33 +98,21 @@ def split(raw: bytes) -> Sections:
             sections.body_codes.append(code)
             if code == DATA:
                 sections.data_sections.append(bytes(value))
+            elif code == VALUE:
+                sections.body_value = value
     sections.bare = b"".join(bare)
     return sections
 
 
-def unpack_batch(sections: Sections) -> list[bytes] | None:
-    """The messages of a batch transfer (one data section per encoded message, as `ServiceBusMessageBatch`
-    sends them), or None when this is a single message.
-
-    The transfer's message-format (0x80013700) is not visible through Proton's Python binding, so a batch is
-    recognised by its shape: only data sections, each a complete, decodable sequence of message sections.
-    """
-    if not sections.body_codes or any(code != DATA for code in sections.body_codes):
-        return None
-    for blob in sections.data_sections:
-        if len(blob) < 3 or blob[0] != 0x00 or blob[1] != 0x53 or blob[2] not in _SECTION_CODES:
-            return None
-        try:
-            split(blob)
-        except CodecError:
-            return None
+def unpack_batch(sections: Sections) -> list[bytes]:
+    """The messages of a batch transfer (message-format 0x80013700): each data section is one encoded message."""
+    if any(code != DATA for code in sections.body_codes):
+        raise CodecError("a batch transfer must carry only data sections")
     return sections.data_sections
 
 
-def _encode_described(code: int, value: Any) -> bytes:
-    data = Data()
-    data.put_object(Described(ulong(code), value))
-    return bytes(data.encode())
+def encode_section(code: int, value: Any) -> bytes:
+    return amqp.encode(Described(amqp.ULong(code), value))
 
 
 def encode_for_delivery(
@@ -155,11 +124,11 @@ def encode_for_delivery(
     `application_properties`, when given, are merged into the client's section (the broker adds
     DeadLetterReason and DeadLetterErrorDescription that way, as the service does).
     """
-    header = [True, None, proton.uint(ttl_ms) if ttl_ms is not None else None, None, proton.uint(delivery_count)]
-    out = [_encode_described(HEADER, header)]
+    header = [True, None, UInt(ttl_ms) if ttl_ms is not None else None, None, UInt(delivery_count)]
+    out = [encode_section(HEADER, header)]
     if annotations:
-        out.append(_encode_described(
-            MESSAGE_ANNOTATIONS, {symbol(k) if isinstance(k, str) else k: v for k, v in annotations.items()}))
+        out.append(encode_section(
+            MESSAGE_ANNOTATIONS, {Symbol(k) if type(k) is str else k: v for k, v in annotations.items()}))
     if not application_properties:
         return b"".join(out) + bare
     merged: dict[Any, Any] = dict(application_properties)
@@ -169,11 +138,11 @@ def encode_for_delivery(
             merged = {**dict(value or {}), **application_properties}
             continue
         if code > APPLICATION_PROPERTIES and not inserted:
-            out.append(_encode_described(APPLICATION_PROPERTIES, merged))
+            out.append(encode_section(APPLICATION_PROPERTIES, merged))
             inserted = True
         out.append(blob)
     if not inserted:
-        out.append(_encode_described(APPLICATION_PROPERTIES, merged))
+        out.append(encode_section(APPLICATION_PROPERTIES, merged))
     return b"".join(out)
 
 

@@ -1,188 +1,83 @@
-"""The AMQP 1.0 front end on Qpid Proton: links to queues, `$cbs` and `$management`; everything runs on the
-reactor thread, the broker core (`queue.py`) is driven with the reactor's clock.
+"""The AMQP 1.0 front end: an asyncio server speaking the Service Bus dialect of the protocol.
+
+One event loop thread owns everything: connections (`connection.py` framing and endpoint state) and the broker
+core (`queue.py`, driven with the wall clock). This module maps link traffic onto the broker: transfers to queue
+sends, credit to deliveries, dispositions to settlements, and the `$cbs` and `$management` request/response
+nodes. Replies and deliveries are buffered per connection and written once per event.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, cast
-
-import proton
-from proton import Condition, Delivery, Endpoint, Handler, Link, Message, symbol
-from proton.reactor import ApplicationEvent, Container, EventInjector
+from typing import Any
 
 from digest_sbemulator import codec, sas
-from digest_sbemulator.broker import Address, Namespace, UnknownEntity
+from digest_sbemulator.amqp import Described, Symbol, Timestamp, described_list
+from digest_sbemulator.broker import Namespace
 from digest_sbemulator.config import EmulatorConfig
+from digest_sbemulator.connection import Connection, Link
+from digest_sbemulator.frames import ACCEPTED, MODIFIED, REJECTED, RELEASED, code_of, error, field, outcome
 from digest_sbemulator.queue import LockLost, NotDeferred, Queue, State
 from digest_sbemulator.queue import Message as Stored
 
 log = logging.getLogger("digest_sbemulator")
 
 LOCK_LOST = "com.microsoft:message-lock-lost"
-DEAD_LETTER = "com.microsoft:dead-letter"
-NOT_FOUND = "amqp:not-found"
 NOT_IMPLEMENTED = "amqp:not-implemented"
-UNAUTHORIZED = "amqp:unauthorized-access"
-CREDIT = 500
 
 
-def _guarded(method: Callable[..., None]) -> Callable[..., None]:
-    """An exception in a handler would end the reactor thread (and hang every client): log it instead."""
+class Broker:
+    """Link traffic → broker operations. Every method runs on the event loop thread."""
 
-    def wrapper(self: Any, event: Any) -> None:
-        try:
-            method(self, event)
-        except Exception:
-            log.exception("emulator handler %s failed", method.__name__)
-
-    wrapper.__name__ = method.__name__
-    return wrapper
-
-
-def _ms(seconds: float) -> proton.timestamp:
-    return proton.timestamp(int(seconds * 1000))
-
-
-class _LinkState:
-    """Per-link facts kept on the Proton link record."""
-
-    def __init__(self, address: Address) -> None:
-        self.address = address
-        self.unsettled: dict[uuid.UUID, Delivery] = {}
-
-
-class EmulatorHandler(Handler):
-    """A plain Proton handler (no MessagingHandler children): every event is dispatched once."""
-
-    def __init__(self, namespace: Namespace, clock: Callable[[], float] = time.time) -> None:
-        super().__init__()
+    def __init__(self, namespace: Namespace, loop: asyncio.AbstractEventLoop,
+                 clock: Callable[[], float] = time.time) -> None:
         self.namespace = namespace
+        self.loop = loop
         self.clock = clock
-        self.senders: list[Link] = []  # links the server sends on (client receivers)
-        self._timer: Any = None
+        self.connections: set[Connection] = set()
+        self.senders: dict[Link, None] = {}
+        """Links the server sends on (client receivers on queues), in attach order."""
+        self.dirty: set[Connection] = set()
+        self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline = float("inf")
-        self.container: Container | None = None
-        self.connections: list[Any] = []
         self.failing_sends = 0
-        """Fault injection: this many upcoming sends to queues are rejected (nothing is stored)."""
+        """Fault injection: this many upcoming sends to queues are refused (nothing is stored)."""
 
     # ---- endpoints ----
-    @_guarded
-    def on_connection_remote_open(self, event: Any) -> None:
-        if event.connection.state & Endpoint.LOCAL_UNINIT:
-            self.connections.append(event.connection)
-            event.connection.open()
+    def link_attached(self, link: Link) -> None:
+        if link.sending and link.address is not None and link.address.queue is not None \
+                and not link.address.management:
+            self.senders[link] = None
 
-    @_guarded
-    def on_session_remote_open(self, event: Any) -> None:
-        if event.session.state & Endpoint.LOCAL_UNINIT:
-            event.session.open()
-
-    @_guarded
-    def on_link_remote_open(self, event: Any) -> None:
-        link: Link = event.link
-        if not link.state & Endpoint.LOCAL_UNINIT:
+    def release_link(self, link: Link) -> None:
+        """The link is gone: locks of what it held and did not settle are released (not counted as attempts)."""
+        self.senders.pop(link, None)
+        if link.address is None or link.address.queue is None or not link.unsettled:
+            link.unsettled.clear()
             return
-        remote = link.remote_target.address if link.is_receiver else link.remote_source.address
-        try:
-            address = self.namespace.resolve(remote or "")
-        except UnknownEntity as exc:
-            # as the service does: attach without a terminus, then detach with the error
-            link.condition = Condition(NOT_FOUND, str(exc))
-            link.open()
-            link.close()
-            return
-        link.source.copy(link.remote_source)
-        link.target.copy(link.remote_target)
-        link._digest_state = _LinkState(address)
-        if link.is_sender:
-            link.snd_settle_mode = link.remote_snd_settle_mode
-            self.senders.append(link)
-        link.open()
-        if link.is_receiver:
-            link.flow(CREDIT)
-
-    @_guarded
-    def on_link_remote_close(self, event: Any) -> None:
-        self._release_link(event.link)
-        event.link.close()
-
-    @_guarded
-    def on_session_remote_close(self, event: Any) -> None:
-        event.session.close()
-
-    @_guarded
-    def on_connection_remote_close(self, event: Any) -> None:
-        self._release_connection(event.connection)
-        event.connection.close()
-
-    @_guarded
-    def on_transport_closed(self, event: Any) -> None:
-        if event.connection is not None:
-            self._release_connection(event.connection)
-
-    def drop_connections(self) -> int:
-        """Fault injection: cut every client connection without a close handshake (as a network failure)."""
-        dropped = 0
-        for connection in list(self.connections):
-            transport = connection.transport
-            if transport is not None:
-                self._release_connection(connection)
-                transport.close_tail()
-                transport.close_head()
-                dropped += 1
-        self.connections.clear()
-        return dropped
-
-    def _release_connection(self, connection: Any) -> None:
-        for link in list(self.senders):
-            if link.connection == connection:
-                self._release_link(link)
-        if connection in self.connections:
-            self.connections.remove(connection)
-
-    def _release_link(self, link: Link) -> None:
-        state: _LinkState | None = getattr(link, "_digest_state", None)
-        if state is None:
-            return
-        if link in self.senders:
-            self.senders.remove(link)
-        queue = state.address.queue
         now = self.clock()
-        for token in list(state.unsettled):
-            if queue is not None:
-                queue.release(token, now, dead_letter=state.address.dead_letter)
-        state.unsettled.clear()
-        self._pump()
+        for token in list(link.unsettled):
+            link.address.queue.release(token, now, dead_letter=link.address.dead_letter)
+        link.unsettled.clear()
+
+    def flush(self) -> None:
+        """Write what each connection buffered, once, then re-arm the timer."""
+        while self.dirty:
+            self.dirty.pop().flush()
+        self._arm_timer()
 
     # ---- incoming transfers ----
-    @_guarded
-    def on_delivery(self, event: Any) -> None:
-        link: Link = event.link
-        delivery: Delivery = event.delivery
-        if link.is_receiver:
-            if delivery.readable and not delivery.partial:
-                raw = link.recv(delivery.pending) or b""
-                link.advance()
-                self._incoming(link, delivery, raw)
-                if link.credit < CREDIT // 2:
-                    link.flow(CREDIT - link.credit)
-        elif delivery.updated:
-            self._disposition(link, delivery)
-
-    def _incoming(self, link: Link, delivery: Delivery, raw: bytes) -> None:
-        state: _LinkState | None = getattr(link, "_digest_state", None)
-        if state is None:  # a link refused at attach
-            delivery.local.condition = Condition(NOT_FOUND, "the link is not attached to an entity")
-            delivery.update(Delivery.REJECTED)
-            delivery.settle()
-            return
-        address = state.address
+    def incoming(self, link: Link, message_format: int, raw: bytes) -> Described | None:
+        """A complete message from a client sender; returns the outcome (None: the link was detached instead)."""
+        address = link.address
+        if address is None:
+            return outcome(REJECTED, [error("amqp:not-found", "the link is not attached to an entity")])
         try:
             if address.cbs:
                 self._cbs(link, raw)
@@ -192,151 +87,120 @@ class EmulatorHandler(Handler):
                 # detach the link with an error and leave the transfer unsettled: the SDK fails the send (and
                 # may retry on a new link); nothing is stored
                 self.failing_sends -= 1
-                link.condition = Condition("amqp:internal-error", "injected send failure")
-                link.close()
-                return
+                link.connection.detach(link, error("amqp:internal-error", "injected send failure"))
+                return None
             else:
-                self._send_to_queue(address, raw)
-            delivery.update(Delivery.ACCEPTED)
+                self._send_to_queue(address.queue, message_format, raw)
         except codec.CodecError as exc:
-            delivery.local.condition = Condition("amqp:decode-error", str(exc))
-            delivery.update(Delivery.REJECTED)
-        delivery.settle()
-        self._pump()
+            return outcome(REJECTED, [error("amqp:decode-error", str(exc))])
+        return outcome(ACCEPTED)
 
-    def _send_to_queue(self, address: Address, raw: bytes) -> None:
-        assert address.queue is not None
+    def _send_to_queue(self, queue: Queue | None, message_format: int, raw: bytes) -> None:
+        assert queue is not None
         sections = codec.split(raw)
-        blobs = codec.unpack_batch(sections) or [raw]
+        parts = [codec.split(blob) for blob in codec.unpack_batch(sections)] \
+            if message_format == codec.BATCH_MESSAGE_FORMAT else [sections]
         now = self.clock()
-        for blob in blobs:
-            message = _stored(sections if blob is raw else codec.split(blob))
+        for part in parts:
+            message = _stored(part)
             scheduled = message.annotations.get("x-opt-scheduled-enqueue-time")
             if scheduled is not None:
-                address.queue.schedule(message, _seconds(scheduled), now)
+                queue.schedule(message, _seconds(scheduled), now)
             else:
-                address.queue.send(message, now)
+                queue.send(message, now)
 
     # ---- outgoing transfers ----
-    def _pump(self) -> None:
-        """Hand available messages to every client receiver with credit, then re-arm the timer."""
+    def pump(self) -> None:
+        """Hand available messages to every client receiver with credit."""
         now = self.clock()
         self.namespace.tick(now)
         for link in list(self.senders):
-            state: _LinkState | None = getattr(link, "_digest_state", None)
-            if state is None or state.address.queue is None or state.address.management or state.address.cbs:
-                continue
-            queue = state.address.queue
-            settled = link.snd_settle_mode == Link.SND_SETTLED
-            while link.credit > 0:
-                got = queue.receive(now, 1, lock=not settled, dead_letter=state.address.dead_letter)
+            address = link.address
+            assert address is not None
+            assert address.queue is not None
+            queue = address.queue
+            session = link.session
+            while link.credit > 0 and session.remote_incoming_window > 0 and not link.detached:
+                got = queue.receive(now, 1, lock=not link.presettled, dead_letter=address.dead_letter)
                 if not got:
                     break
                 message, token = got[0]
-                self._transfer(link, state, queue, message, token)
-            if link.drain_mode and link.credit > 0:
-                link.drained()
-        self._arm_timer()
-
-    def _transfer(self, link: Link, state: _LinkState, queue: Queue, message: Stored,
-                  token: uuid.UUID | None) -> None:
-        token = token or uuid.uuid4()
-        payload = _encode_stored(queue, message)
-        delivery = link.delivery(cast(str, codec.lock_token_tag(token)))  # binary tags work; the stub says str
-        link.send(payload)
-        link.advance()
-        if link.snd_settle_mode == Link.SND_SETTLED:
-            delivery.settle()
-        else:
-            delivery._digest_token = token
-            state.unsettled[token] = delivery
-
-    @_guarded
-    def on_link_flow(self, event: Any) -> None:
-        self._pump()
+                token = token or uuid.uuid4()
+                link.connection.transfer(link, token.bytes_le, _encode_stored(queue, message),
+                                         None if link.presettled else token)
+            if link.drain and link.credit > 0:
+                link.connection.drained(link)
 
     # ---- settlement ----
-    def _disposition(self, link: Link, delivery: Delivery) -> None:
-        state: _LinkState | None = getattr(link, "_digest_state", None)
-        token: uuid.UUID | None = getattr(delivery, "_digest_token", None)
-        queue = state.address.queue if state is not None else None
-        if state is None or token is None or queue is None:
-            delivery.settle()
-            return
+    def settle(self, link: Link, token: uuid.UUID, state: Any) -> Described:
+        """Apply a client's outcome; returns the outcome to echo (an error only for a real failure)."""
+        queue = link.address.queue if link.address is not None else None
+        link.unsettled.pop(token, None)
+        code = code_of(state)
+        if queue is None or code is None:
+            return outcome(RELEASED) if code is None else state
+        assert link.address is not None
+        dlq = link.address.dead_letter
         now = self.clock()
-        remote = delivery.remote_state
-        dlq = state.address.dead_letter
-        outcome = remote
+        fields = state.value if isinstance(state.value, list) else []
         try:
-            if remote == Delivery.ACCEPTED:
+            if code == ACCEPTED:
                 queue.complete(token, now, dead_letter=dlq)
-            elif remote == Delivery.MODIFIED:
-                if delivery.remote.undeliverable:
+                return outcome(ACCEPTED)
+            if code == MODIFIED:
+                if field(fields, 1, False):  # undeliverable-here: the SDK's defer
                     queue.defer(token, now, dead_letter=dlq)
                 else:
                     queue.abandon(token, now, dead_letter=dlq)
-            elif remote == Delivery.REJECTED:
-                info = _as_dict(delivery.remote.condition.info if delivery.remote.condition else None)
+                return outcome(MODIFIED, [field(fields, 0, False), field(fields, 1, False)])
+            if code == REJECTED:
+                err = field(fields, 0)
+                info = _as_dict(field(err.value, 2) if isinstance(err, Described) else None)
                 queue.dead_letter_message(token, now, _text(info.get("DeadLetterReason")),
                                           _text(info.get("DeadLetterErrorDescription")), dead_letter=dlq)
-            elif remote == Delivery.RELEASED:
-                queue.release(token, now, dead_letter=dlq)
-            else:
-                return  # not a terminal outcome yet
-            delivery.local.condition = None  # type: ignore[assignment]  # an echo carries no error
+                return outcome(REJECTED)
+            queue.release(token, now, dead_letter=dlq)
+            return outcome(RELEASED)
         except LockLost as exc:
-            outcome = Delivery.REJECTED
-            delivery.local.condition = Condition(LOCK_LOST, str(exc))
-        state.unsettled.pop(token, None)
-        delivery.update(outcome)
-        delivery.settle()
-        self._pump()
+            return outcome(REJECTED, [error(LOCK_LOST, str(exc))])
 
     # ---- $cbs ----
     def _cbs(self, link: Link, raw: bytes) -> None:
-        request = Message()
-        request.decode(raw)
-        props = _as_dict(request.properties)
+        request = codec.split(raw)
+        props = _as_dict(request.application_properties)
         status, description = 202, "Accepted"
         if props.get("operation") != "put-token":
             status, description = 400, f"unsupported $cbs operation {props.get('operation')!r}"
         elif not self.namespace.config.insecure:
             try:
-                sas.validate(str(request.body), self.namespace.config.keys, self.clock())
+                sas.validate(str(request.body_value), self.namespace.config.keys, self.clock())
             except sas.TokenRejected as exc:
                 status, description = 401, f"InvalidSignature: {exc}"
-        reply = Message(correlation_id=request.id,
-                        properties={"status-code": status, "status-description": description})
-        self._reply(link, "$cbs", reply)
+        reply = _reply_message(request.message_id, {"status-code": status, "status-description": description})
+        link.connection.reply(link, "$cbs", reply)
 
     # ---- $management ----
     def _management(self, link: Link, raw: bytes) -> None:
-        request = Message()
-        request.decode(raw)
-        props = _as_dict(request.properties)
-        operation = str(props.get("operation"))
-        body = _as_dict(request.body)
-        state: _LinkState = link._digest_state
-        queue = state.address.queue
-        assert queue is not None
-        dlq = state.address.dead_letter
-        now = self.clock()
+        request = codec.split(raw)
+        operation = str(_as_dict(request.application_properties).get("operation"))
+        body = _as_dict(request.body_value)
+        assert link.address is not None
+        assert link.address.queue is not None
+        queue, dlq, now = link.address.queue, link.address.dead_letter, self.clock()
         status: int = 200
         reply_body: dict[str, Any] = {}
         condition: str | None = None
         try:
             if operation == "com.microsoft:peek-message":
-                start = int(body.get("from-sequence-number", 1))
-                count = int(body.get("message-count", 1))
-                found = queue.peek(start, count, dead_letter=dlq, now=now)
+                found = queue.peek(int(body.get("from-sequence-number", 1)), int(body.get("message-count", 1)),
+                                   dead_letter=dlq, now=now)
                 if not found:
                     status = 204
                 else:
                     reply_body = {"messages": [{"message": _encode_stored(queue, m)} for m in found]}
             elif operation == "com.microsoft:renew-lock":
                 tokens = [_uuid(t) for t in body.get("lock-tokens", [])]
-                reply_body = {"expirations": [
-                    _ms(queue.renew_lock(t, now, dead_letter=dlq)) for t in tokens]}
+                reply_body = {"expirations": [_ms(queue.renew_lock(t, now, dead_letter=dlq)) for t in tokens]}
             elif operation == "com.microsoft:receive-by-sequence-number":
                 lock = int(body.get("receiver-settle-mode", 1)) != 0  # 0: receive-and-delete
                 deferred = queue.receive_deferred([int(n) for n in body.get("sequence-numbers", [])], now,
@@ -345,12 +209,10 @@ class EmulatorHandler(Handler):
                     {"message": _encode_stored(queue, m), **({"lock-token": lock_token} if lock_token else {})}
                     for m, lock_token in deferred]}
             elif operation == "com.microsoft:update-disposition":
-                self._settle_by_management(queue, body, now, dlq)
+                _settle_by_management(queue, body, now, dlq)
             elif operation == "com.microsoft:schedule-message":
-                numbers = []
-                for entry in body.get("messages", []):
-                    blob = bytes(_as_dict(entry).get("message", b""))
-                    numbers.append(self._schedule(queue, blob, now))
+                numbers = [self._schedule(queue, bytes(_as_dict(entry).get("message", b"")), now)
+                           for entry in body.get("messages", [])]
                 reply_body = {"sequence-numbers": numbers}
             elif operation == "com.microsoft:cancel-scheduled-message":
                 queue.cancel_scheduled([int(n) for n in body.get("sequence-numbers", [])])
@@ -362,77 +224,81 @@ class EmulatorHandler(Handler):
         except NotDeferred as exc:
             status, condition, reply_body = 404, "com.microsoft:message-not-found", {}
             log.debug("%s", exc)
-        properties: dict[str, Any] = {"statusCode": status, "statusDescription": str(operation)}
+        properties: dict[str, Any] = {"statusCode": status, "statusDescription": operation}
         if condition:
-            properties["errorCondition"] = symbol(condition)
-        reply = Message(correlation_id=request.id, properties=properties, body=reply_body)
-        self._reply(link, str(request.reply_to or ""), reply)
-        self._pump()
-
-    def _settle_by_management(self, queue: Queue, body: dict[str, Any], now: float, dlq: bool) -> None:
-        """Settlement of messages received by sequence number (they have no link): the SDK's fallback too."""
-        status = _text(body.get("disposition-status"))
-        for token in (_uuid(t) for t in body.get("lock-tokens", [])):
-            if status == "completed":
-                queue.complete(token, now, dead_letter=dlq)
-            elif status == "abandoned":
-                queue.abandon(token, now, dead_letter=dlq)
-            elif status == "defered":  # the SDK's spelling
-                queue.defer(token, now, dead_letter=dlq)
-            elif status == "suspended":
-                queue.dead_letter_message(token, now, _text(body.get("deadletter-reason")),
-                                          _text(body.get("deadletter-description")), dead_letter=dlq)
-            else:
-                raise LockLost(f"unknown disposition-status {status!r}")
+            properties["errorCondition"] = Symbol(condition)
+        reply = _reply_message(request.message_id, properties, reply_body)
+        link.connection.reply(link, str(request.reply_to or ""), reply)
 
     def _schedule(self, queue: Queue, blob: bytes, now: float) -> int:
         message = _stored(codec.split(blob))
         at = message.annotations.get("x-opt-scheduled-enqueue-time")
         return queue.schedule(message, _seconds(at) if at is not None else now, now)
 
-    def _reply(self, request_link: Link, reply_to: str, reply: Message) -> None:
-        """Send on the client's receiver link of the same session whose source is the reply address."""
-        wanted = reply_to.lower()
-        for link in self.senders:
-            if link.session == request_link.session and (link.remote_source.address or "").lower().endswith(
-                    wanted.rsplit("/", 2)[-2] + "/$management" if wanted.endswith("$management") else wanted):
-                delivery = link.delivery(cast(str, uuid.uuid4().bytes))
-                link.send(reply.encode())
-                link.advance()
-                delivery.settle()
-                return
-        log.warning("no reply link for %s", reply_to)
-
     # ---- time ----
     def _arm_timer(self) -> None:
         """One timer, for the earliest deadline; re-armed only when that deadline moves earlier."""
         deadline = self.namespace.next_deadline()
-        if deadline is None or self.container is None:
-            return
-        if self._timer is not None and self._timer_deadline <= deadline:
+        if deadline is None or (self._timer is not None and self._timer_deadline <= deadline):
             return
         if self._timer is not None:
             self._timer.cancel()
         self._timer_deadline = deadline
-        self._timer = self.container.schedule(max(0.0, deadline - self.clock()) + 0.001, self)
+        self._timer = self.loop.call_later(max(0.0, deadline - self.clock()) + 0.001, self._on_timer)
 
-    @_guarded
-    def on_timer_task(self, event: Any) -> None:
+    def _on_timer(self) -> None:
         self._timer = None
         self._timer_deadline = float("inf")
-        self._pump()
+        self.run(lambda: None)
 
-    def on_reactor_init(self, event: Any) -> None:
-        self.container = event.container
-
-    def on_call(self, event: Any) -> None:
-        """Run a function on the reactor thread (see `EmulatorServer.call`)."""
-        fn, done = event.subject
+    def run(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn` on the loop thread, then deliver what became available and write everything out."""
         try:
-            done.append((True, fn()))
-        except BaseException as exc:  # delivered to the calling thread
-            done.append((False, exc))
-        self._pump()
+            return fn()
+        finally:
+            try:
+                self.pump()
+            except Exception:  # never leave the loop with buffered output unwritten
+                log.exception("emulator pump failed")
+            self.flush()
+
+    # ---- faults ----
+    def drop_connections(self) -> int:
+        """Cut every client connection without a close handshake (as a network failure)."""
+        dropped = list(self.connections)
+        for connection in dropped:
+            connection.abort()
+        return len(dropped)
+
+
+def _settle_by_management(queue: Queue, body: dict[str, Any], now: float, dlq: bool) -> None:
+    """Settlement of messages received by sequence number (they have no link): the SDK's fallback too."""
+    status = _text(body.get("disposition-status"))
+    for token in (_uuid(t) for t in body.get("lock-tokens", [])):
+        if status == "completed":
+            queue.complete(token, now, dead_letter=dlq)
+        elif status == "abandoned":
+            queue.abandon(token, now, dead_letter=dlq)
+        elif status == "defered":  # the SDK's spelling
+            queue.defer(token, now, dead_letter=dlq)
+        elif status == "suspended":
+            queue.dead_letter_message(token, now, _text(body.get("deadletter-reason")),
+                                      _text(body.get("deadletter-description")), dead_letter=dlq)
+        else:
+            raise LockLost(f"unknown disposition-status {status!r}")
+
+
+def _reply_message(correlation_id: Any, properties: dict[str, Any], body: Any = None) -> bytes:
+    """A response message: properties (correlation-id), application-properties, and an amqp-value body."""
+    encoded = described_list(codec.PROPERTIES, [None, None, None, None, None, correlation_id])
+    encoded += codec.encode_section(codec.APPLICATION_PROPERTIES, properties)
+    if body is not None:
+        encoded += codec.encode_section(codec.VALUE, body)
+    return encoded
+
+
+def _ms(seconds: float) -> Timestamp:
+    return Timestamp(int(seconds * 1000))
 
 
 def _encode_stored(queue: Queue, message: Stored) -> bytes:
@@ -466,7 +332,7 @@ def _ttl_ms(queue: Queue, message: Stored) -> int:
 
 
 def _as_dict(value: Any) -> dict[str, Any]:
-    return {str(k): v for k, v in value.items()} if isinstance(value, dict) else {}
+    return {_text(k) or "": v for k, v in value.items()} if isinstance(value, dict) else {}
 
 
 def _text(value: Any) -> str | None:
@@ -484,17 +350,16 @@ def _uuid(value: Any) -> uuid.UUID:
 
 
 class EmulatorServer:
-    """The emulator on a loopback port, in a background thread."""
+    """The emulator on a loopback port, served by an event loop in a background thread."""
 
     def __init__(self, config: EmulatorConfig, host: str = "127.0.0.1", port: int = 5672) -> None:
         self.config = config
         self.host, self.port = host, port
         self.namespace = Namespace(config)
-        self.handler = EmulatorHandler(self.namespace)
-        self._injector = EventInjector()
-        self._container = Container(self.handler)
-        self._container.selectable(self._injector)
-        self._thread = threading.Thread(target=self._container.run, name="sb-emulator", daemon=True)
+        self.loop = asyncio.new_event_loop()
+        self.broker = Broker(self.namespace, self.loop)
+        self._server: asyncio.AbstractServer | None = None
+        self._thread = threading.Thread(target=self.loop.run_forever, name="sb-emulator", daemon=True)
 
     def connection_string(self, key_name: str | None = None) -> str:
         name = key_name or next(iter(self.config.keys))
@@ -502,41 +367,53 @@ class EmulatorServer:
                 f"SharedAccessKey={self.config.keys[name]};UseDevelopmentEmulator=true")
 
     def start(self) -> EmulatorServer:
-        self._container.sasl_enabled = True
-        self._container.allowed_mechs = "ANONYMOUS"  # type: ignore[assignment]  # typed None upstream
-        acceptor = self._container.listen(f"{self.host}:{self.port}")
-        del acceptor
         self._thread.start()
+        listening = asyncio.run_coroutine_threadsafe(
+            self.loop.create_server(lambda: Connection(self.broker), self.host, self.port), self.loop)
+        self._server = listening.result(10)
         return self
 
     def call(self, fn: Callable[[], Any], timeout: float = 10) -> Any:
-        """Run `fn` on the reactor thread and return its result (for faults, counts and inspection)."""
-        done: list[tuple[bool, Any]] = []
-        self._injector.trigger(ApplicationEvent("call", subject=(fn, done)))
-        deadline = time.monotonic() + timeout
-        while not done:
-            if time.monotonic() > deadline:
-                raise TimeoutError("the emulator did not answer")
-            time.sleep(0.001)
-        ok, value = done[0]
-        if not ok:
-            raise value
-        return value
+        """Run `fn` on the loop thread and return its result (for faults, counts and inspection)."""
+        result: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
-    # ---- fault injection (thread-safe: run on the reactor thread) ----
+        def run() -> None:
+            try:
+                result.set_result(self.broker.run(fn))
+            except BaseException as exc:  # delivered to the calling thread
+                result.set_exception(exc)
+
+        self.loop.call_soon_threadsafe(run)
+        try:
+            return result.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError("the emulator did not answer") from None
+
+    # ---- fault injection (thread-safe: run on the loop thread) ----
     def fail_next_sends(self, count: int = 1) -> None:
-        """Reject the next `count` sends to any queue; nothing of them is stored."""
-        self.call(lambda: setattr(self.handler, "failing_sends", count))
+        """Refuse the next `count` sends to any queue; nothing of them is stored."""
+        self.call(lambda: setattr(self.broker, "failing_sends", count))
 
     def drop_connections(self) -> int:
         """Cut every client connection abruptly; locks they held are released."""
-        return int(self.call(self.handler.drop_connections))
+        return int(self.call(self.broker.drop_connections))
 
     def expire_locks(self, queue: str) -> int:
         """Expire every lock held on `queue` now (the messages are redelivered with delivery count + 1)."""
-        return int(self.call(lambda: self.namespace.queue(queue).expire_locks(self.handler.clock())))
+        return int(self.call(lambda: self.namespace.queue(queue).expire_locks(self.broker.clock())))
 
     def stop(self) -> None:
-        self._container.stop()
-        self._injector.close()
+        if not self._thread.is_alive():
+            return
+
+        async def shutdown() -> None:
+            if self._server is not None:
+                self._server.close()
+            for connection in list(self.broker.connections):
+                connection.abort()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
+        self.loop.close()
+

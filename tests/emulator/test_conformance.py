@@ -6,6 +6,8 @@ import time
 
 import pytest
 from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusReceiveMode, ServiceBusSubQueue
+from azure.servicebus._pyamqp._encode import encode_payload
+from azure.servicebus._transport._pyamqp_transport import PyamqpTransport
 from azure.servicebus.exceptions import MessageLockLostError, ServiceBusAuthenticationError, ServiceBusError
 
 from digest_sbemulator.server import EmulatorServer
@@ -49,6 +51,19 @@ def test_batches_and_lists_become_separate_messages(connection_string: str) -> N
                 assert batch_got
                 got += [str(m) for m in batch_got]
     assert got == [f"b{i}" for i in range(10)] + ["l0", "l1"]
+
+
+def test_a_single_message_whose_body_is_an_encoded_message_stays_one_message(connection_string: str) -> None:
+    """Batches are told apart by the transfer's message-format, never by the shape of the body."""
+    inner = bytearray()
+    encode_payload(inner, PyamqpTransport.to_outgoing_amqp_message(ServiceBusMessage("inner").raw_amqp_message))
+    with ServiceBusClient.from_connection_string(connection_string) as client:
+        with client.get_queue_sender("orders") as sender:
+            sender.send_messages(ServiceBusMessage(bytes(inner), message_id="outer"))
+        with client.get_queue_receiver("orders", max_wait_time=2,
+                                       receive_mode=ServiceBusReceiveMode.RECEIVE_AND_DELETE) as receiver:
+            got = receiver.receive_messages(max_message_count=5, max_wait_time=2)
+    assert [(m.message_id, b"".join(m.body)) for m in got] == [("outer", bytes(inner))]
 
 
 def test_abandon_counts_and_max_delivery_count_dead_letters(connection_string: str) -> None:

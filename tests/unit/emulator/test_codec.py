@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from azure.servicebus import ServiceBusMessage, ServiceBusMessageBatch, ServiceBusReceivedMessage
 from azure.servicebus._pyamqp._encode import encode_payload
+from azure.servicebus._pyamqp.message import BatchMessage
 from azure.servicebus._transport._pyamqp_transport import PyamqpTransport
 from azure.servicebus.amqp import AmqpAnnotatedMessage, AmqpMessageBodyType
 
@@ -89,15 +90,15 @@ def test_batches_unpack_into_their_messages() -> None:
         batch.add_message(ServiceBusMessage(f"body-{i}", message_id=f"id-{i}"))
     out = bytearray()
     encode_payload(out, batch._message)
+    assert BatchMessage._code == codec.BATCH_MESSAGE_FORMAT
     parts = codec.unpack_batch(codec.split(bytes(out)))
-    assert parts is not None
     assert [codec.split(p).message_id for p in parts] == [f"id-{i}" for i in range(5)]
     assert [str(_deliver(p)) for p in parts] == [f"body-{i}" for i in range(5)]
 
 
-def test_a_single_message_is_not_a_batch() -> None:
-    assert codec.unpack_batch(codec.split(_sdk_encode(ServiceBusMessage(b"\x00Sw plain bytes")))) is None
-    assert codec.unpack_batch(codec.split(_sdk_encode(AmqpAnnotatedMessage(value_body=1)))) is None
+def test_a_batch_must_carry_only_data_sections() -> None:
+    with pytest.raises(codec.CodecError, match="only data sections"):
+        codec.unpack_batch(codec.split(_sdk_encode(AmqpAnnotatedMessage(value_body=1))))
 
 
 def test_garbage_is_a_codec_error() -> None:
