@@ -78,6 +78,12 @@ class Decimal:
         return hash((self.code, self.raw))
 
 
+class Raw(bytes):
+    """An already encoded value, written as is."""
+
+    __slots__ = ()
+
+
 class Described:
     __slots__ = ("descriptor", "value")
 
@@ -376,6 +382,11 @@ def _compound_header(code8: int, code32: int, body: bytearray, count: int, out: 
     out += body
 
 
+def map_header(body: bytearray, count: int, out: bytearray) -> None:
+    """Append a map of `count` already encoded keys and values."""
+    _compound_header(MAP8, MAP32, body, count, out)
+
+
 def _enc_list(value: list[Any], out: bytearray) -> None:
     if not value:
         out.append(LIST0)
@@ -447,7 +458,7 @@ _ENCODERS: dict[type, Callable[[Any, bytearray], None]] = {
     UByte: _simple(UBYTE, _p8), UShort: _simple(USHORT, _p16), UInt: _enc_uint, ULong: _enc_ulong,
     Byte: _simple(BYTE, _ps8), Short: _simple(SHORT, _ps16), Int: _enc_int,
     Timestamp: _simple(TIMESTAMP, _ps64), Float: _simple(FLOAT, _pf32), Decimal: _enc_decimal,
-    Described: _enc_described, Array: _enc_array,
+    Described: _enc_described, Array: _enc_array, Raw: lambda v, o: o.extend(v),
 }
 
 

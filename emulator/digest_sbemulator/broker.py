@@ -65,6 +65,10 @@ class Namespace:
         deadlines = [d for q in self.queues.values() if (d := q.next_deadline()) is not None]
         return min(deadlines) if deadlines else None
 
+    def soonest(self) -> float:
+        """A lower bound of the next deadline of any queue (see `Queue.soonest`)."""
+        return min((q.soonest for q in self.queues.values()), default=float("inf"))
+
     def tick(self, now: float) -> None:
         for queue in self.queues.values():
             queue.tick(now)

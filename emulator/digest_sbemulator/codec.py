@@ -115,6 +115,29 @@ def encode_section(code: int, value: Any) -> bytes:
     return amqp.encode(Described(amqp.ULong(code), value))
 
 
+_SYMBOL_KEYS: dict[str, bytes] = {}
+
+
+def _encode_annotations(annotations: dict[Any, Any]) -> bytes:
+    """The message-annotations section; string keys are symbols (their encodings are cached: every delivery
+    writes the same few)."""
+    body = bytearray()
+    for key, value in annotations.items():
+        if type(key) is str:
+            encoded_key = _SYMBOL_KEYS.get(key)
+            if encoded_key is None:
+                encoded_key = amqp.encode(Symbol(key))
+                if len(_SYMBOL_KEYS) < 256:  # bounded: client-chosen keys must not grow it without end
+                    _SYMBOL_KEYS[key] = encoded_key
+            body += encoded_key
+        else:
+            amqp.encode_value(key, body)
+        amqp.encode_value(value, body)
+    out = bytearray(b"\x00\x53\x72")
+    amqp.map_header(body, 2 * len(annotations), out)
+    return bytes(out)
+
+
 def encode_for_delivery(
     bare: bytes, *, delivery_count: int, ttl_ms: int | None, annotations: dict[Any, Any],
     application_properties: dict[str, Any] | None = None,
@@ -127,8 +150,7 @@ def encode_for_delivery(
     header = [True, None, UInt(ttl_ms) if ttl_ms is not None else None, None, UInt(delivery_count)]
     out = [encode_section(HEADER, header)]
     if annotations:
-        out.append(encode_section(
-            MESSAGE_ANNOTATIONS, {Symbol(k) if type(k) is str else k: v for k, v in annotations.items()}))
+        out.append(_encode_annotations(annotations))
     if not application_properties:
         return b"".join(out) + bare
     merged: dict[Any, Any] = dict(application_properties)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from digest_sbemulator import amqp
 from digest_sbemulator.amqp import Array, Described, Symbol, UByte, UInt, UShort
@@ -31,9 +31,12 @@ from digest_sbemulator.frames import (
     SASL_MECHANISMS,
     SASL_OUTCOME,
     TRANSFER,
+    encoded_outcome,
     error,
     field,
     performative,
+    settled_disposition_frame,
+    transfer_frame,
     unpack_header,
 )
 
@@ -141,8 +144,7 @@ class Connection(asyncio.Protocol):
 
     # ---- asyncio.Protocol ----
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
         self.broker.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -383,12 +385,12 @@ class Connection(asyncio.Protocol):
             session.outgoing[delivery_id] = (link, token)
             link.unsettled[token] = delivery_id
         room = self.remote_max_frame - _TRANSFER_OVERHEAD - len(tag)
-        first = [UInt(link.handle), UInt(delivery_id), tag, UInt(0), settled]
-        if len(payload) <= room:
-            self.send(performative(TRANSFER, first, session.channel, payload))
+        if len(payload) <= room and len(tag) < 256:
+            self.send(transfer_frame(session.channel, link.handle, delivery_id, tag, settled, payload))
             session.next_outgoing_id += 1
             session.remote_incoming_window -= 1
             return
+        first = [UInt(link.handle), UInt(delivery_id), tag, UInt(0), settled]
         for start in range(0, len(payload), room):
             more = start + room < len(payload)
             fields = [*first, more] if start == 0 else [UInt(link.handle), None, None, None, None, more]
@@ -428,7 +430,7 @@ class Connection(asyncio.Protocol):
         if state is None:
             return
         if not settled:
-            self.send(performative(DISPOSITION, [True, UInt(delivery_id), None, True, state], link.session.channel))
+            self.send(settled_disposition_frame(link.session.channel, True, delivery_id, encoded_outcome(state)))
         if not link.detached and link.credit < CREDIT // 2:
             link.credit = CREDIT
             self._link_flow(link)
@@ -448,7 +450,7 @@ class Connection(asyncio.Protocol):
             link, token = entry
             echo = self.broker.settle(link, token, state)
             if not settled:
-                self.send(performative(DISPOSITION, [False, UInt(delivery_id), None, True, echo], channel))
+                self.send(settled_disposition_frame(channel, False, delivery_id, encoded_outcome(echo)))
 
     # ---- request/response nodes ----
     def reply(self, request_link: Link, reply_to: str, message: bytes) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import heapq
+import random
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from typing import Any
 
 from digest_sbemulator.config import QueueProperties
 
+_random_bits = random.Random().getrandbits  # lock tokens need uniqueness, not cryptographic strength
 MAX_DELIVERY_COUNT_EXCEEDED = "MaxDeliveryCountExceeded"
 TTL_EXPIRED = "TTLExpiredException"
 DLQ_SUFFIX = "/$DeadLetterQueue"
@@ -95,6 +97,8 @@ class SubQueue:
         self._lock_expiry: list[tuple[float, uuid.UUID]] = []
         self.deferred = 0
         self.scheduled = 0
+        self.soonest = float("inf")
+        """A lower bound of the next lock expiry (exact after `Queue.tick`), so callers need not look."""
 
     # --- availability ---
     def make_available(self, message: Message) -> None:
@@ -138,11 +142,12 @@ class SubQueue:
 
     # --- locks ---
     def lock(self, message: Message, now: float) -> uuid.UUID:
-        token = uuid.uuid4()
+        token = uuid.UUID(int=_random_bits(128))  # cheaper than uuid4
         message.lock_token = token
         message.locked_until = now + self.lock_duration
         self.locks[token] = message.sequence_number
         heapq.heappush(self._lock_expiry, (message.locked_until, token))
+        self.soonest = min(self.soonest, message.locked_until)
         self._compact_lock_expiry()
         return token
 
@@ -194,6 +199,7 @@ class SubQueue:
         message = self.locked(token, now)
         message.locked_until = now + self.lock_duration
         heapq.heappush(self._lock_expiry, (message.locked_until, token))
+        self.soonest = min(self.soonest, message.locked_until)
         return message.locked_until
 
     def hand_out(self, message: Message, now: float, *, lock: bool) -> tuple[Message, uuid.UUID | None]:
@@ -232,6 +238,7 @@ class Queue:
         self._scheduled: list[tuple[float, int]] = []
         self._expiry: list[tuple[float, int]] = []
         self._seen_ids: OrderedDict[Any, float] = OrderedDict()
+        self._soonest = float("inf")  # lower bound of the next schedule or TTL deadline
 
     # --- sending ---
     def _stamp(self, message: Message, now: float) -> None:
@@ -243,6 +250,7 @@ class Queue:
             ttl = min(ttl, message.time_to_live)  # the service caps a TTL above the entity default
         message.expires_at = now + ttl
         heapq.heappush(self._expiry, (message.expires_at, message.sequence_number))
+        self._soonest = min(self._soonest, message.expires_at)
         if len(self._expiry) > 2 * len(self.main.messages) + 1024:  # completed messages leave stale entries
             self._expiry = [(m.expires_at, seq) for seq, m in self.main.messages.items() if m.expires_at is not None]
             heapq.heapify(self._expiry)
@@ -279,9 +287,11 @@ class Queue:
         if message.expires_at is not None:  # the TTL runs from the scheduled enqueue time
             message.expires_at += enqueue_at - now
             heapq.heappush(self._expiry, (message.expires_at, message.sequence_number))
+            self._soonest = min(self._soonest, message.expires_at)
         message.enqueued_time = enqueue_at
         self.main.add(message)
         heapq.heappush(self._scheduled, (enqueue_at, message.sequence_number))
+        self._soonest = min(self._soonest, enqueue_at)
         return message.sequence_number
 
     def cancel_scheduled(self, sequence_numbers: list[int]) -> None:
@@ -388,6 +398,8 @@ class Queue:
     # --- time ---
     def tick(self, now: float) -> None:
         """Apply everything due by `now`: expired locks, scheduled messages, TTL expiry."""
+        if now < self.soonest:
+            return  # nothing is due yet
         for sub in (self.main, self.dead_letter):
             for message in list(sub.expired_locks(now)):
                 self._failed_delivery(sub, message, now)
@@ -413,6 +425,10 @@ class Queue:
                 self._move_to_dead_letter(expired, TTL_EXPIRED, "The message expired and was dead lettered.")
             else:
                 self.main.remove(expired)
+        self._soonest = min(self._scheduled[0][0] if self._scheduled else float("inf"),
+                            self._expiry[0][0] if self._expiry else float("inf"))
+        for sub in (self.main, self.dead_letter):
+            sub.soonest = sub.next_lock_expiry() or float("inf")
 
     def expire_locks(self, now: float) -> int:
         """Fault injection: every lock held on this queue (and its DLQ) expires now; returns how many."""
@@ -423,9 +439,15 @@ class Queue:
                 if message is not None and message.lock_token is not None:
                     message.locked_until = now
                     heapq.heappush(sub._lock_expiry, (now, message.lock_token))
+                    sub.soonest = now
                     count += 1
         self.tick(now)
         return count
+
+    @property
+    def soonest(self) -> float:
+        """A lower bound of the next deadline, cheap to read: nothing is due before it."""
+        return min(self._soonest, self.main.soonest, self.dead_letter.soonest)
 
     def next_deadline(self) -> float | None:
         """When `tick` next has something to do (for the server's timer)."""
