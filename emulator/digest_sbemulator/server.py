@@ -129,7 +129,7 @@ class Broker:
                 token = token or uuid.uuid4()
                 link.connection.transfer(link, token.bytes_le, _encode_stored(queue, message),
                                          None if link.presettled else token)
-            if link.drain and link.credit > 0:
+            if link.drain:  # answered even with no credit left: the client waits for this flow
                 link.connection.drained(link)
 
     # ---- settlement ----
