@@ -41,6 +41,7 @@ from digest_sbemulator.frames import (
 )
 
 if TYPE_CHECKING:
+    from digest_sbemulator.management import HttpsChannel
     from digest_sbemulator.server import Broker
 
 log = logging.getLogger("digest_sbemulator")
@@ -52,6 +53,8 @@ INCOMING_WINDOW = 2**31 - 1
 CREDIT = 500
 """Link credit granted to client senders, topped up when half is used."""
 _TRANSFER_OVERHEAD = 64
+_TLS_HANDSHAKE = 0x16
+"""The first byte of a TLS record: an HTTPS client (the administration client) rather than AMQP."""
 
 
 class ProtocolError(Exception):
@@ -138,6 +141,8 @@ class Connection(asyncio.Protocol):
         self.sessions: dict[int, Session] = {}
         self.remote_max_frame = MAX_FRAME_SIZE
         self._heartbeat: asyncio.TimerHandle | None = None
+        self.https: HttpsChannel | None = None
+        """Set when the client opened with TLS: the management endpoint serves this connection."""
         self._handlers = {OPEN: self._open, BEGIN: self._begin, ATTACH: self._attach, FLOW: self._flow,
                           TRANSFER: self._transfer, DISPOSITION: self._disposition, DETACH: self._detach,
                           END: self._end, CLOSE: self._close}
@@ -148,6 +153,9 @@ class Connection(asyncio.Protocol):
         self.broker.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.https is not None:
+            self._https(data)
+            return
         self.buffer += data
         try:
             self.broker.run(self._consume)
@@ -162,6 +170,16 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.broker.run(self._release)
+
+    def _https(self, data: bytes) -> None:
+        assert self.https is not None
+        reply = self.https.feed(data)
+        if self.transport is None:
+            return
+        if reply:
+            self.transport.write(reply)
+        if self.https.closed:
+            self.transport.close()
 
     # ---- output ----
     def send(self, data: bytes) -> None:
@@ -196,6 +214,12 @@ class Connection(asyncio.Protocol):
         try:
             while self.phase != "closed":
                 if self.phase == "header":
+                    if pos == 0 and buf and buf[0] == _TLS_HANDSHAKE and not self.sessions \
+                            and self.broker.https is not None:
+                        self.https = self.broker.https()
+                        self.broker.loop.call_soon(self._https, bytes(buf))
+                        pos = len(buf)
+                        break
                     if len(buf) - pos < 8:
                         break
                     self._protocol_header(bytes(buf[pos:pos + 8]))

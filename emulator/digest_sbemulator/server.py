@@ -11,18 +11,21 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from digest_sbemulator import codec, sas
+from digest_sbemulator import codec, sas, tls
 from digest_sbemulator.amqp import Described, Symbol, Timestamp, described_list
 from digest_sbemulator.broker import Namespace
 from digest_sbemulator.config import EmulatorConfig
 from digest_sbemulator.connection import Connection, Link
 from digest_sbemulator.frames import ACCEPTED, MODIFIED, REJECTED, RELEASED, code_of, error, field, outcome
+from digest_sbemulator.management import AdminApi, HttpsChannel
 from digest_sbemulator.queue import LockLost, NotDeferred, Queue, State
 from digest_sbemulator.queue import Message as Stored
 
@@ -46,6 +49,8 @@ class Broker:
         self.dirty: set[Connection] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline = float("inf")
+        self.https: Callable[[], HttpsChannel] | None = None
+        """Makes the handler of a connection that opens with TLS (the management endpoint), if enabled."""
         self.failing_sends = 0
         """Fault injection: this many upcoming sends to queues are refused (nothing is stored)."""
 
@@ -362,12 +367,24 @@ def _new_event_loop() -> asyncio.AbstractEventLoop:
 class EmulatorServer:
     """The emulator on a loopback port, served by an event loop in a background thread."""
 
-    def __init__(self, config: EmulatorConfig, host: str = "127.0.0.1", port: int = 5672) -> None:
+    def __init__(self, config: EmulatorConfig, host: str = "127.0.0.1", port: int = 5672,
+                 tls_dir: Path | None = None) -> None:
+        """`tls_dir` keeps the management endpoint's CA and certificate (made when absent); default: a
+        temporary directory removed at `stop`."""
         self.config = config
         self.host, self.port = host, port
         self.namespace = Namespace(config)
         self.loop = _new_event_loop()
         self.broker = Broker(self.namespace, self.loop)
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if tls_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="sbemulator-tls-")
+            tls_dir = Path(self._tmp.name)
+        self.tls = tls.ensure(tls_dir, [host])
+        """The management endpoint's CA file (`tls.ca_file`) is what clients pass as `connection_verify`."""
+        context = self.tls.server_context()
+        api = AdminApi(self.namespace, self.broker.clock, self.broker.clock())
+        self.broker.https = lambda: HttpsChannel(context, api, lambda host: f"https://{host or self.host}")
         self._server: asyncio.AbstractServer | None = None
         self._thread = threading.Thread(target=self.loop.run_forever, name="sb-emulator", daemon=True)
 
@@ -426,4 +443,6 @@ class EmulatorServer:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
 

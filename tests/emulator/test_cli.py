@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
+from azure.servicebus.management import ServiceBusAdministrationClient
 
 from tests.support.kubeconfig import free_port
 
@@ -20,7 +21,7 @@ def test_emulator_command_serves_the_sdk(tmp_path: Path) -> None:
                       ' // a comment\n')
     process = subprocess.Popen(
         [str(BIN / "digestctl"), "emulator", "--port", str(free_port()), "--config", str(config),
-         "--queue", "extra:MaxDeliveryCount=2", "--key", "app=secret"],
+         "--queue", "extra:MaxDeliveryCount=2", "--key", "app=secret", "--tls-dir", str(tmp_path / "tls")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -33,6 +34,9 @@ def test_emulator_command_serves_the_sdk(tmp_path: Path) -> None:
             with client.get_queue_receiver("jobs", max_wait_time=2) as receiver:
                 (message,) = receiver.receive_messages(max_wait_time=2)
                 receiver.complete_message(message)
+        with ServiceBusAdministrationClient.from_connection_string(
+                connection_string, connection_verify=str(tmp_path / "tls" / "ca.pem")) as admin:
+            assert admin.get_queue("extra").max_delivery_count == 2
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=20)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -10,6 +11,11 @@ from pathlib import Path
 import click
 
 from digest_operator.cli.exitcodes import ExitCode
+
+
+def _default_tls_dir() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "digest-pipelines" / "emulator-tls"
 
 
 @click.command()
@@ -22,11 +28,16 @@ from digest_operator.cli.exitcodes import ExitCode
 @click.option("--key", "keys", multiple=True, metavar="NAME=VALUE",
               help="Shared access keys (repeatable; default RootManageSharedAccessKey=SAS_KEY_VALUE).")
 @click.option("--insecure", is_flag=True, help="Accept any token without checking its signature.")
+@click.option("--tls-dir", type=click.Path(file_okay=False, path_type=Path), default=_default_tls_dir,
+              show_default="$XDG_CACHE_HOME/digest-pipelines/emulator-tls",
+              help="Where the management endpoint's CA (ca.pem) and certificate are kept (made when absent).")
 def emulator(port: int, host: str, config_file: Path | None, queues: tuple[str, ...], keys: tuple[str, ...],
-             insecure: bool) -> None:
+             insecure: bool, tls_dir: Path) -> None:
     """Run a local Azure Service Bus emulator that the azure-servicebus SDK talks to over AMQP.
 
-    Prints the connection string to use (with UseDevelopmentEmulator=true) and serves until interrupted.
+    Prints the connection string to use (with UseDevelopmentEmulator=true) and serves until interrupted. The same
+    port and connection string also serve ServiceBusAdministrationClient (queue properties and runtime counts)
+    over HTTPS: pass connection_verify=<tls-dir>/ca.pem.
     """
     try:
         from digest_sbemulator.config import ConfigError, build_config
@@ -47,9 +58,11 @@ def emulator(port: int, host: str, config_file: Path | None, queues: tuple[str, 
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(ExitCode.INVALID_INPUT)
-    server = EmulatorServer(config, host=host, port=port).start()
+    server = EmulatorServer(config, host=host, port=port, tls_dir=tls_dir).start()
     click.echo(server.connection_string())
     click.echo(f"serving queues: {', '.join(sorted(config.queues)) or '(none)'}", err=True)
+    click.echo(f"management (ServiceBusAdministrationClient): same connection string, "
+               f"connection_verify={server.tls.ca_file}", err=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
