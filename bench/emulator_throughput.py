@@ -6,6 +6,7 @@ client, i.e. the SDK is the bottleneck). The emulator runs as a `digestctl emula
 its own (read from /proc).
 
     uv run python -m bench.emulator_throughput [--messages 20000] [--prefetch 0]
+    uv run python -m bench.emulator_throughput --steady 100000     # memory over a long steady stream
 """
 
 from __future__ import annotations
@@ -84,12 +85,50 @@ def run(messages: int, prefetch: int) -> dict[str, float]:
     }
 
 
+def steady(messages: int, window: int = 1000) -> dict[str, float]:
+    """A steady stream: send a window, receive and complete it, repeat; the server's RSS is sampled as it goes
+    (memory must follow what is held, not how many messages went through)."""
+    digestctl = Path(sys.executable).parent / "digestctl"
+    server = subprocess.Popen([str(digestctl), "emulator", "--port", str(free_port()), "--queue", "bench"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    samples: list[float] = []
+    try:
+        assert server.stdout is not None
+        connection_string = server.stdout.readline().strip()
+        with ServiceBusClient.from_connection_string(connection_string) as client, \
+                client.get_queue_sender("bench") as sender, \
+                client.get_queue_receiver("bench", max_wait_time=5) as receiver:
+            done = 0
+            while done < messages:
+                for _ in range(window // 100):
+                    batch = sender.create_message_batch()
+                    for _ in range(100):
+                        batch.add_message(ServiceBusMessage("x" * 256))
+                    sender.send_messages(batch)
+                got = 0
+                while got < window:
+                    for message in receiver.receive_messages(max_message_count=100, max_wait_time=5):
+                        receiver.complete_message(message)
+                        got += 1
+                done += window
+                if done % (messages // 10) == 0:
+                    samples.append(_rss_mib(server.pid))
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    return {"messages_through": messages, "server_rss_mib_at_10pct": round(samples[0], 1),
+            "server_rss_mib_at_end": round(samples[-1], 1),
+            "growth_mib_per_10k_after_warmup": round((samples[-1] - samples[0]) / max(len(samples) - 1, 1), 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--prefetch", type=int, default=0)
+    parser.add_argument("--steady", type=int, default=0, metavar="N",
+                        help="instead: stream N messages through in windows of 1,000 and report the server's RSS")
     args = parser.parse_args()
-    result = run(args.messages, args.prefetch)
+    result = steady(args.steady) if args.steady else run(args.messages, args.prefetch)
     width = max(map(len, result))
     for key, value in result.items():
         print(f"{key:<{width}}  {value}")

@@ -425,7 +425,8 @@ _ARRAY_ELEMENT: dict[int, Callable[[Any], bytes]] = {
     SYM32: lambda v: _p32(len(v)) + v.encode("ascii"),
 }
 _WIDE = {TRUE: BOOLEAN, FALSE: BOOLEAN, SMALLUINT: UINT, UINT0: UINT, SMALLULONG: ULONG, ULONG0: ULONG,
-         SMALLINT: INT, SMALLLONG: LONG, VBIN8: VBIN32, STR8: STR32, SYM8: SYM32}
+         SMALLINT: INT, SMALLLONG: LONG, VBIN8: VBIN32, STR8: STR32, SYM8: SYM32, LIST0: LIST32, LIST8: LIST32,
+         MAP8: MAP32}
 
 
 def _enc_array(value: Array, out: bytearray) -> None:
@@ -440,10 +441,13 @@ def _enc_array(value: Array, out: bytearray) -> None:
         item = item.value if isinstance(item, Described) else item
         if element is not None:
             body += element(item)
-        else:  # compound elements (lists, maps) keep their own size and count
-            encoded = bytearray()
-            encode_value(item, encoded)
-            body += encoded[1:]
+        else:  # compound elements: the 32-bit form, without the constructor written once above
+            inner = bytearray()
+            pairs = list(item.items()) if isinstance(item, dict) else [(v,) for v in item]
+            for pair in pairs:
+                for part in pair:
+                    encode_value(part, inner)
+            body += _p32(len(inner) + 4) + _p32(len(item) * (2 if isinstance(item, dict) else 1)) + inner
     out.append(ARRAY32)
     out += _p32(len(body) + 4) + _p32(len(value))
     out += body
