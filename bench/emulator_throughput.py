@@ -61,7 +61,9 @@ def run(messages: int, prefetch: int) -> dict[str, float]:
                 cpu_server, cpu_client, started = _cpu_seconds(server.pid), time.process_time(), time.perf_counter()
                 received = 0
                 while received < messages + 1:
-                    batch_got = receiver.receive_messages(max_message_count=100, max_wait_time=5)
+                    # ask for what is left: with prefetch the SDK waits max_wait_time for a batch it cannot fill
+                    wanted = min(100, messages + 1 - received)
+                    batch_got = receiver.receive_messages(max_message_count=wanted, max_wait_time=5)
                     if not batch_got:
                         break
                     for message in batch_got:

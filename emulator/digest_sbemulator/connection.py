@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import uuid
 from typing import TYPE_CHECKING, Any, cast
 
@@ -150,6 +151,9 @@ class Connection(asyncio.Protocol):
     # ---- asyncio.Protocol ----
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # small frames (dispositions, flows) must not wait for Nagle's algorithm
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.broker.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
