@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from azure.servicebus.amqp import AmqpAnnotatedMessage, AmqpMessageBodyType
 
 from digest_sbemulator.config import build_config
 from digest_sbemulator.server import EmulatorServer
@@ -27,3 +29,25 @@ def emulator() -> Iterator[EmulatorServer]:
 @pytest.fixture
 def connection_string(emulator: EmulatorServer) -> str:
     return emulator.connection_string()
+
+
+BODIES: list[dict[str, Any]] = [
+    {"data_body": [b"first", b"second"]}, {"value_body": {"k": [1, 2.5, "three"]}}, {"sequence_body": [[1, "a"]]},
+]
+"""Every AMQP body type: several data sections, an amqp-value, an amqp-sequence."""
+
+
+def amqp_body(message: AmqpAnnotatedMessage) -> Any:
+    """The body as the SDK hands it back: strings inside VALUE and SEQUENCE bodies come back as bytes."""
+    body = message.body if message.body_type == AmqpMessageBodyType.VALUE else list(message.body)
+    return _bytes(body)
+
+
+def _bytes(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, list):
+        return [_bytes(v) for v in value]
+    if isinstance(value, dict):
+        return {_bytes(k): _bytes(v) for k, v in value.items()}
+    return value
