@@ -21,6 +21,7 @@ from digest_operator.k8s import ApiError
 from digest_operator.reconcile import reconcile
 from digest_operator.render.meta import MANAGED_BY
 from digest_operator.runtime import Runtime
+from digest_operator.status import CHANGE_ACTIONS, Event
 
 PERSISTENCE_PREFIX = "digest.dev"
 PIPELINES_INDEX = "pipelines_index"
@@ -72,9 +73,17 @@ async def run_reconcile(runtime: Runtime, body: Any, logger: logging.Logger | An
             if raw is None or raw.get("metadata", {}).get("uid") != meta.get("uid"):
                 return  # deleted (or replaced by a namesake) meanwhile
             outcome = await reconcile(raw, runtime.client, utcnow())
-            if outcome.status_patch:
-                await runtime.client.patch_status(API_VERSION, PLURAL, namespace, name, outcome.status_patch,
-                                                  resource_version=raw["metadata"].get("resourceVersion"))
+            for change in outcome.changes:  # the writes happened, whatever becomes of the status write
+                metrics.child_writes.labels(change.action, change.kind).inc()
+            try:
+                if outcome.status_patch:
+                    await runtime.client.patch_status(API_VERSION, PLURAL, namespace, name, outcome.status_patch,
+                                                      resource_version=raw["metadata"].get("resourceVersion"))
+            except ApiError:
+                # the retry recomputes status transitions, but finds the children in sync: post the Events of
+                # the writes now, or they are lost
+                _post(raw, [e for e in outcome.events if e.reason in CHANGE_ACTIONS])
+                raise
         except ApiError as exc:
             metrics.reconciles.labels("error").inc()
             delay = exc.retry_after or runtime.config.retry_delay
@@ -85,10 +94,7 @@ async def run_reconcile(runtime: Runtime, body: Any, logger: logging.Logger | An
             runtime.reconcile_count += 1
             metrics.reconcile_seconds.observe(time.perf_counter() - started)
         runtime.mark_reconciled(str(meta.get("uid")))
-    for event in outcome.events:
-        kopf.event(kopf.Body(cast(kopf.RawBody, raw)), type=event.type, reason=event.reason, message=event.message)
-    for change in outcome.changes:
-        metrics.child_writes.labels(change.action, change.kind).inc()
+    _post(raw, outcome.events)
     dead = (outcome.status.get("deadLetter") or {}).get("count")
     metrics.set_pipeline(namespace or "", name, outcome.ready, dead)
     if outcome.invalid is not None:
@@ -103,6 +109,11 @@ async def run_reconcile(runtime: Runtime, body: Any, logger: logging.Logger | An
     metrics.reconciles.labels("ok").inc()
     if outcome.changes:
         logger.info("reconciled: %s", ", ".join(f"{c.action} {c.kind}/{c.name}" for c in outcome.changes))
+
+
+def _post(raw: dict[str, Any], events: list[Event]) -> None:
+    for event in events:
+        kopf.event(kopf.Body(cast(kopf.RawBody, raw)), type=event.type, reason=event.reason, message=event.message)
 
 
 def owner_key(child: Mapping[str, Any]) -> tuple[str, str] | None:

@@ -130,6 +130,10 @@ def compute(old_status: dict[str, Any], obs: Observation, now: str) -> dict[str,
     return {k: v for k, v in status.items() if v is not None}
 
 
+CHANGE_ACTIONS = frozenset({"Created", "Updated", "DriftRepaired", "Pruned"})
+"""Event reasons that report writes to children (the other Events report condition transitions)."""
+
+
 def events(old_status: dict[str, Any], new_status: dict[str, Any], obs: Observation) -> list[Event]:
     """Events for transitions only: changed children, and conditions whose reason or status changed."""
     result: list[Event] = []

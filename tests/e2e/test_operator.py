@@ -245,6 +245,17 @@ async def test_transient_api_errors_converge(
         assert await kube_api.get(path) is not None
 
 
+async def test_writes_are_reported_even_when_the_status_write_fails(kube_api: KubeApi, operator: OperatorThread) \
+        -> None:
+    """The children are written, then the status write conflicts (Kopf moved the resourceVersion, say): the retry
+    finds nothing to write, so the first attempt's Events and metrics must not be lost."""
+    kube_api.fail_next("PATCH", r"/digestpipelines/demo/status$", 409)
+    await create_ready_pipeline(kube_api)
+    created = await wait_for_event(kube_api, "Normal", "Created")
+    assert "Deployment/demo-worker" in created
+    assert operator.runtime.metrics.child_writes.labels("Created", "Deployment")._value.get() == 1
+
+
 async def test_delete_removes_children(kube_api: KubeApi, operator: OperatorThread) -> None:
     await create_ready_pipeline(kube_api)
     await kube_api.delete(f"{DGP}/demo")
