@@ -1,0 +1,91 @@
+"""Fixtures of the `controlplane` tier: one real control plane per test session, namespaces per test, the real
+operator running with the RBAC of `manifests/`, and a TLS admission-webhook hook.
+
+The binaries must have been built by `tests/controlplane/build` (CI does it in .ci/run). If they are missing, every
+test of this tier errors with the command to run: the tier never skips silently.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.controlplane import ControlPlane, running_control_plane
+from tests.support.operator_thread import FAST, OperatorThread
+from tests.support.schemas import CRD_FILES, REFERENCE
+
+ROOT = Path(__file__).resolve().parents[2]
+CRDS = [
+    ROOT / "crds" / "digestpipelines.digest.dev.yaml",
+    ROOT / "manifests" / "peering" / "clusterkopfpeerings.kopf.dev.yaml",
+    *sorted((REFERENCE / "keda").glob("*.yaml")),
+    *sorted((REFERENCE / "prometheus-operator").glob("*.yaml")),
+]
+assert set(CRD_FILES.values()) <= set(CRDS)
+OPERATOR_NAMESPACE = "digest-system"
+OPERATOR_ACCOUNT = "digest-operator"
+
+
+def install_crds(plane: ControlPlane) -> None:
+    """Server-side apply our CRD, Kopf's peering CRD and the KEDA / Prometheus Operator CRDs; wait until served."""
+    args = ["apply", "--server-side", "--field-manager=controlplane-tests"]
+    for path in CRDS:
+        args += ["-f", str(path)]
+    plane.kubectl(*args)
+    plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+
+
+@pytest.fixture(scope="session")
+def control_plane(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """etcd + kube-apiserver + kube-controller-manager with our and the reference CRDs installed.
+
+    The work directory (PKI, kubeconfig, etcd data, logs incl. the audit log) is removed after a green session and
+    kept (its path printed) when any test failed.
+    """
+    workdir = tmp_path_factory.mktemp("controlplane")
+    failed_before = request.session.testsfailed
+    with running_control_plane(workdir, before_controllers=install_crds) as plane:
+        yield plane
+        plane.check_running()
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if request.session.testsfailed > failed_before:
+        if reporter is not None:
+            reporter.write_line(f"controlplane: logs kept in {workdir / 'logs'} (kubeconfig {plane.kubeconfig})")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def namespace(control_plane: ControlPlane) -> Iterator[str]:
+    """A fresh namespace per test; deleted afterwards (the namespace controller removes its contents)."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    control_plane.kubectl("create", "namespace", name)
+    control_plane.wait_for(f"/api/v1/namespaces/{name}/serviceaccounts/default", lambda o: o is not None,
+                           what="the namespace's default service account")
+    yield name
+    control_plane.kubectl("delete", "namespace", name, "--wait=false")
+
+
+@pytest.fixture(scope="session")
+def operator_rbac(control_plane: ControlPlane) -> str:
+    """The installation's namespace, service account and RBAC exactly as in manifests/; returns a token of the
+    operator's service account (the operator then runs with precisely those permissions)."""
+    rendered = control_plane.kubectl("kustomize", str(ROOT / "manifests" / "rbac")).stdout
+    control_plane.kubectl("apply", "--server-side", "-f", str(ROOT / "manifests" / "namespace.yaml"))
+    control_plane.kubectl("apply", "--server-side", "-n", OPERATOR_NAMESPACE, "-f", "-", input=rendered)
+    return control_plane.service_account_token(OPERATOR_NAMESPACE, OPERATOR_ACCOUNT)
+
+
+@pytest.fixture(scope="module")
+def operator(control_plane: ControlPlane, operator_rbac: str) -> Iterator[OperatorThread]:
+    """The real Kopf operator (cluster-wide) authenticated as its service account against the real apiserver."""
+    op = OperatorThread(control_plane.server, config=FAST)
+    op.runtime.credentials = lambda: control_plane.connection_info(operator_rbac)
+    op.start()
+    yield op
+    op.stop()
+
