@@ -43,8 +43,9 @@ def install_crds(plane: ControlPlane) -> None:
 def control_plane(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     """etcd + kube-apiserver + kube-controller-manager with our and the reference CRDs installed.
 
-    The work directory (PKI, kubeconfig, etcd data, logs incl. the audit log) is removed after a green session and
-    kept (its path printed) when any test failed.
+    The work directory (PKI, kubeconfig, logs incl. the audit log) is kept like any pytest temporary directory
+    (the last three sessions); its path is printed when a test failed. Only etcd's data is removed after a green
+    session.
     """
     workdir = tmp_path_factory.mktemp("controlplane")
     failed_before = request.session.testsfailed
@@ -56,7 +57,7 @@ def control_plane(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
         if reporter is not None:
             reporter.write_line(f"controlplane: logs kept in {workdir / 'logs'} (kubeconfig {plane.kubeconfig})")
     else:
-        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(workdir / "etcd", ignore_errors=True)
 
 
 @pytest.fixture

@@ -81,6 +81,10 @@ def _contains(big: Any, small: Any) -> bool:
 
 
 def test_installation_kustomization_server_side_dry_run(control_plane: ControlPlane) -> None:
+    # A server-side dry run creates nothing, so on an empty cluster the namespaced objects would be refused with
+    # `namespaces "digest-system" not found` (the Namespace in the same apply is only dry-run too). Create the
+    # namespace for real first, as `kubectl create namespace` before a dry run would.
+    control_plane.kubectl("apply", "--server-side", "-f", str(ROOT / "manifests" / "namespace.yaml"))
     result = control_plane.kubectl("apply", "--server-side", "--dry-run=server", "-k", str(ROOT / "manifests"))
     lines = result.stdout.splitlines()
     assert lines and all(line.endswith("serverside-applied (server dry run)") for line in lines), result.stdout

@@ -80,19 +80,19 @@ INVALID = [
                  ["spec.scaling.maxReplicas: Invalid value: -1: spec.scaling.maxReplicas in body should be greater "
                   "than or equal to "], id="minimum"),
     pytest.param("spec.scaling", {"minReplicas": 5, "maxReplicas": 2},
-                 ["spec.scaling.minReplicas: Invalid value: \"object\": minReplicas must be less than or equal to "
-                  "maxReplicas"], id="cel-min-max"),
+                 ["spec.scaling.minReplicas: Invalid value: minReplicas must be less than or equal to maxReplicas"],
+                 id="cel-min-max"),
     pytest.param("spec.serviceBus.auth", {
         "workloadIdentity": {"clientId": "11111111-2222-3333-4444-555555555555"},
         "connectionStringSecretRef": {"name": "sb", "key": "cs"}},
-                 ["spec.serviceBus.auth: Invalid value: \"object\": set exactly one of workloadIdentity or "
+                 ["spec.serviceBus.auth: Invalid value: set exactly one of workloadIdentity or "
                   "connectionStringSecretRef"], id="cel-auth-one-of"),
     pytest.param("spec.teams", {"appId": "11111111-2222-3333-4444-555555555555", "appType": "SingleTenant"},
                  ["passwordSecretRef is required for SingleTenant and MultiTenant and not allowed for UserAssignedMSI",
                   "tenantId is required for SingleTenant and UserAssignedMSI"], id="cel-teams"),
     pytest.param("metadata.name", "x" * 64,
                  ["metadata.name must be at most 63 characters (it is used as a label value)"], id="cel-name"),
-    pytest.param("spec.bogus", True, ['unknown field "spec.bogus"'], id="unknown-field"),
+    pytest.param("spec.bogus", True, ['strict decoding error: unknown field "spec.bogus"'], id="unknown-field"),
 ]
 
 
@@ -101,8 +101,8 @@ def test_invalid_pipelines_are_rejected_with_the_apiservers_messages(
         control_plane: ControlPlane, namespace: str, path: str, value: Any, messages: list[str]) -> None:
     body = with_path(minimal(namespace=namespace), path, value)
     status, answer = control_plane.request("POST", dgp_path(namespace), body, params="fieldValidation=Strict")
-    assert status == 422, answer
-    assert answer["reason"] == "Invalid"
+    expected = (400, "BadRequest") if "bogus" in path else (422, "Invalid")
+    assert (status, answer["reason"]) == expected, answer
     for message in messages:
         assert message in answer["message"], answer["message"]
     assert control_plane.get(dgp_path(namespace, body["metadata"]["name"])) is None

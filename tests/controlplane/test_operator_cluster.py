@@ -82,9 +82,10 @@ def audit_start(control_plane: ControlPlane) -> int:
 def running(audit_start: int, operator: OperatorThread, control_plane: ControlPlane) -> Iterator[OperatorThread]:
     yield operator
     operator.check()
-    # a missing permission shows up as a 403 for the operator's account: RBAC must be sufficient
+    # a missing permission shows up as an authorization denial for the operator's account (other 403s, such as
+    # writing an Event into a namespace being deleted at teardown, are admission answers, not RBAC)
     denied = [describe(e) for e in operator_requests(control_plane, audit_start)
-              if e.get("responseStatus", {}).get("code") == 403]
+              if (e.get("annotations") or {}).get("authorization.k8s.io/decision") != "allow"]
     assert not denied, f"the operator was denied (RBAC in manifests/ insufficient): {denied}"
 
 
@@ -134,9 +135,12 @@ def test_operator_reconciles_sample_with_manifest_rbac(
     reasons = _event_reasons(text)
     assert {"Created", "Ready"} <= reasons, text
     assert "Deployment/demo-worker" in text
+    # every request the operator made was answered as intended: reads of absent children 404, optimistic
+    # concurrency may answer 409 (retried); nothing was forbidden or refused as invalid
     requests = operator_requests(control_plane, audit_start, namespace)
-    assert requests and all(e["responseStatus"]["code"] < 400 or e["verb"] == "get" for e in requests), \
-        [describe(e) for e in requests if e["responseStatus"]["code"] >= 400]
+    refused = [describe(e) for e in requests if e["responseStatus"]["code"] >= 400
+               and (e["verb"], e["responseStatus"]["code"]) != ("get", 404) and e["responseStatus"]["code"] != 409]
+    assert requests and not refused, refused
 
 
 def _event_reasons(describe_text: str) -> set[str]:
@@ -190,7 +194,10 @@ def test_server_side_apply_ownership(control_plane: ControlPlane, running: Opera
         paths["Deployment"], lambda o: o is not None and o["spec"]["template"]["spec"]["containers"][0]["image"]
         == image, what="drift repaired")
     assert repaired is not None
-    assert not managed(repaired, "intruder") or "f:spec" not in managed(repaired, "intruder")[0]["fieldsV1"]
+    # the operator took the image back (force): the intruder keeps only the list key it shares
+    intruder = json.dumps([m["fieldsV1"] for m in managed(repaired, "intruder")])
+    assert "f:image" not in intruder, intruder
+    assert "f:image" in json.dumps(managed(repaired, "digest-operator")[0]["fieldsV1"])
 
     # the operator's field manager owns exactly what it renders: applying the current rendering with a probe
     # manager (dry run) gives the probe the very same field set
@@ -202,8 +209,8 @@ def test_server_side_apply_ownership(control_plane: ControlPlane, running: Opera
         assert live is not None
         (owner,) = managed(live, "digest-operator")
         code, probe = control_plane.request("PATCH", child_path, child, content_type=APPLY,
-                                            params="fieldManager=probe&dryRun=All")
-        assert code == 200, (child["kind"], probe)
+                                            params="fieldManager=probe&force=true&dryRun=All")
+        assert code == 200, (child["kind"], probe.get("message"))
         (probed,) = managed(probe, "probe")
         assert owner["fieldsV1"] == probed["fieldsV1"], (child["kind"], json.dumps(owner["fieldsV1"]),
                                                          json.dumps(probed["fieldsV1"]))

@@ -233,10 +233,11 @@ class ControlPlane:
                                      "kubernetes.default.svc", "10.0.0.1", common_name="kube-apiserver")
         serving.cert_chain_pems[0].write_to_path(str(pki / "apiserver.crt"))
         serving.private_key_pem.write_to_path(str(pki / "apiserver.key"))
-        admin = self.ca.issue_cert(common_name=ADMIN_USER, organization_name="system:masters")
+        # a SAN is needed: Go rejects an empty (critical) subjectAltName extension as unhandled
+        admin = self.ca.issue_cert(ADMIN_USER, common_name=ADMIN_USER, organization_name="system:masters")
         admin.cert_chain_pems[0].write_to_path(str(self.admin_cert))
         admin.private_key_pem.write_to_path(str(self.admin_key))
-        signer = self.ca.issue_cert(common_name="service-account-signer")
+        signer = self.ca.issue_cert("service-account-signer", common_name="service-account-signer")
         signer.private_key_pem.write_to_path(str(pki / "sa.key"))
         for key in pki.glob("*.key"):
             key.chmod(0o600)
