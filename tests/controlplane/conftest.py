@@ -1,20 +1,30 @@
 """Fixtures of the `controlplane` tier: one real control plane per test session, namespaces per test, the real
 operator running with the RBAC of `manifests/`, and a TLS admission-webhook hook.
 
-The binaries must have been built by `tests/controlplane/build` (CI does it in .ci/run). If they are missing, every
-test of this tier errors with the command to run: the tier never skips silently.
+The binaries come from `tests/controlplane/build` (CI runs it in .ci/run; if they are missing when the tier's tests
+are selected, the build runs once after collection). If they are still missing, every test of this tier errors with
+the command to run: the tier never skips silently.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.controlplane import ControlPlane, running_control_plane
+from tests.support.controlplane import (
+    BUILD_SCRIPT,
+    ControlPlane,
+    ControlPlaneError,
+    find_binaries,
+    running_control_plane,
+)
 from tests.support.operator_thread import FAST, OperatorThread
 from tests.support.schemas import CRD_FILES, REFERENCE
 
@@ -28,6 +38,21 @@ CRDS = [
 assert set(CRD_FILES.values()) <= set(CRDS)
 OPERATOR_NAMESPACE = "digest-system"
 OPERATOR_ACCOUNT = "digest-operator"
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build the binaries before the first test of this tier when they are missing (a cold build takes minutes;
+    CI builds them in .ci/run beforehand). A failed build leaves them missing: the tier then errors loudly."""
+    if os.environ.get("DIGEST_CONTROLPLANE_BIN") or not any(
+            item.get_closest_marker("controlplane") for item in session.items):
+        return
+    try:
+        find_binaries()
+    except ControlPlaneError:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"controlplane: binaries missing, running {BUILD_SCRIPT} (minutes when cold)")
+        subprocess.run([str(BUILD_SCRIPT)], check=False, stdout=subprocess.DEVNULL)
 
 
 def install_crds(plane: ControlPlane) -> None:
@@ -64,7 +89,12 @@ def control_plane(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
 def namespace(control_plane: ControlPlane) -> Iterator[str]:
     """A fresh namespace per test; deleted afterwards (the namespace controller removes its contents)."""
     name = f"t-{uuid.uuid4().hex[:8]}"
-    control_plane.kubectl("create", "namespace", name)
+    # Pod Security "restricted", as on a hardened cluster: the worker pods the ReplicaSet controller creates must
+    # pass its admission
+    control_plane.kubectl("apply", "--server-side", "-f", "-", input=json.dumps({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": name, "labels": {"pod-security.kubernetes.io/enforce": "restricted",
+                                              "pod-security.kubernetes.io/enforce-version": "latest"}}}))
     control_plane.wait_for(f"/api/v1/namespaces/{name}/serviceaccounts/default", lambda o: o is not None,
                            what="the namespace's default service account")
     yield name
@@ -83,8 +113,10 @@ def operator_rbac(control_plane: ControlPlane) -> str:
 
 @pytest.fixture(scope="module")
 def operator(control_plane: ControlPlane, operator_rbac: str) -> Iterator[OperatorThread]:
-    """The real Kopf operator (cluster-wide) authenticated as its service account against the real apiserver."""
-    op = OperatorThread(control_plane.server, config=FAST)
+    """The real Kopf operator (cluster-wide, with the installation's peering object, as deployed) authenticated
+    as its service account against the real apiserver."""
+    control_plane.kubectl("apply", "--server-side", "-f", str(ROOT / "manifests" / "peering" / "peering.yaml"))
+    op = OperatorThread(control_plane.server, config=FAST, peering="digest-operator")
     op.runtime.credentials = lambda: control_plane.connection_info(operator_rbac)
     op.start()
     yield op

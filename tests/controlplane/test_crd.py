@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.controlplane.conftest import ROOT
 from tests.support.controlplane import ControlPlane
 from tests.support.samples import load, minimal, sample_files, with_path
 
@@ -42,7 +43,7 @@ def test_crd_is_established_and_served(control_plane: ControlPlane) -> None:
     # re-applying the generated CRD is accepted and changes nothing
     before = crd["metadata"]["resourceVersion"]
     control_plane.kubectl("apply", "--server-side", "--field-manager=controlplane-tests", "-f",
-                          "crds/digestpipelines.digest.dev.yaml")
+                          str(ROOT / "crds" / "digestpipelines.digest.dev.yaml"))
     after = control_plane.get(CRD)
     assert after is not None and after["metadata"]["resourceVersion"] == before
 
