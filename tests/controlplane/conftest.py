@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.admission import WebhookTLS
 from tests.support.controlplane import (
     BUILD_SCRIPT,
     ControlPlane,
@@ -122,3 +123,10 @@ def operator(control_plane: ControlPlane, operator_rbac: str) -> Iterator[Operat
     yield op
     op.stop()
 
+
+
+@pytest.fixture
+def webhook_tls(tmp_path: Path) -> WebhookTLS:
+    """TLS for an admission webhook served on 127.0.0.1 (e.g. Kopf's `WebhookServer(certfile=..., pkeyfile=...)`);
+    register it with `tests.support.admission.validating_webhook(control_plane, name, url, webhook_tls.ca_pem)`."""
+    return WebhookTLS.issue(tmp_path / "webhook-tls")

@@ -9,7 +9,6 @@ serve it with `WebhookTLS` and register it with `validating_webhook(...)`.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,8 +30,8 @@ def stand_in_review(request: dict[str, Any]) -> dict[str, Any]:
     return {"allowed": False, "status": {"code": 403, "reason": "Forbidden", "message": MESSAGE.format(image=image)}}
 
 
-def test_apiserver_calls_webhook_over_tls(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> None:
-    tls = WebhookTLS.issue(tmp_path / "webhook")
+def test_apiserver_calls_webhook_over_tls(control_plane: ControlPlane, namespace: str, webhook_tls: WebhookTLS) -> None:
+    tls = webhook_tls
     tag_only = minimal(namespace=namespace, image="registry.example.com/team/digest-worker:1.0")
     with serve_webhook(tls, stand_in_review) as (url, received), \
             validating_webhook(control_plane, "image-pinning-test", f"{url}/validate", tls.ca_pem,
