@@ -252,15 +252,23 @@ def test_steady_state_writes_nothing(control_plane: ControlPlane, running: Opera
     control_plane.wait_for(child_paths(namespace)["Deployment"], lambda o: o is not None, within=60)
     play_keda(control_plane, namespace, 0)
     wait_ready(control_plane, namespace)
-    # let the Ready event and the last status write land, then watch several resyncs (every 0.5 s)
-    time.sleep(1.0)
-    _, start = control_plane.audit_entries(0)
-    count = running.runtime.reconcile_count
     deadline = time.monotonic() + 30
-    while running.runtime.reconcile_count < count + 6:
-        assert time.monotonic() < deadline, "the resync timer did not run"
-        time.sleep(0.1)
-    time.sleep(0.5)
+
+    def reconciles(n: int) -> None:
+        count = running.runtime.reconcile_count
+        while running.runtime.reconcile_count < count + n:
+            assert time.monotonic() < deadline, "the resync timer did not run"
+            time.sleep(0.05)
+
+    # settled: the pipeline (status included) unchanged across three resyncs (a retried 409 may still write once)
+    while True:
+        version = (control_plane.get(dgp(namespace)) or {})["metadata"]["resourceVersion"]
+        reconciles(3)
+        if (control_plane.get(dgp(namespace)) or {})["metadata"]["resourceVersion"] == version:
+            break
+    # then several more resyncs (every 0.5 s), each reading every child, must write nothing
+    _, start = control_plane.audit_entries(0)
+    reconciles(6)
     requests = operator_requests(control_plane, start, namespace)
     reads = [e for e in requests if e["verb"] in ("get", "list", "watch")]
     writes = [describe(e) for e in requests if e["verb"] in WRITE_VERBS]
