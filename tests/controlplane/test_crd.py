@@ -5,17 +5,20 @@ rejected with the apiserver's own messages (OpenAPI types, enums, required field
 from __future__ import annotations
 
 import copy
+import json
+import re
 from typing import Any
 
 import pytest
 import yaml
 
 from tests.controlplane.conftest import ROOT
-from tests.support.controlplane import ControlPlane
+from tests.support.controlplane import BUILD_SCRIPT, ControlPlane
 from tests.support.samples import load, minimal, sample_files, with_path
 
 pytestmark = pytest.mark.controlplane
 
+K8S_VERSION = re.search(r"^K8S_VERSION=(\S+)", BUILD_SCRIPT.read_text(), re.M)[1]  # type: ignore[index]
 CRD = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/digestpipelines.digest.dev"
 
 
@@ -136,3 +139,13 @@ def test_kubectl_get_prints_our_columns(control_plane: ControlPlane, namespace: 
     wide = control_plane.kubectl("get", "dgp", "-n", namespace, "-o", "wide").stdout.splitlines()
     assert wide[0].split() == ["NAME", "READY", "IMAGE", "REPLICAS", "DEAD-LETTER", "AGE", "QUEUE", "REASON"]
     assert wide[1].split()[-2:] == ["digest-requests", "Available"]
+
+
+def test_versions_are_stamped(control_plane: ControlPlane) -> None:
+    """The module-built apiserver reports its release (unstamped builds say `v0.0.0-master+$Format:%H$`, which
+    kubectl's version skew check cannot parse), and kubectl is within one minor version of it."""
+    versions = json.loads(control_plane.kubectl("version", "-o", "json").stdout)
+    server, client = versions["serverVersion"], versions["clientVersion"]
+    assert server["gitVersion"] == f"v{K8S_VERSION}" and server["major"] == "1"
+    assert abs(int(client["minor"]) - int(server["minor"])) <= 1, (client, server)
+    assert "warning" not in control_plane.kubectl("version").stderr.lower()
