@@ -75,10 +75,30 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
     return out
 
 
+def _expand_validated_defaults(node: Any) -> None:
+    """`default: {}` on an object with CEL rules becomes the object its fields' defaults make.
+
+    kube-apiserver evaluates the rules against the default value itself, before nested defaulting: a rule such as
+    `self.minReplicas <= self.maxReplicas` fails on `{}` with "no such key" and the CRD is rejected. The expanded
+    default is what defaulting `{}` yields anyway, so objects are unchanged.
+    """
+    if isinstance(node, list):
+        for item in node:
+            _expand_validated_defaults(item)
+        return
+    if not isinstance(node, dict):
+        return
+    for value in node.values():
+        _expand_validated_defaults(value)
+    if node.get("default") == {} and "properties" in node and node.get("x-kubernetes-validations"):
+        node["default"] = {name: sub["default"] for name, sub in node["properties"].items() if "default" in sub}
+
+
 def model_schema(model: type[DigestPipelineSpec] | type[DigestPipelineStatus]) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation")
     defs = raw.pop("$defs", {})
     result: dict[str, Any] = _structural(raw, defs)
+    _expand_validated_defaults(result)
     return result
 
 

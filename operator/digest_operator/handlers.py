@@ -47,7 +47,9 @@ def configure(settings: kopf.OperatorSettings, runtime: Runtime) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=PERSISTENCE_PREFIX, key="last-handled-configuration",
     )
-    settings.watching.server_timeout = config.watch_server_timeout
+    # Kubernetes takes whole seconds: `timeoutSeconds=300.0` is refused with 400 (strconv.ParseInt), which kills
+    # the watchers on a real apiserver
+    settings.watching.server_timeout = max(1, round(config.watch_server_timeout))
     settings.watching.client_timeout = config.watch_client_timeout
     settings.networking.request_timeout = config.request_timeout
     settings.networking.error_backoffs = list(config.error_backoffs)

@@ -59,7 +59,9 @@ def service_bus_env(pipeline: str, spec: DigestPipelineSpec) -> list[dict[str, A
     auth = spec.service_bus.auth
     env = [
         value(contract.PIPELINE, pipeline),
-        {"name": contract.POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        # apiVersion as the server defaults it: fieldRef is atomic, so a shorter form would make every other
+        # applier of the same object conflict with us over it
+        {"name": contract.POD_NAME, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}},
         value(contract.SERVICEBUS_NAMESPACE, spec.service_bus.namespace),
         value(contract.SERVICEBUS_QUEUE, spec.service_bus.queue),
         value(contract.MAX_DELIVERY_COUNT, spec.service_bus.max_delivery_count),

@@ -88,7 +88,7 @@ def test_rbac_covers_every_child_kind_with_exactly_the_verbs_used() -> None:
         watched = {"list", "watch"} if child.kind == "Deployment" else set()
         assert _allowed(group, child.plural) == {"get", "create", "patch", "delete", *watched}, child.kind
     assert _allowed("digest.dev", "digestpipelines") == {"get", "list", "watch", "patch"}
-    assert _allowed("digest.dev", "digestpipelines/status") == {"get", "patch"}
+    assert _allowed("digest.dev", "digestpipelines/status") == {"patch"}
     assert _allowed("", "events") == {"create"}
 
 
