@@ -96,8 +96,8 @@ class Link:
         self.delivery_count = 0
         """Sending links: deliveries sent so far. Receiving links: the client's delivery count."""
         self.drain = False
-        self.unsettled: dict[uuid.UUID, int] = {}
-        """Sending links: lock token → delivery id of each delivery the client has not settled."""
+        self.unsettled: dict[int, uuid.UUID] = {}
+        """Sending links: the lock tokens of deliveries the client has not settled (by `token.int`)."""
         self.detached = False
         """Detached by the server (an error); frames still arriving for it are ignored."""
         self.partial: bytearray | None = None
@@ -411,7 +411,7 @@ class Connection(asyncio.Protocol):
         settled = token is None
         if token is not None:
             session.outgoing[delivery_id] = (link, token)
-            link.unsettled[token] = delivery_id
+            link.unsettled[token.int] = token
         room = self.remote_max_frame - _TRANSFER_OVERHEAD - len(tag)
         if len(payload) <= room and len(tag) < 256:
             self.send(transfer_frame(session.channel, link.handle, delivery_id, tag, settled, payload))

@@ -84,6 +84,11 @@ class Counts:
         return self.active + self.dead_letter + self.scheduled + self.deferred
 
 
+def _key(message: Message) -> int | None:
+    """Locks are indexed by the token's integer: hashing and comparing UUID objects runs Python code."""
+    return message.lock_token.int if message.lock_token is not None else None
+
+
 class SubQueue:
     """The message store of one entity (a queue, or its dead-letter queue)."""
 
@@ -93,8 +98,8 @@ class SubQueue:
         self.messages: OrderedDict[int, Message] = OrderedDict()  # by sequence number, for peeking in order
         self._available: list[int] = []  # heap of sequence numbers that may be delivered
         self._available_set: set[int] = set()
-        self.locks: dict[uuid.UUID, int] = {}
-        self._lock_expiry: list[tuple[float, uuid.UUID]] = []
+        self.locks: dict[int, int] = {}  # token.int → sequence number
+        self._lock_expiry: list[tuple[float, int]] = []  # (deadline, token.int)
         self.deferred = 0
         self.scheduled = 0
         self.soonest = float("inf")
@@ -133,7 +138,7 @@ class SubQueue:
         self.messages.pop(message.sequence_number, None)
         self._available_set.discard(message.sequence_number)  # the heap entry is skipped lazily
         if message.lock_token is not None:
-            self.locks.pop(message.lock_token, None)
+            self.locks.pop(message.lock_token.int, None)
             message.lock_token = message.locked_until = None
         if message.state is State.SCHEDULED:
             self.scheduled -= 1
@@ -145,8 +150,8 @@ class SubQueue:
         token = uuid.UUID(int=_random_bits(128))  # cheaper than uuid4
         message.lock_token = token
         message.locked_until = now + self.lock_duration
-        self.locks[token] = message.sequence_number
-        heapq.heappush(self._lock_expiry, (message.locked_until, token))
+        self.locks[token.int] = message.sequence_number
+        heapq.heappush(self._lock_expiry, (message.locked_until, token.int))
         self.soonest = min(self.soonest, message.locked_until)
         self._compact_lock_expiry()
         return token
@@ -156,41 +161,41 @@ class SubQueue:
         follows the locks held, not the throughput."""
         if len(self._lock_expiry) > 2 * len(self.locks) + 1024:
             live = []
-            for token, seq in self.locks.items():
+            for key, seq in self.locks.items():
                 message = self.messages.get(seq)
-                if message is not None and message.lock_token == token and message.locked_until is not None:
-                    live.append((message.locked_until, token))
+                if message is not None and _key(message) == key and message.locked_until is not None:
+                    live.append((message.locked_until, key))
             heapq.heapify(live)
             self._lock_expiry = live
 
     def locked(self, token: uuid.UUID, now: float) -> Message:
-        seq = self.locks.get(token)
+        seq = self.locks.get(token.int)
         message = self.messages.get(seq) if seq is not None else None
-        if message is None or message.lock_token != token or message.locked_until is None \
+        if message is None or _key(message) != token.int or message.locked_until is None \
                 or message.locked_until <= now:
             raise LockLost(f"the lock {token} on {self.path} is lost or expired")
         return message
 
     def unlock(self, message: Message) -> None:
         if message.lock_token is not None:
-            self.locks.pop(message.lock_token, None)
+            self.locks.pop(message.lock_token.int, None)
         message.lock_token = message.locked_until = None
 
     def expired_locks(self, now: float) -> Iterator[Message]:
         while self._lock_expiry and self._lock_expiry[0][0] <= now:
-            _, token = heapq.heappop(self._lock_expiry)
-            seq = self.locks.get(token)
+            _, key = heapq.heappop(self._lock_expiry)
+            seq = self.locks.get(key)
             message = self.messages.get(seq) if seq is not None else None
-            if message is not None and message.lock_token == token and message.locked_until is not None \
+            if message is not None and _key(message) == key and message.locked_until is not None \
                     and message.locked_until <= now:
                 yield message
 
     def next_lock_expiry(self) -> float | None:
         while self._lock_expiry:
-            deadline, token = self._lock_expiry[0]
-            seq = self.locks.get(token)
+            deadline, key = self._lock_expiry[0]
+            seq = self.locks.get(key)
             message = self.messages.get(seq) if seq is not None else None
-            if message is not None and message.lock_token == token and message.locked_until == deadline:
+            if message is not None and _key(message) == key and message.locked_until == deadline:
                 return deadline
             heapq.heappop(self._lock_expiry)  # stale: settled, renewed or released
         return None
@@ -198,7 +203,7 @@ class SubQueue:
     def renew(self, token: uuid.UUID, now: float) -> float:
         message = self.locked(token, now)
         message.locked_until = now + self.lock_duration
-        heapq.heappush(self._lock_expiry, (message.locked_until, token))
+        heapq.heappush(self._lock_expiry, (message.locked_until, token.int))
         self.soonest = min(self.soonest, message.locked_until)
         return message.locked_until
 
@@ -438,7 +443,7 @@ class Queue:
                 message = sub.messages.get(seq)
                 if message is not None and message.lock_token is not None:
                     message.locked_until = now
-                    heapq.heappush(sub._lock_expiry, (now, message.lock_token))
+                    heapq.heappush(sub._lock_expiry, (now, message.lock_token.int))
                     sub.soonest = now
                     count += 1
         self.tick(now)

@@ -67,7 +67,7 @@ class Broker:
             link.unsettled.clear()
             return
         now = self.clock()
-        for token in list(link.unsettled):
+        for token in list(link.unsettled.values()):
             link.address.queue.release(token, now, dead_letter=link.address.dead_letter)
         link.unsettled.clear()
 
@@ -141,7 +141,7 @@ class Broker:
     def settle(self, link: Link, token: uuid.UUID, state: Any) -> Described:
         """Apply a client's outcome; returns the outcome to echo (an error only for a real failure)."""
         queue = link.address.queue if link.address is not None else None
-        link.unsettled.pop(token, None)
+        link.unsettled.pop(token.int, None)
         code = code_of(state)
         if queue is None or code is None:
             return outcome(RELEASED) if code is None else state
