@@ -1,0 +1,99 @@
+"""The OCI distribution client against a real registry (Debian's docker-registry) on loopback."""
+
+from __future__ import annotations
+
+import pytest
+
+from digest_operator.api.imageref import parse_image
+from digest_operator.registry import (
+    DOCKER_MANIFEST,
+    OCI_INDEX,
+    Credentials,
+    RegistryClient,
+    RegistryError,
+    split_name,
+)
+from tests.support.registry import PASSWORD, USER, Registry
+
+
+async def _resolve(registry: Registry, reference: str, credentials: Credentials | None = None) -> str:
+    client = RegistryClient(insecure_hosts={registry.host}, timeout=5)
+    try:
+        return (await client.resolve(parse_image(reference), credentials)).digest
+    finally:
+        await client.close()
+
+
+async def test_resolves_a_single_platform_tag(registry: Registry) -> None:
+    digest = await registry.push_image("team/worker", "1.0")
+    assert await _resolve(registry, f"{registry.host}/team/worker:1.0") == digest
+
+
+async def test_resolves_a_docker_v2_manifest(registry: Registry) -> None:
+    digest = await registry.push_image("team/worker", "docker", media_type=DOCKER_MANIFEST)
+    assert await _resolve(registry, f"{registry.host}/team/worker:docker") == digest
+
+
+async def test_multi_arch_is_pinned_at_the_index_digest(registry: Registry) -> None:
+    index, platforms = await registry.push_index("team/worker", "multi")
+    client = RegistryClient(insecure_hosts={registry.host})
+    try:
+        resolved = await client.resolve(parse_image(f"{registry.host}/team/worker:multi"))
+    finally:
+        await client.close()
+    assert resolved.digest == index
+    assert resolved.digest not in platforms
+    assert (resolved.media_type, resolved.multi_arch) == (OCI_INDEX, True)
+
+
+async def test_moved_tag_resolves_to_the_new_digest(registry: Registry) -> None:
+    first = await registry.push_image("team/worker", "stable", content="v1")
+    second = await registry.push_image("team/worker", "stable", content="v2")
+    assert first != second
+    assert await _resolve(registry, f"{registry.host}/team/worker:stable") == second
+
+
+async def test_unknown_tag_and_repository_are_tag_not_found(registry: Registry) -> None:
+    await registry.push_image("team/worker", "1.0")
+    for reference in ("team/worker:nope", "team/absent:1.0"):
+        with pytest.raises(RegistryError) as info:
+            await _resolve(registry, f"{registry.host}/{reference}")
+        assert info.value.reason == "TagNotFound"
+
+
+async def test_stopped_registry_is_unavailable(registry: Registry) -> None:
+    await registry.push_image("team/worker", "1.0")
+    registry.stop_process()
+    with pytest.raises(RegistryError) as info:
+        await _resolve(registry, f"{registry.host}/team/worker:1.0")
+    assert info.value.reason == "RegistryUnavailable"
+
+
+async def test_basic_auth(basic_registry: Registry) -> None:
+    digest = await basic_registry.push_image("team/worker", "1.0")
+    reference = f"{basic_registry.host}/team/worker:1.0"
+    assert await _resolve(basic_registry, reference, Credentials(USER, PASSWORD)) == digest
+    for credentials in (None, Credentials(USER, "wrong")):
+        with pytest.raises(RegistryError) as info:
+            await _resolve(basic_registry, reference, credentials)
+        assert info.value.reason == "Unauthorized"
+        assert "wrong" not in info.value.message
+
+
+async def test_bearer_token_flow(token_registry: Registry) -> None:
+    index, _ = await token_registry.push_index("team/worker", "multi")
+    reference = f"{token_registry.host}/team/worker:multi"
+    assert await _resolve(token_registry, reference, Credentials(USER, PASSWORD)) == index
+    assert token_registry.token_server is not None
+    assert "repository:team/worker:pull" in token_registry.token_server.scopes
+    with pytest.raises(RegistryError) as info:
+        await _resolve(token_registry, reference, Credentials(USER, "wrong"))
+    assert info.value.reason == "Unauthorized"
+
+
+def test_split_name_applies_docker_hub_defaults() -> None:
+    assert split_name("busybox") == ("docker.io", "library/busybox")
+    assert split_name("docker.io/team/app") == ("docker.io", "team/app")
+    assert split_name("team/app") == ("docker.io", "team/app")
+    assert split_name("localhost/app") == ("localhost", "app")
+    assert split_name("registry.example.com:5000/a/b") == ("registry.example.com:5000", "a/b")
