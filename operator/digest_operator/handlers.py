@@ -18,6 +18,7 @@ import kopf
 
 from digest_operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from digest_operator.k8s import ApiError
+from digest_operator.pinning import RESOLVE_REQUESTED_AT
 from digest_operator.reconcile import reconcile
 from digest_operator.render.meta import MANAGED_BY
 from digest_operator.runtime import Runtime
@@ -71,7 +72,7 @@ async def run_reconcile(runtime: Runtime, body: Any, logger: logging.Logger | An
             raw = await runtime.client.get(API_VERSION, PLURAL, namespace, name)
             if raw is None or raw.get("metadata", {}).get("uid") != meta.get("uid"):
                 return  # deleted (or replaced by a namesake) meanwhile
-            outcome = await reconcile(raw, runtime.client, utcnow())
+            outcome = await reconcile(raw, runtime.client, utcnow(), runtime.registry, runtime.backoff)
             if outcome.status_patch:
                 await runtime.client.patch_status(API_VERSION, PLURAL, namespace, name, outcome.status_patch,
                                                   resource_version=raw["metadata"].get("resourceVersion"))
@@ -100,6 +101,10 @@ async def run_reconcile(runtime: Runtime, body: Any, logger: logging.Logger | An
         metrics.reconciles.labels("error").inc()
         raise kopf.TemporaryError("some children could not be applied; see the Degraded condition",
                                   delay=runtime.config.retry_delay * 4)
+    if outcome.retry_in is not None and not from_timer:
+        metrics.reconciles.labels("error").inc()
+        raise kopf.TemporaryError("the image could not be resolved; see the ImagePinned condition",
+                                  delay=max(outcome.retry_in, 0.1))
     metrics.reconciles.labels("ok").inc()
     if outcome.changes:
         logger.info("reconciled: %s", ", ".join(f"{c.action} {c.kind}/{c.name}" for c in outcome.changes))
@@ -137,6 +142,10 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, field="spec")
     async def _changed(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+        await run_reconcile(runtime, body, logger, from_timer=False)
+
+    @kopf.on.field(GROUP, VERSION, PLURAL, registry=registry, field=("metadata", "annotations", RESOLVE_REQUESTED_AT))
+    async def _resolve_requested(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         await run_reconcile(runtime, body, logger, from_timer=False)
 
     @kopf.timer(GROUP, VERSION, PLURAL, registry=registry, interval=runtime.config.resync_seconds,

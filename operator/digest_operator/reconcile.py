@@ -6,14 +6,20 @@ No decorators and no client construction here: Kopf wiring lives in `handlers`, 
 from __future__ import annotations
 
 import asyncio
+import datetime
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from digest_operator import pinning, rollouts
 from digest_operator import status as status_mod
 from digest_operator.api.imageref import ImageRef, parse_image
-from digest_operator.api.parse import SpecError, parse_pipeline
+from digest_operator.api.parse import Pipeline, SpecError, parse_pipeline
+from digest_operator.conditions import IMAGE_PINNED, find
 from digest_operator.drift import in_sync, merge_patch
 from digest_operator.k8s import ApiError
+from digest_operator.pinning import Backoff
+from digest_operator.pullsecrets import credentials_for
+from digest_operator.registry import Credentials, RegistryError, Resolved, split_name
 from digest_operator.render import ChildRef, possible_children, render_children
 from digest_operator.render.meta import APPLIED_HASH
 from digest_operator.rollout import rollout_state
@@ -31,6 +37,11 @@ class Api(Protocol):
         ...
 
 
+class Resolver(Protocol):
+    async def resolve(self, image: ImageRef, credentials: Credentials | None = None) -> Resolved:
+        ...
+
+
 @dataclass
 class Outcome:
     status: dict[str, Any]
@@ -40,6 +51,8 @@ class Outcome:
     invalid: SpecError | None = None
     failed: bool = False
     """Some child could not be applied for a non-transient reason: retry later, after writing status."""
+    retry_in: float | None = None
+    """The image could not be resolved: try again after this many seconds."""
 
     @property
     def ready(self) -> str:
@@ -88,7 +101,124 @@ async def _observe(api: Api, namespace: str, children: list[ChildRef]) -> dict[C
     return dict(zip(children, lives, strict=True))
 
 
-async def reconcile(body: dict[str, Any], api: Api, now: str) -> Outcome:
+async def _credentials(api: Api, pipeline: Pipeline, image: ImageRef) -> Credentials | None:
+    """Registry credentials for `image` from the pipeline's imagePullSecrets (missing Secrets are skipped)."""
+    if not pipeline.spec.image_pull_secrets:
+        return None
+    secrets = await asyncio.gather(*(
+        api.get("v1", "secrets", pipeline.namespace, ref.name) for ref in pipeline.spec.image_pull_secrets
+    ))
+    return credentials_for(split_name(image.name)[0], [s for s in secrets if s is not None])
+
+
+@dataclass
+class _Children:
+    """The children of one reconcile: what is live, and what this reconcile applied."""
+
+    api: Api
+    pipeline: Pipeline
+    observation: Observation
+    live: dict[ChildRef, dict[str, Any] | None]
+    by_kind: dict[str, ChildRef]
+    desired_refs: set[ChildRef] = field(default_factory=set)
+    deployment: dict[str, Any] | None = None
+
+    async def apply(self, desired: list[dict[str, Any]]) -> None:
+        observation, uid = self.observation, self.pipeline.uid
+        for obj in desired:
+            ref = self.by_kind[obj["kind"]]
+            self.desired_refs.add(ref)
+            current = self.live[ref]
+            if current is not None and not owned_by(current, uid):
+                conflict = f"{ref.kind} {ref.name} exists and is not controlled by this pipeline; delete or rename it"
+                if conflict not in observation.conflicts:
+                    observation.conflicts.append(conflict)
+                if ref.kind == "Deployment":
+                    self.deployment = None
+                continue
+            if current is not None and in_sync(obj, current):
+                continue
+            try:
+                applied = await self.api.apply(obj, ref.plural)
+            except ApiError as exc:
+                if exc.transient:
+                    raise
+                observation.failures.append(_apply_failure(ref, exc))
+                continue
+            self.live[ref] = applied
+            if ref.kind == "Deployment":
+                self.deployment = applied
+            if current is None:
+                action = "Created"
+            elif _applied_hash(current) != _applied_hash(obj):
+                action = "Updated"  # rendered from another spec or operator version
+            else:
+                action = "DriftRepaired"  # same rendering, but someone changed owned fields
+            observation.changes.append(Change(action, ref.kind, ref.name))
+
+    async def prune(self, children: list[ChildRef]) -> None:
+        for ref in children:
+            current = self.live[ref]
+            if ref in self.desired_refs or current is None or not owned_by(current, self.pipeline.uid):
+                continue
+            await self.api.delete(ref.api_version, ref.plural, self.pipeline.namespace, ref.name,
+                                  current["metadata"]["uid"])
+            self.observation.changes.append(Change("Pruned", ref.kind, ref.name))
+            if ref.kind == "Deployment":
+                self.deployment = None
+
+
+async def _pin(
+    api: Api, pipeline: Pipeline, body: dict[str, Any], old_status: dict[str, Any], observation: Observation,
+    deployment: dict[str, Any] | None, resolver: Resolver | None, backoff: Backoff, now: str,
+) -> ImageRef | None:
+    """The image to render (None: no workload), with the pinning facts recorded in `observation`."""
+    requested = pipeline.image
+    old_image: dict[str, Any] = dict(old_status.get("image") or {})
+    annotations = dict((body.get("metadata") or {}).get("annotations") or {})
+    decision = pinning.decide(
+        requested, pipeline.spec.image_policy, generation=pipeline.generation, annotations=annotations,
+        image_status=old_image, now=pinning.parse_time(now) or datetime.datetime.now(datetime.UTC), backoff=backoff,
+    )
+    kept = {k: old_image[k] for k in pinning.RESOLUTION_KEYS if k in old_image}
+    observation.resolution = kept
+    if decision.action == "use":
+        observation.resolution = {}
+        return requested
+    if decision.action == "refuse":
+        observation.image_refused = True
+        return last_good_image(deployment, old_status)
+    if decision.action == "recorded":
+        return decision.image
+    if decision.action == "wait":
+        previous = find(list(old_status.get("conditions") or []), IMAGE_PINNED) or {}
+        observation.pin_failure = (str(previous.get("reason") or "RegistryUnavailable"),
+                                   str(previous.get("message") or "waiting to retry the registry"))
+        observation.retry_in = decision.retry_in
+        return last_good_image(deployment, old_status)
+    try:
+        if resolver is None:
+            raise RegistryError("RegistryUnavailable", "the operator has no registry client")
+        resolved = await resolver.resolve(requested, await _credentials(api, pipeline, requested))
+    except RegistryError as exc:
+        observation.resolution = pinning.failed_status(kept, requested, now)
+        observation.pin_failure = (exc.reason, exc.message)
+        observation.retry_in = backoff.delay(int(observation.resolution["resolveFailures"]))
+        return last_good_image(deployment, old_status)
+    image = ImageRef(requested.name, requested.tag, resolved.digest)
+    observation.resolution = pinning.resolved_status(
+        kept, requested, image, generation=pipeline.generation, annotations=annotations, now=now,
+    )
+    if kept.get("resolved") != str(image):
+        kind = "multi-arch index" if resolved.multi_arch else "manifest"
+        observation.notes.append(Event("Normal", "TagResolved",
+                                       f"{requested} resolved to {resolved.digest} ({kind}; {decision.why})"))
+    return image
+
+
+async def reconcile(
+    body: dict[str, Any], api: Api, now: str, resolver: Resolver | None = None, backoff: Backoff | None = None,
+) -> Outcome:
     """Converge one pipeline's children and compute its status. Raises k8s.ApiError on API failures."""
     meta = body.get("metadata", {})
     old_status: dict[str, Any] = dict(body.get("status") or {})
@@ -101,69 +231,52 @@ async def reconcile(body: dict[str, Any], api: Api, now: str) -> Outcome:
         invalid = exc
         observation.invalid = exc.problems
     else:
-        namespace = pipeline.namespace
         children = possible_children(pipeline.name)
-        live = await _observe(api, namespace, children)
         by_kind = {c.kind: c for c in children}
-
-        requested = pipeline.image
-        if requested.pinned:
-            observation.image = requested
+        live = await _observe(api, pipeline.namespace, children)
+        state = _Children(api, pipeline, observation, live, by_kind, deployment=live[by_kind["Deployment"]])
+        target = await _pin(api, pipeline, body, old_status, observation, state.deployment, resolver,
+                            backoff or pinning.Backoff(), now)
+        rollback = rollouts.rollback_in_effect(old_status.get("rollback"), generation)
+        if rollback is not None and target is not None and target.digest == rollback.failed.digest:
+            target = rollback.restored  # the failed digest is not tried again until the spec changes
         else:
-            observation.image_refused = True
-            observation.image = last_good_image(live[by_kind["Deployment"]], old_status)
-
-        desired = render_children(pipeline, observation.image)
-        desired_refs: set[ChildRef] = set()
-        deployment = live[by_kind["Deployment"]]
-        for obj in desired:
-            ref = by_kind[obj["kind"]]
-            desired_refs.add(ref)
-            current = live[ref]
-            if current is not None and not owned_by(current, pipeline.uid):
-                observation.conflicts.append(
-                    f"{ref.kind} {ref.name} exists and is not controlled by this pipeline; delete or rename it"
-                )
-                if ref.kind == "Deployment":
-                    deployment = None
-                continue
-            if current is not None and in_sync(obj, current):
-                continue
-            try:
-                applied = await api.apply(obj, ref.plural)
-            except ApiError as exc:
-                if exc.transient:
-                    raise
-                observation.failures.append(_apply_failure(ref, exc))
-                continue
-            if ref.kind == "Deployment":
-                deployment = applied
-            if current is None:
-                action = "Created"
-            elif _applied_hash(current) != _applied_hash(obj):
-                action = "Updated"  # rendered from another spec or operator version
-            else:
-                action = "DriftRepaired"  # same rendering, but someone changed owned fields
-            observation.changes.append(Change(action, ref.kind, ref.name))
-        for ref in children:
-            current = live[ref]
-            if ref in desired_refs or current is None or not owned_by(current, pipeline.uid):
-                continue
-            await api.delete(ref.api_version, ref.plural, namespace, ref.name, current["metadata"]["uid"])
-            observation.changes.append(Change("Pruned", ref.kind, ref.name))
-            if ref.kind == "Deployment":
-                deployment = None
-        if deployment is not None and by_kind["Deployment"] in desired_refs:
+            rollback = None
+        observation.rollback = rollback
+        observation.image = target
+        await state.apply(render_children(pipeline, target))
+        await state.prune(children)
+        limit = pipeline.spec.rollout.history_limit
+        history = list(old_status.get("history") or [])
+        deployment = state.deployment if by_kind["Deployment"] in state.desired_refs else None
+        if deployment is not None:
             observation.rollout = rollout_state(deployment)
+            record = rollouts.track(old_status.get("rollout"), deployment, observation.rollout, now)
+            history = rollouts.record_history(history, record, limit)
+            new_rollback = None if rollback is not None else rollouts.should_roll_back(
+                record, history, auto_rollback=pipeline.spec.rollout.auto_rollback)
+            if new_rollback is not None:
+                history = rollouts.record_history(history, record, limit, result="RolledBack")
+                observation.rollback = new_rollback
+                observation.rollback_time = now
+                observation.image = new_rollback.restored
+                await state.apply(render_children(pipeline, new_rollback.restored))
+                if state.deployment is not None:
+                    observation.rollout = rollout_state(state.deployment)
+                    record = rollouts.track(record, state.deployment, observation.rollout, now)
+                    history = rollouts.record_history(history, record, limit)
+            observation.rollout_record = record
+        observation.history = history[:limit]
 
     new_status = status_mod.compute(old_status, observation, now)
     return Outcome(
         status=new_status,
         status_patch=_status_patch(old_status, new_status),
-        events=status_mod.events(old_status, new_status, observation),
+        events=[*observation.notes, *status_mod.events(old_status, new_status, observation)],
         changes=observation.changes,
         invalid=invalid,
         failed=bool(observation.failures),
+        retry_in=observation.retry_in,
     )
 
 
