@@ -237,14 +237,15 @@ async def reconcile(
         state = _Children(api, pipeline, observation, live, by_kind, deployment=live[by_kind["Deployment"]])
         target = await _pin(api, pipeline, body, old_status, observation, state.deployment, resolver,
                             backoff or pinning.Backoff(), now)
-        rollback = rollouts.rollback_in_effect(old_status.get("rollback"), generation)
+        recorded = rollouts.recorded_rollback(old_status.get("rollback"), state.deployment)
+        rollback = rollouts.rollback_in_effect(recorded, generation)
         if rollback is not None and target is not None and target.digest == rollback.failed.digest:
             target = rollback.restored  # the failed digest is not tried again until the spec changes
         else:
             rollback = None
         observation.rollback = rollback
         observation.image = target
-        await state.apply(render_children(pipeline, target))
+        await state.apply(_with_rollback(render_children(pipeline, target), rollback))
         await state.prune(children)
         limit = pipeline.spec.rollout.history_limit
         history = list(old_status.get("history") or [])
@@ -253,18 +254,19 @@ async def reconcile(
             observation.rollout = rollout_state(deployment)
             record = rollouts.track(old_status.get("rollout"), deployment, observation.rollout, now)
             history = rollouts.record_history(history, record, limit)
-            new_rollback = None if rollback is not None else rollouts.should_roll_back(
-                record, history, auto_rollback=pipeline.spec.rollout.auto_rollback)
-            if new_rollback is not None:
-                history = rollouts.record_history(history, record, limit, result="RolledBack")
-                observation.rollback = new_rollback
-                observation.rollback_time = now
-                observation.image = new_rollback.restored
-                await state.apply(render_children(pipeline, new_rollback.restored))
-                if state.deployment is not None:
-                    observation.rollout = rollout_state(state.deployment)
-                    record = rollouts.track(record, state.deployment, observation.rollout, now)
-                    history = rollouts.record_history(history, record, limit)
+            if rollback is None:
+                rollback = rollouts.should_roll_back(record, history, auto_rollback=pipeline.spec.rollout.auto_rollback,
+                                                     generation=generation, now=now)
+                if rollback is not None:
+                    observation.rollback = rollback
+                    observation.image = rollback.restored
+                    await state.apply(_with_rollback(render_children(pipeline, rollback.restored), rollback))
+                    if state.deployment is not None:
+                        observation.rollout = rollout_state(state.deployment)
+                        record = rollouts.track(record, state.deployment, observation.rollout, now)
+                        history = rollouts.record_history(history, record, limit)
+            if rollback is not None:
+                history = rollouts.mark_rolled_back(history, rollback)
             observation.rollout_record = record
         observation.history = history[:limit]
 
@@ -278,6 +280,12 @@ async def reconcile(
         failed=bool(observation.failures),
         retry_in=observation.retry_in,
     )
+
+
+def _with_rollback(objects: list[dict[str, Any]], rollback: rollouts.Rollback | None) -> list[dict[str, Any]]:
+    if rollback is None:
+        return objects
+    return [rollouts.annotate(o, rollback) if o["kind"] == "Deployment" else o for o in objects]
 
 
 _MISSING_API_HINTS = {

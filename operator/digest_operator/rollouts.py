@@ -71,7 +71,8 @@ def record_history(
     previous = next((h for h in history if h.get("revision") == rollout["revision"]), None)
     if previous is not None and previous.get("result") == "RolledBack" and result is None:
         entry["result"] = "RolledBack"  # how it ended stays recorded
-    rest = [h for h in history if h.get("revision") != rollout["revision"]]
+    rest = [h if h.get("result") != "Progressing" else {**h, "result": "Superseded"}
+            for h in history if h.get("revision") != rollout["revision"]]
     merged = [{k: v for k, v in entry.items() if v is not None}, *rest]
     return merged[:limit]
 
@@ -89,26 +90,72 @@ def last_good(history: list[dict[str, Any]], *, excluding: str | None) -> ImageR
     return None
 
 
+ROLLBACK_ANNOTATION = "digest.dev/rollback"
+"""On the worker Deployment while a rollback is in effect (JSON of `status.rollback`): the rollback survives a
+status write that failed after the Deployment was applied."""
+
+
 @dataclass(frozen=True)
 class Rollback:
     failed: ImageRef
     restored: ImageRef
+    generation: int | None = None
+    time: str | None = None
+
+    def as_status(self) -> dict[str, Any]:
+        return {k: v for k, v in {"failedImage": str(self.failed), "restoredImage": str(self.restored),
+                                  "generation": self.generation, "time": self.time}.items() if v is not None}
 
 
-def rollback_in_effect(status_rollback: dict[str, Any] | None, generation: int | None) -> Rollback | None:
-    """The recorded rollback, unless the spec changed since (then the failed digest may be tried again)."""
-    if not status_rollback or status_rollback.get("generation") != generation:
-        return None
+def _parse_rollback(record: dict[str, Any]) -> Rollback | None:
     try:
-        failed = parse_image(str(status_rollback.get("failedImage")))
-        restored = parse_image(str(status_rollback.get("restoredImage")))
+        failed = parse_image(str(record.get("failedImage")))
+        restored = parse_image(str(record.get("restoredImage")))
     except ValueError:
         return None
-    return Rollback(failed, restored) if failed.pinned and restored.pinned else None
+    if not (failed.pinned and restored.pinned):
+        return None
+    generation = record.get("generation")
+    return Rollback(failed, restored, int(generation) if generation is not None else None, record.get("time"))
+
+
+def recorded_rollback(status_rollback: dict[str, Any] | None, deployment: dict[str, Any] | None) -> Rollback | None:
+    """The rollback recorded in status, else the one the live Deployment carries."""
+    if status_rollback:
+        return _parse_rollback(status_rollback)
+    annotation = ((deployment or {}).get("metadata", {}).get("annotations") or {}).get(ROLLBACK_ANNOTATION)
+    if not annotation:
+        return None
+    try:
+        record = json.loads(annotation)
+    except ValueError:
+        return None
+    return _parse_rollback(record) if isinstance(record, dict) else None
+
+
+def rollback_in_effect(recorded: Rollback | None, generation: int | None) -> Rollback | None:
+    """The recorded rollback, unless the spec changed since (then the failed digest may be tried again)."""
+    return recorded if recorded is not None and recorded.generation == generation else None
+
+
+def mark_rolled_back(history: list[dict[str, Any]], rollback: Rollback) -> list[dict[str, Any]]:
+    """Failed entries of the rolled-back digest read RolledBack."""
+    return [{**h, "result": "RolledBack"}
+            if h.get("result") in ("Failed", "Progressing", "Superseded") and h.get("digest") == rollback.failed.digest
+            else h for h in history]
+
+
+def annotate(deployment: dict[str, Any], rollback: Rollback) -> dict[str, Any]:
+    """`deployment` carrying the rollback annotation."""
+    meta = deployment["metadata"]
+    annotations = {**(meta.get("annotations") or {}),
+                   ROLLBACK_ANNOTATION: json.dumps(rollback.as_status(), sort_keys=True)}
+    return {**deployment, "metadata": {**meta, "annotations": annotations}}
 
 
 def should_roll_back(
-    rollout: dict[str, Any], history: list[dict[str, Any]], *, auto_rollback: bool,
+    rollout: dict[str, Any], history: list[dict[str, Any]], *, auto_rollback: bool, generation: int | None = None,
+    now: str | None = None,
 ) -> Rollback | None:
     """A failed rollout with autoRollback and an earlier good digest → roll back to that digest."""
     if not auto_rollback or rollout.get("phase") != "Failed":
@@ -118,4 +165,4 @@ def should_roll_back(
     image = rollout.get("image")
     if good is None or not image or not digest:
         return None
-    return Rollback(parse_image(str(image)), good)
+    return Rollback(parse_image(str(image)), good, generation, now)

@@ -59,8 +59,6 @@ class Observation:
     """Events decided during the reconcile (e.g. a tag resolved to a new digest)."""
     rollback: Rollback | None = None
     """The automatic rollback in effect."""
-    rollback_time: str | None = None
-    """Set when this reconcile rolled back."""
     rollout_record: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -159,9 +157,8 @@ def compute(old_status: dict[str, Any], obs: Observation, now: str) -> dict[str,
         status["history"] = obs.history
     if obs.rollback is None:
         status.pop("rollback", None)
-    elif obs.rollback_time is not None:
-        status["rollback"] = {"failedImage": str(obs.rollback.failed), "restoredImage": str(obs.rollback.restored),
-                              "generation": obs.generation, "time": obs.rollback_time}
+    else:
+        status["rollback"] = obs.rollback.as_status()
     if obs.rollout is not None:
         status["replicas"] = obs.rollout.replicas
         status["readyReplicas"] = obs.rollout.ready_replicas

@@ -89,9 +89,9 @@ class HistoryEntry(Model):
     """The worker image."""
     digest: str | None = None
     """Its digest."""
-    result: Literal["Progressing", "Complete", "Failed", "RolledBack"]
-    """How it ended: Complete, Failed, RolledBack (failed and replaced by the last good digest) or still
-    Progressing."""
+    result: Literal["Progressing", "Complete", "Failed", "RolledBack", "Superseded"]
+    """How it ended: Complete, Failed, RolledBack (failed and replaced by the last good digest), Superseded (a newer
+    rollout started before it finished) or still Progressing."""
     started_time: datetime | None = None
     """When it started."""
     finished_time: datetime | None = None

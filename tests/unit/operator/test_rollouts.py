@@ -1,0 +1,78 @@
+"""Pure rollout records, history and the rollback decision."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from digest_operator.api.imageref import parse_image
+from digest_operator.rollout import RolloutState
+from digest_operator.rollouts import (
+    annotate,
+    last_good,
+    mark_rolled_back,
+    record_history,
+    recorded_rollback,
+    rollback_in_effect,
+    should_roll_back,
+    track,
+)
+
+A, B = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+PROGRESSING = RolloutState("Progressing", "0 of 1 updated replicas are available", 1, 0)
+COMPLETE = RolloutState("Complete", "1/1 replicas ready", 1, 1)
+FAILED = RolloutState("Failed", "rollout exceeded its progress deadline", 1, 0)
+
+
+def deployment(digest: str, env: str = "x") -> dict[str, Any]:
+    return {"spec": {"template": {"spec": {"containers": [
+        {"name": "worker", "image": f"r.example.com/w@{digest}", "env": [{"name": "E", "value": env}]}]}}}}
+
+
+def test_a_new_template_starts_a_revision_and_finishes_once() -> None:
+    first = track(None, deployment(A), PROGRESSING, "t1")
+    assert (first["revision"], first["digest"], first["phase"], first["startedTime"]) == (1, A, "Progressing", "t1")
+    assert track(first, deployment(A), PROGRESSING, "t2") == first  # nothing changes: nothing to write
+    done = track(first, deployment(A), COMPLETE, "t3")
+    assert (done["phase"], done["finishedTime"]) == ("Complete", "t3")
+    assert track(done, deployment(A), PROGRESSING, "t4") == done  # scaling later is not a rollout
+    second = track(done, deployment(A, env="y"), PROGRESSING, "t5")  # any template change is a rollout
+    assert (second["revision"], second["startedTime"]) == (2, "t5")
+    failed = track(second, deployment(A, env="y"), FAILED, "t6")
+    assert (failed["phase"], failed["finishedTime"]) == ("Failed", "t6")
+
+
+def test_history_is_newest_first_and_bounded() -> None:
+    history: list[dict[str, Any]] = []
+    for revision in range(1, 5):
+        history = record_history(history, {"revision": revision, "image": "i", "digest": A, "phase": "Complete"}, 3)
+    assert [h["revision"] for h in history] == [4, 3, 2]
+    history = record_history(history, {"revision": 4, "phase": "Failed"}, 3, result="RolledBack")
+    history = record_history(history, {"revision": 4, "phase": "Failed"}, 3)
+    assert history[0]["result"] == "RolledBack"
+    history = record_history(history, {"revision": 5, "phase": "Progressing"}, 3)
+    history = record_history(history, {"revision": 6, "phase": "Progressing"}, 3)
+    assert [h["result"] for h in history] == ["Progressing", "Superseded", "RolledBack"]
+
+
+def test_rollback_decision() -> None:
+    history = [
+        {"revision": 2, "image": f"r.example.com/w@{B}", "digest": B, "result": "Failed"},
+        {"revision": 1, "image": f"r.example.com/w@{A}", "digest": A, "result": "Complete"},
+    ]
+    failed = {"revision": 2, "image": f"r.example.com/w@{B}", "digest": B, "phase": "Failed"}
+    decision = should_roll_back(failed, history, auto_rollback=True)
+    assert decision is not None and (decision.failed.digest, decision.restored.digest) == (B, A)
+    assert should_roll_back(failed, history, auto_rollback=False) is None
+    assert should_roll_back({**failed, "phase": "Progressing"}, history, auto_rollback=True) is None
+    assert should_roll_back(failed, history[:1], auto_rollback=True) is None  # nothing good to go back to
+    assert last_good(history, excluding=A) is None
+    assert last_good(history, excluding=B) == parse_image(f"r.example.com/w@{A}")
+    status = {"failedImage": f"r.example.com/w@{B}", "restoredImage": f"r.example.com/w@{A}", "generation": 4}
+    recorded = recorded_rollback(status, None)
+    assert recorded is not None and recorded.as_status() == status
+    assert rollback_in_effect(recorded, 4) == recorded
+    assert rollback_in_effect(recorded, 5) is None  # the spec changed
+    # a status write lost after the Deployment was applied: the Deployment still says so
+    annotated = annotate({"metadata": {"name": "w"}}, recorded)
+    assert recorded_rollback(None, annotated) == recorded
+    assert mark_rolled_back(history, recorded)[0]["result"] == "RolledBack"
