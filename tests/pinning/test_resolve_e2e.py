@@ -67,7 +67,7 @@ async def test_resolve_pins_the_tag_and_records_it(
     tag = f"{registry.host}/team/worker:1.0"
     await kube_api.create(DGP, minimal(image=tag, imagePolicy={"mode": "Resolve"}))
     await wait_for_image(kube_api, f"{tag}@{digest}")
-    cronjob = await kube_api.get(PATHS["CronJob"])
+    cronjob = await kube_api.wait_for(PATHS["CronJob"], lambda o: o is not None)
     assert cronjob is not None
     assert cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["image"] == f"{tag}@{digest}"
     pipeline = await kube_api.wait_for(f"{DGP}/demo", lambda o: condition(o, "ImagePinned").get("reason")
