@@ -16,10 +16,12 @@ from typing import Any, cast
 
 import kopf
 
+from digest_operator import admission
 from digest_operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from digest_operator.k8s import ApiError
 from digest_operator.pinning import RESOLVE_REQUESTED_AT
-from digest_operator.reconcile import reconcile
+from digest_operator.reconcile import pull_credentials, reconcile
+from digest_operator.registry import RegistryError
 from digest_operator.render.meta import MANAGED_BY
 from digest_operator.runtime import Runtime
 
@@ -55,6 +57,9 @@ def configure(settings: kopf.OperatorSettings, runtime: Runtime) -> None:
     settings.peering.lifetime = config.peering_lifetime
     settings.scanning.disabled = True
     settings.posting.level = logging.INFO
+    if config.webhook != "off":
+        settings.admission.server = admission.server(config, runtime.webhook_dir)
+        settings.admission.managed = config.webhook_configuration or None
 
 
 async def run_reconcile(runtime: Runtime, body: Any, logger: logging.Logger | Any, *, from_timer: bool) -> None:
@@ -172,8 +177,43 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
             if not (pipeline.get("metadata") or {}).get("deletionTimestamp"):
                 await run_reconcile(runtime, pipeline, logger, from_timer=True)
 
+    if runtime.config.webhook != "off":
+        register_webhooks(registry, runtime)
+
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, optional=True)
     def _deleted(meta: kopf.Meta, **_: Any) -> None:
         # Children go away by garbage collection (ownerReferences); only forget local state.
         runtime.metrics.forget_pipeline(str(meta.get("namespace")), str(meta.get("name")))
         runtime.forget(str(meta.get("uid")))
+
+
+def register_webhooks(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
+    """The validating webhook (and with `webhook=mutate` the mutating one) for pipelines."""
+    operations: list[kopf.Operation] = ["CREATE", "UPDATE"]
+
+    @kopf.on.validate(GROUP, VERSION, PLURAL, registry=registry, id=admission.VALIDATE_ID, operations=operations,
+                      ignore_failures=runtime.config.webhook_failure_policy == "Ignore")
+    def _validate(spec: kopf.Spec, **_: Any) -> None:
+        message = admission.denial(plain(spec))
+        if message is not None:
+            raise kopf.AdmissionError(message, code=400)
+
+    if runtime.config.webhook != "mutate":
+        return
+
+    @kopf.on.mutate(GROUP, VERSION, PLURAL, registry=registry, id=admission.MUTATE_ID, operations=operations,
+                    ignore_failures=True)
+    async def _mutate(spec: kopf.Spec, patch: kopf.Patch, namespace: str | None, logger: kopf.Logger,
+                      **_: Any) -> None:
+        body = plain(spec)
+        image = admission.needs_pinning(body)
+        if image is None:
+            return
+        names = [str(ref.get("name")) for ref in body.get("imagePullSecrets") or [] if isinstance(ref, dict)]
+        try:
+            credentials = await pull_credentials(runtime.client, namespace or "default", names, image)
+            resolved = await runtime.registry.resolve(image, credentials)
+        except (RegistryError, ApiError) as exc:
+            logger.warning("not pinning %s at admission: %s", image, exc)
+            return  # the validating webhook denies it, naming the fix
+        patch.spec["image"] = f"{image.name}:{image.tag or 'latest'}@{resolved.digest}"

@@ -101,13 +101,11 @@ async def _observe(api: Api, namespace: str, children: list[ChildRef]) -> dict[C
     return dict(zip(children, lives, strict=True))
 
 
-async def _credentials(api: Api, pipeline: Pipeline, image: ImageRef) -> Credentials | None:
-    """Registry credentials for `image` from the pipeline's imagePullSecrets (missing Secrets are skipped)."""
-    if not pipeline.spec.image_pull_secrets:
+async def pull_credentials(api: Api, namespace: str, secret_names: list[str], image: ImageRef) -> Credentials | None:
+    """Registry credentials for `image` from the named imagePullSecrets (missing Secrets are skipped)."""
+    if not secret_names:
         return None
-    secrets = await asyncio.gather(*(
-        api.get("v1", "secrets", pipeline.namespace, ref.name) for ref in pipeline.spec.image_pull_secrets
-    ))
+    secrets = await asyncio.gather(*(api.get("v1", "secrets", namespace, name) for name in secret_names))
     return credentials_for(split_name(image.name)[0], [s for s in secrets if s is not None])
 
 
@@ -199,7 +197,8 @@ async def _pin(
     try:
         if resolver is None:
             raise RegistryError("RegistryUnavailable", "the operator has no registry client")
-        resolved = await resolver.resolve(requested, await _credentials(api, pipeline, requested))
+        names = [ref.name for ref in pipeline.spec.image_pull_secrets]
+        resolved = await resolver.resolve(requested, await pull_credentials(api, pipeline.namespace, names, requested))
     except RegistryError as exc:
         observation.resolution = pinning.failed_status(kept, requested, now)
         observation.pin_failure = (exc.reason, exc.message)

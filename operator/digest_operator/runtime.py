@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -35,6 +37,7 @@ class Runtime:
     reconcile_count: int = 0
     _client: KubeClient | None = None
     _registry: RegistryClient | None = None
+    _workdir: tempfile.TemporaryDirectory[str] | None = None
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _reconciled_at: dict[str, float] = field(default_factory=dict)
     _worker_seen: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -56,6 +59,13 @@ class Runtime:
             self._registry = RegistryClient(insecure_hosts=self.config.insecure_registries,
                                             timeout=self.config.registry_timeout)
         return self._registry
+
+    @property
+    def webhook_dir(self) -> Path:
+        """Where the webhook's generated certificates live (private to this process)."""
+        if self._workdir is None:
+            self._workdir = tempfile.TemporaryDirectory(prefix="digest-operator-webhook-")
+        return Path(self._workdir.name)
 
     @property
     def backoff(self) -> Backoff:
@@ -92,6 +102,9 @@ class Runtime:
         self._reconciled_at.pop(uid, None)
 
     async def close(self) -> None:
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
         if self._registry is not None:
             await self._registry.close()
             self._registry = None
