@@ -77,7 +77,8 @@ async def run_reconcile(runtime: Runtime, body: Any, logger: logging.Logger | An
             raw = await runtime.client.get(API_VERSION, PLURAL, namespace, name)
             if raw is None or raw.get("metadata", {}).get("uid") != meta.get("uid"):
                 return  # deleted (or replaced by a namesake) meanwhile
-            outcome = await reconcile(raw, runtime.client, utcnow(), runtime.registry, runtime.backoff)
+            outcome = await reconcile(raw, runtime.client, utcnow(), runtime.registry, runtime.backoff,
+                                      pods=runtime.client)
             if outcome.status_patch:
                 await runtime.client.patch_status(API_VERSION, PLURAL, namespace, name, outcome.status_patch,
                                                   resource_version=raw["metadata"].get("resourceVersion"))

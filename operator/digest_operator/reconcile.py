@@ -6,6 +6,7 @@ No decorators and no client construction here: Kopf wiring lives in `handlers`, 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -22,7 +23,7 @@ from digest_operator.pullsecrets import credentials_for
 from digest_operator.registry import Credentials, RegistryError, Resolved, split_name
 from digest_operator.render import ChildRef, possible_children, render_children
 from digest_operator.render.meta import APPLIED_HASH
-from digest_operator.rollout import rollout_state
+from digest_operator.rollout import RolloutState, rollout_state
 from digest_operator.status import Change, Event, Observation
 
 
@@ -34,6 +35,13 @@ class Api(Protocol):
         ...
 
     async def delete(self, api_version: str, plural: str, namespace: str | None, name: str, uid: str) -> None:
+        ...
+
+
+class PodLister(Protocol):
+    async def list(
+        self, api_version: str, plural: str, namespace: str | None, label_selector: str,
+    ) -> list[dict[str, Any]]:
         ...
 
 
@@ -215,8 +223,28 @@ async def _pin(
     return image
 
 
+async def _observe_rollout(deployment: dict[str, Any], pods: PodLister | None) -> RolloutState:
+    """`kubectl rollout status` facts, plus: new pods crash-looping fail the rollout before its deadline."""
+    state = rollout_state(deployment)
+    match = rollouts.selector(deployment)
+    if state.phase != "Progressing" or pods is None or match is None:
+        return state
+    namespace = deployment.get("metadata", {}).get("namespace")
+    try:
+        listed = await pods.list("v1", "pods", namespace, match)
+    except ApiError as exc:
+        if exc.transient:
+            raise
+        return state  # e.g. no RBAC to list pods: the progress deadline still catches a failed rollout
+    why = rollouts.crash_looping(listed, rollouts.worker_image(deployment))
+    if why is None:
+        return state
+    return dataclasses.replace(state, phase="Failed", message=f"new pods fail: {why}", reason="NewPodsFailing")
+
+
 async def reconcile(
     body: dict[str, Any], api: Api, now: str, resolver: Resolver | None = None, backoff: Backoff | None = None,
+    pods: PodLister | None = None,
 ) -> Outcome:
     """Converge one pipeline's children and compute its status. Raises k8s.ApiError on API failures."""
     meta = body.get("metadata", {})
@@ -250,7 +278,7 @@ async def reconcile(
         history = list(old_status.get("history") or [])
         deployment = state.deployment if by_kind["Deployment"] in state.desired_refs else None
         if deployment is not None:
-            observation.rollout = rollout_state(deployment)
+            observation.rollout = await _observe_rollout(deployment, pods)
             record = rollouts.track(old_status.get("rollout"), deployment, observation.rollout, now)
             history = rollouts.record_history(history, record, limit)
             if rollback is None:

@@ -39,6 +39,33 @@ def digest_of(reference: str | None) -> str | None:
         return None
 
 
+CRASH_REASONS = frozenset({"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName",
+                           "CreateContainerConfigError"})
+"""Waiting reasons of a worker container that fail a rollout at once (without waiting for the deadline)."""
+
+
+def selector(deployment: dict[str, Any]) -> str | None:
+    """The Deployment's `matchLabels` as a label selector string."""
+    labels = deployment.get("spec", {}).get("selector", {}).get("matchLabels") or {}
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items())) or None
+
+
+def crash_looping(pods: list[dict[str, Any]], image: str | None) -> str | None:
+    """Why the new pods (those whose worker container runs `image`) cannot start, if they cannot."""
+    for pod in pods:
+        containers = {c.get("name"): c.get("image") for c in pod.get("spec", {}).get("containers", [])}
+        if image is None or containers.get(WORKER_CONTAINER) != image:
+            continue
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (status.get("state") or {}).get("waiting") or {}
+            if status.get("name") == WORKER_CONTAINER and waiting.get("reason") in CRASH_REASONS:
+                name = pod.get("metadata", {}).get("name")
+                detail = f": {waiting['message']}" if waiting.get("message") else ""
+                return (f"pod {name} is in {waiting['reason']} (restarts: {status.get('restartCount', 0)})"
+                        f"{detail}")[:1024]
+    return None
+
+
 def track(old: dict[str, Any] | None, deployment: dict[str, Any], state: RolloutState, now: str) -> dict[str, Any]:
     """The new `status.rollout` for the live `deployment` in `state`."""
     digest_hash = template_hash(deployment)
@@ -101,10 +128,13 @@ class Rollback:
     restored: ImageRef
     generation: int | None = None
     time: str | None = None
+    message: str | None = None
+    """Why the rollout of `failed` failed."""
 
     def as_status(self) -> dict[str, Any]:
         return {k: v for k, v in {"failedImage": str(self.failed), "restoredImage": str(self.restored),
-                                  "generation": self.generation, "time": self.time}.items() if v is not None}
+                                  "generation": self.generation, "time": self.time,
+                                  "message": self.message}.items() if v is not None}
 
 
 def _parse_rollback(record: dict[str, Any]) -> Rollback | None:
@@ -116,7 +146,8 @@ def _parse_rollback(record: dict[str, Any]) -> Rollback | None:
     if not (failed.pinned and restored.pinned):
         return None
     generation = record.get("generation")
-    return Rollback(failed, restored, int(generation) if generation is not None else None, record.get("time"))
+    return Rollback(failed, restored, int(generation) if generation is not None else None, record.get("time"),
+                    record.get("message"))
 
 
 def recorded_rollback(status_rollback: dict[str, Any] | None, deployment: dict[str, Any] | None) -> Rollback | None:
@@ -165,4 +196,4 @@ def should_roll_back(
     image = rollout.get("image")
     if good is None or not image or not digest:
         return None
-    return Rollback(parse_image(str(image)), good, generation, now)
+    return Rollback(parse_image(str(image)), good, generation, now, rollout.get("message"))

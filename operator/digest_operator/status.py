@@ -93,7 +93,7 @@ def _conditions(obs: Observation) -> list[Condition]:
     elif rollout.phase == "Progressing":
         conds.append(Condition(PROGRESSING, "True", "RolloutInProgress", rollout.message))
     elif rollout.phase == "Failed":
-        conds.append(Condition(PROGRESSING, "False", "ProgressDeadlineExceeded", rollout.message))
+        conds.append(Condition(PROGRESSING, "False", rollout.reason or "ProgressDeadlineExceeded", rollout.message))
     else:
         conds.append(Condition(PROGRESSING, "False", "RolloutComplete", rollout.message))
 
@@ -104,11 +104,12 @@ def _conditions(obs: Observation) -> list[Condition]:
     elif obs.rollback is not None:
         conds.append(Condition(
             DEGRADED, "True", "RolledBack",
-            f"the rollout of {obs.rollback.failed} failed; rolled back to {obs.rollback.restored}, the last image "
-            f"that completed a rollout. The failed digest is not tried again until the spec changes",
+            f"the rollout of {obs.rollback.failed} failed ({obs.rollback.message or 'no details'}); rolled back to "
+            f"{obs.rollback.restored}, the last image that completed a rollout. The failed digest is not tried "
+            f"again until the spec changes",
         ))
     elif rollout is not None and rollout.phase == "Failed":
-        conds.append(Condition(DEGRADED, "True", "ProgressDeadlineExceeded", rollout.message))
+        conds.append(Condition(DEGRADED, "True", rollout.reason or "ProgressDeadlineExceeded", rollout.message))
     else:
         conds.append(Condition(DEGRADED, "False", "AsExpected", ""))
 

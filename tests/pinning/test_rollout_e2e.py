@@ -116,3 +116,33 @@ async def test_failed_rollout_is_rolled_back_to_the_last_good_digest(
     assert condition(pipeline, "Degraded")["status"] == "False"
     assert pipeline is not None and "rollback" not in pipeline["status"]
     assert results(pipeline) == [(4, NEXT, "Complete"), (3, GOOD, "Complete"), (2, BAD, "RolledBack")]
+
+
+def worker_pod(deployment: dict[str, Any], image: str, reason: str) -> dict[str, Any]:
+    labels = deployment["spec"]["selector"]["matchLabels"]
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "demo-worker-new-1", "namespace": "default", "labels": labels},
+            "spec": {"containers": [{"name": "worker", "image": image}]},
+            "status": {"containerStatuses": [{"name": "worker", "image": image, "restartCount": 4, "ready": False,
+                                              "state": {"waiting": {"reason": reason, "message": "back-off 40s"}}}]}}
+
+
+async def test_crash_looping_new_pods_fail_the_rollout_before_the_deadline(
+    kube_api: KubeApi, operator: OperatorThread,
+) -> None:
+    await kube_api.create(DGP, minimal(image=f"{REPO}@{GOOD}", rollout={"autoRollback": True}))
+    await report(kube_api, image=f"{REPO}@{GOOD}")
+    await kube_api.wait_for(f"{DGP}/demo", lambda o: rollout(o).get("phase") == "Complete")
+    await kube_api.patch(f"{DGP}/demo", {"spec": {"image": f"{REPO}@{BAD}"}})
+    deployment = await kube_api.wait_for(PATHS["Deployment"], lambda o: image_of(o) == f"{REPO}@{BAD}")
+    assert deployment is not None
+    pod = worker_pod(deployment, f"{REPO}@{BAD}", "CrashLoopBackOff")
+    await kube_api.create("/api/v1/namespaces/default/pods", pod)  # the kubelet reports through /status:
+    await kube_api.patch("/api/v1/namespaces/default/pods/demo-worker-new-1/status", {"status": pod["status"]})
+    await kube_api.wait_for(PATHS["Deployment"], lambda o: image_of(o) == f"{REPO}@{GOOD}")
+    pipeline = await kube_api.wait_for(f"{DGP}/demo", lambda o: condition(o, "Degraded").get("reason")
+                                       == "RolledBack")
+    assert pipeline is not None and results(pipeline)[1] == (2, BAD, "RolledBack")
+    message = await wait_for_event(kube_api, "Warning", "RolledBack")
+    assert "pod demo-worker-new-1 is in CrashLoopBackOff" in message and BAD in message and GOOD in message
+    assert "CrashLoopBackOff" in pipeline["status"]["rollback"]["message"]

@@ -109,6 +109,8 @@ class RollbackStatus(Model):
     """The metadata.generation the rollback applies to."""
     time: datetime | None = None
     """When the operator rolled back."""
+    message: str | None = None
+    """Why the rollout of `failedImage` failed."""
 
 
 class DeadLetterStatus(Model):

@@ -8,11 +8,13 @@ from digest_operator.api.imageref import parse_image
 from digest_operator.rollout import RolloutState
 from digest_operator.rollouts import (
     annotate,
+    crash_looping,
     last_good,
     mark_rolled_back,
     record_history,
     recorded_rollback,
     rollback_in_effect,
+    selector,
     should_roll_back,
     track,
 )
@@ -76,3 +78,18 @@ def test_rollback_decision() -> None:
     annotated = annotate({"metadata": {"name": "w"}}, recorded)
     assert recorded_rollback(None, annotated) == recorded
     assert mark_rolled_back(history, recorded)[0]["result"] == "RolledBack"
+
+
+def test_crash_looping_counts_only_pods_of_the_new_image() -> None:
+    def pod(image: str, reason: str) -> dict[str, Any]:
+        return {"metadata": {"name": f"p-{reason}"}, "spec": {"containers": [{"name": "worker", "image": image}]},
+                "status": {"containerStatuses": [{"name": "worker", "restartCount": 3,
+                                                  "state": {"waiting": {"reason": reason}}}]}}
+
+    new, old = f"r.example.com/w@{B}", f"r.example.com/w@{A}"
+    assert crash_looping([pod(old, "CrashLoopBackOff")], new) is None
+    assert crash_looping([pod(new, "ContainerCreating")], new) is None
+    why = crash_looping([pod(old, "ContainerCreating"), pod(new, "CrashLoopBackOff")], new)
+    assert why == "pod p-CrashLoopBackOff is in CrashLoopBackOff (restarts: 3)"
+    assert crash_looping([pod(new, "ImagePullBackOff")], new) is not None
+    assert selector({"spec": {"selector": {"matchLabels": {"b": "2", "a": "1"}}}}) == "a=1,b=2"
