@@ -483,23 +483,19 @@ class Rollout(Model):
 
 
 class ImagePolicy(Model):
-    """How `spec.image` becomes the digest the workloads run. The operator never renders a bare tag.
-
-    - `Require` (default): `spec.image` must be pinned by digest. The admission webhook (when installed) denies a
-      tag-only image; without it the operator refuses it (ImagePinned=False, reason TagNotAllowed, Warning Event)
-      and keeps the last pinned digest running.
-    - `Resolve`: a tag is resolved to a digest through the registry's OCI distribution API (multi-arch images at the
-      index digest), with the pipeline's `imagePullSecrets` as credentials. Re-resolved when the spec changes or
-      when the annotation `digest.dev/resolve-requested-at` changes (e.g. set it to the current time).
-    - `Track`: as Resolve, and also re-resolved every `trackInterval`: a moved tag rolls out its new digest.
-
-    A registry failure never rolls anything out: the last pinned digest keeps running, `ImagePinned=False` names the
-    reason (RegistryUnavailable, TagNotFound, Unauthorized) and the resolution is retried with backoff. An image
-    that carries a digest is used as is in every mode.
-    """
+    """How `spec.image` becomes the digest the workloads run. The operator never renders a bare tag into a
+    workload, and a registry failure never rolls anything out (see docs/pinning.md)."""
 
     mode: Literal["Require", "Resolve", "Track"] = "Require"
-    """Require, Resolve or Track (see above)."""
+    """`Require`: `spec.image` must carry a digest; a tag-only image is denied by the admission webhook (when
+    installed) and otherwise refused by the operator (ImagePinned=False, reason TagNotAllowed, Warning Event) while
+    the last pinned digest keeps running. `Resolve`: the operator resolves the tag through the registry's OCI
+    distribution API (multi-arch images at the index digest; credentials from `imagePullSecrets`), records it in
+    `status.image.resolved` and renders only the digest; it resolves again when the spec changes or when the
+    annotation `digest.dev/resolve-requested-at` changes value. `Track`: as Resolve, and also every
+    `trackInterval`, so a moved tag rolls out its new digest. When the registry is down or refuses, the last pinned
+    digest keeps running, ImagePinned=False names the reason (RegistryUnavailable, TagNotFound, Unauthorized) and
+    the resolution is retried with backoff. An image with a digest is used as is in every mode."""
     track_interval: Duration = "5m"
     """Track mode: time between resolutions of the tag (the operator's resync interval is the lower bound)."""
 
