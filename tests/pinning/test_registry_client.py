@@ -7,13 +7,14 @@ import pytest
 from digest_operator.api.imageref import parse_image
 from digest_operator.registry import (
     DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
     OCI_INDEX,
     Credentials,
     RegistryClient,
     RegistryError,
     split_name,
 )
-from tests.support.registry import PASSWORD, USER, Registry
+from tests.support.registry import PASSWORD, USER, Registry, StrippingProxy
 
 
 async def _resolve(registry: Registry, reference: str, credentials: Credentials | None = None) -> str:
@@ -44,6 +45,24 @@ async def test_multi_arch_is_pinned_at_the_index_digest(registry: Registry) -> N
     assert resolved.digest == index
     assert resolved.digest not in platforms
     assert (resolved.media_type, resolved.multi_arch) == (OCI_INDEX, True)
+
+
+async def test_docker_manifest_list_is_pinned_at_the_list_digest(registry: Registry) -> None:
+    index, _ = await registry.push_index("team/worker", "list", media_type=DOCKER_MANIFEST_LIST)
+    assert await _resolve(registry, f"{registry.host}/team/worker:list") == index
+
+
+async def test_missing_digest_header_falls_back_to_get_and_sha256(registry: Registry) -> None:
+    index, _ = await registry.push_index("team/worker", "multi")
+    proxy = await StrippingProxy(registry.url).start()
+    client = RegistryClient(insecure_hosts={proxy.host})
+    try:
+        resolved = await client.resolve(parse_image(f"{proxy.host}/team/worker:multi"))
+    finally:
+        await client.close()
+        await proxy.stop()
+    assert (resolved.digest, resolved.media_type) == (index, OCI_INDEX)
+    assert proxy.methods == ["HEAD", "GET"]
 
 
 async def test_moved_tag_resolves_to_the_new_digest(registry: Registry) -> None:

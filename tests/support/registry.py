@@ -267,8 +267,10 @@ class Registry:
         }
         return await self.push_manifest(repository, tag, manifest)
 
-    async def push_index(self, repository: str, tag: str, *, content: str = "v1") -> tuple[str, list[str]]:
-        """An OCI index with linux/amd64 and linux/arm64 images; returns (index digest, platform digests)."""
+    async def push_index(self, repository: str, tag: str, *, content: str = "v1",
+                         media_type: str = OCI_INDEX) -> tuple[str, list[str]]:
+        """A multi-arch image (an OCI index, or a Docker manifest list) with linux/amd64 and linux/arm64 images;
+        returns (index digest, platform digests)."""
         children: list[dict[str, Any]] = []
         for arch in ("amd64", "arm64"):
             layer = f"{arch} layer of {repository}:{tag} {content}".encode()
@@ -285,5 +287,43 @@ class Registry:
             digest = await self.push_manifest(repository, sha256(body), manifest)
             children.append({"mediaType": OCI_MANIFEST, "digest": digest, "size": len(body),
                              "platform": {"architecture": arch, "os": "linux"}})
-        index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children}
+        index = {"schemaVersion": 2, "mediaType": media_type, "manifests": children}
         return await self.push_manifest(repository, tag, index), [c["digest"] for c in children]
+
+
+class StrippingProxy:
+    """A reverse proxy in front of a registry that drops `Docker-Content-Digest` (as some registries do)."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.port = free_port()
+        self.methods: list[str] = []
+        self._runner: aiohttp.web.AppRunner | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def _forward(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        self.methods.append(request.method)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        async with aiohttp.ClientSession() as session, session.request(
+                request.method, self.upstream + request.path_qs, headers=headers, data=await request.read(),
+                allow_redirects=False) as response:
+            body = await response.read()
+            kept = {k: v for k, v in response.headers.items()
+                    if k.lower() not in ("docker-content-digest", "content-length", "transfer-encoding")}
+            return aiohttp.web.Response(status=response.status, body=body if request.method != "HEAD" else None,
+                                        headers=kept)
+
+    async def start(self) -> StrippingProxy:
+        app = aiohttp.web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        self._runner = aiohttp.web.AppRunner(app)
+        await self._runner.setup()
+        await aiohttp.web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
