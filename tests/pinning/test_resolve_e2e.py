@@ -15,7 +15,16 @@ from typing import Any
 import pytest
 
 from digest_operator.config import OperatorConfig
-from tests.e2e.test_operator import DGP, NS, PATHS, complete_rollout, condition, events, wait_for_event
+from tests.e2e.test_operator import (
+    DGP,
+    NS,
+    PATHS,
+    complete_rollout,
+    condition,
+    events,
+    wait_for_event,
+    wait_for_reconciles,
+)
 from tests.support.kubeapi import KubeApi
 from tests.support.operator_thread import FAST, OperatorThread
 from tests.support.registry import PASSWORD, USER, Registry
@@ -77,6 +86,15 @@ async def test_resolve_pins_the_tag_and_records_it(
     assert (image["resolved"], image["digest"], image["requested"]) == (f"{tag}@{digest}", digest, tag)
     assert image["resolvedTime"] and image["resolvedGeneration"] == pipeline["metadata"]["generation"]
     assert digest in await wait_for_event(kube_api, "Normal", "TagResolved")
+
+    # steady state: the recorded resolution is reused, nothing is written (the registry is not asked either)
+    await complete_rollout(kube_api)
+    await kube_api.wait_for(f"{DGP}/demo", lambda o: condition(o, "Ready").get("status") == "True")
+    await asyncio.sleep(0.5)  # let the last status write of the convergence land
+    mark, runs = kube_api.mark(), operators[0].runtime.reconcile_count
+    registry.stop_process()
+    await wait_for_reconciles(operators[0], runs + 3)
+    assert kube_api.writes(mark) == []
 
 
 async def test_multi_arch_tag_is_pinned_at_the_index(
