@@ -48,8 +48,10 @@ async def main(rounds: int) -> None:
                         await response.read()
                 base = await _mean(rounds, baseline)
             proxy = await StrippingProxy(anonymous.url).start()
-            cases: list[tuple[str, str, Credentials | None]] = [(mode, registry.host, Credentials(USER, PASSWORD) if mode != "anonymous" else None)
-                     for mode, registry in registries.items()]
+            login = Credentials(USER, PASSWORD)
+            cases: list[tuple[str, str, Credentials | None]] = [
+                (mode, registry.host, login if mode != "anonymous" else None) for mode, registry in registries.items()
+            ]
             cases.append(("no digest header (GET + sha256, via a proxy)", proxy.host, None))
             for name, host, credentials in cases:
                 client = RegistryClient(insecure_hosts={host})
