@@ -189,11 +189,15 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
 
 
 def register_webhooks(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
-    """The validating webhook (and with `webhook=mutate` the mutating one) for pipelines."""
+    """The validating webhook (and with `webhook=mutate` the mutating one) for pipelines.
+
+    Persistent: a replica that stops (e.g. in a rolling update) leaves the webhooks in the configuration instead of
+    removing them under the replicas that keep serving.
+    """
     operations: list[kopf.Operation] = ["CREATE", "UPDATE"]
 
     @kopf.on.validate(GROUP, VERSION, PLURAL, registry=registry, id=admission.VALIDATE_ID, operations=operations,
-                      ignore_failures=runtime.config.webhook_failure_policy == "Ignore")
+                      ignore_failures=runtime.config.webhook_failure_policy == "Ignore", persistent=True)
     def _validate(spec: kopf.Spec, **_: Any) -> None:
         message = admission.denial(plain(spec))
         if message is not None:
@@ -203,7 +207,7 @@ def register_webhooks(registry: kopf.OperatorRegistry, runtime: Runtime) -> None
         return
 
     @kopf.on.mutate(GROUP, VERSION, PLURAL, registry=registry, id=admission.MUTATE_ID, operations=operations,
-                    ignore_failures=True)
+                    ignore_failures=True, persistent=True)
     async def _mutate(spec: kopf.Spec, patch: kopf.Patch, namespace: str | None, logger: kopf.Logger,
                       **_: Any) -> None:
         body = plain(spec)

@@ -111,6 +111,15 @@ async def test_failure_policy_comes_from_operator_config(kube_api: KubeApi, star
     assert config["webhooks"][0]["failurePolicy"] == "Ignore"
 
 
+async def test_a_stopping_replica_leaves_the_webhook_registered(kube_api: KubeApi, start: Any) -> None:
+    """Rolling update: the old replica stops while the new one serves; the configuration must keep the webhook."""
+    old = await start(webhook_config())
+    await configuration(kube_api)
+    await asyncio.to_thread(old.stop)
+    kept = await kube_api.get(f"{ADMISSION}/validatingwebhookconfigurations/digest.dev")
+    assert kept is not None and [w["name"] for w in kept["webhooks"]] == ["image-pinned.digest.dev"]
+
+
 async def test_mutating_mode_pins_the_tag_at_admission(kube_api: KubeApi, start: Any, registry: Registry) -> None:
     digest = await registry.push_image("team/worker", "1.0")
     await start(webhook_config(webhook="mutate", insecure_registries=(registry.host,), registry_timeout=2))
