@@ -125,6 +125,14 @@ def owner_key(child: Mapping[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+def resolution_requested(body: kopf.Body, **_: Any) -> bool:
+    """Does the pipeline carry a `digest.dev/resolve-requested-at` value the status has not acted on yet?"""
+    requested = (body.get("metadata", {}).get("annotations") or {}).get(RESOLVE_REQUESTED_AT)
+    image = (body.get("status") or {}).get("image") or {}
+    return requested is not None and str(requested) != image.get("resolveRequestedAt") and not (
+        body.get("metadata", {}).get("deletionTimestamp"))
+
+
 def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     """Register every handler of the operator into `registry`."""
 
@@ -150,9 +158,12 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     async def _changed(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         await run_reconcile(runtime, body, logger, from_timer=False)
 
-    @kopf.on.field(GROUP, VERSION, PLURAL, registry=registry, field=("metadata", "annotations", RESOLVE_REQUESTED_AT))
-    async def _resolve_requested(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-        await run_reconcile(runtime, body, logger, from_timer=False)
+    # An event handler, not a change handler: Kopf leaves annotations under its own prefix (digest.dev/) out of the
+    # diffs it hands to change handlers. Failed resolutions are retried by the resync timer.
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, when=resolution_requested)
+    async def _resolve_requested(body: kopf.Body, type: str | None, logger: kopf.Logger, **_: Any) -> None:
+        if type != "DELETED":
+            await run_reconcile(runtime, body, logger, from_timer=True)
 
     @kopf.timer(GROUP, VERSION, PLURAL, registry=registry, interval=runtime.config.resync_seconds,
                 initial_delay=runtime.config.resync_seconds)

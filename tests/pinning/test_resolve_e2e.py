@@ -155,6 +155,20 @@ async def test_moved_tag_rolls_out_on_request_and_registry_outage_fails_static(
     assert worker_image(await kube_api.get(PATHS["Deployment"])) == f"{tag}@{second}"
 
 
+async def test_resolution_request_does_not_need_the_resync_timer(
+    kube_api: KubeApi, operators: list[OperatorThread], registry: Registry,
+) -> None:
+    first = await registry.push_image("team/worker", "stable", content="v1")
+    slow_timer = dataclasses.replace(config_for(registry), resync_seconds=3600)
+    operators.append(await asyncio.to_thread(OperatorThread(kube_api.url, config=slow_timer).start))
+    tag = f"{registry.host}/team/worker:stable"
+    await kube_api.create(DGP, minimal(image=tag, imagePolicy={"mode": "Resolve"}))
+    await wait_for_image(kube_api, f"{tag}@{first}")
+    second = await registry.push_image("team/worker", "stable", content="v2")
+    await request_resolution(kube_api, "now")
+    await wait_for_image(kube_api, f"{tag}@{second}")
+
+
 async def test_track_mode_rolls_out_a_moved_tag(
     kube_api: KubeApi, operators: list[OperatorThread], registry: Registry,
 ) -> None:
