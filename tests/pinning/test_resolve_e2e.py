@@ -209,14 +209,15 @@ def pull_secret(name: str, host: str, username: str, password: str) -> dict[str,
 
 
 async def test_pull_secret_credentials_and_unauthorized(
-    kube_api: KubeApi, operators: list[OperatorThread], basic_registry: Registry,
+    kube_api: KubeApi, operators: list[OperatorThread], private_registry: Registry,
 ) -> None:
-    digest = await basic_registry.push_image("team/worker", "1.0")
-    await start(kube_api, operators, basic_registry)
-    await kube_api.create(f"/api/v1/namespaces/{NS}/secrets", pull_secret("wrong", basic_registry.host, USER, "x"))
-    await kube_api.create(f"/api/v1/namespaces/{NS}/secrets", pull_secret("right", basic_registry.host, USER,
+    registry = private_registry  # htpasswd basic auth, or the bearer-token flow
+    digest = await registry.push_image("team/worker", "1.0")
+    await start(kube_api, operators, registry)
+    await kube_api.create(f"/api/v1/namespaces/{NS}/secrets", pull_secret("wrong", registry.host, USER, "x"))
+    await kube_api.create(f"/api/v1/namespaces/{NS}/secrets", pull_secret("right", registry.host, USER,
                                                                           PASSWORD))
-    tag = f"{basic_registry.host}/team/worker:1.0"
+    tag = f"{registry.host}/team/worker:1.0"
     await kube_api.create(DGP, minimal(image=tag, imagePolicy={"mode": "Resolve"},
                                        imagePullSecrets=[{"name": "wrong"}]))
     pipeline = await kube_api.wait_for(f"{DGP}/demo", lambda o: condition(o, "ImagePinned").get("reason")
