@@ -18,9 +18,10 @@ import kopf
 
 from digest_operator import admission
 from digest_operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from digest_operator.imagepin import pull_credentials
 from digest_operator.k8s import ApiError
 from digest_operator.pinning import RESOLVE_REQUESTED_AT
-from digest_operator.reconcile import pull_credentials, reconcile
+from digest_operator.reconcile import reconcile
 from digest_operator.registry import RegistryError
 from digest_operator.render.meta import MANAGED_BY
 from digest_operator.runtime import Runtime

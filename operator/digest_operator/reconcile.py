@@ -7,20 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from digest_operator import pinning, rollouts
+from digest_operator import imagepin, pinning, rollouts
 from digest_operator import status as status_mod
-from digest_operator.api.imageref import ImageRef, parse_image
 from digest_operator.api.parse import Pipeline, SpecError, parse_pipeline
-from digest_operator.conditions import IMAGE_PINNED, find
 from digest_operator.drift import in_sync, merge_patch
 from digest_operator.k8s import ApiError
 from digest_operator.pinning import Backoff
-from digest_operator.pullsecrets import credentials_for
-from digest_operator.registry import Credentials, RegistryError, Resolved, split_name
 from digest_operator.render import ChildRef, possible_children, render_children
 from digest_operator.render.meta import APPLIED_HASH
 from digest_operator.rollout import RolloutState, rollout_state
@@ -42,11 +37,6 @@ class PodLister(Protocol):
     async def list(
         self, api_version: str, plural: str, namespace: str | None, label_selector: str,
     ) -> list[dict[str, Any]]:
-        ...
-
-
-class Resolver(Protocol):
-    async def resolve(self, image: ImageRef, credentials: Credentials | None = None) -> Resolved:
         ...
 
 
@@ -83,38 +73,9 @@ def _applied_hash(obj: dict[str, Any]) -> str | None:
     return str(value) if value is not None else None
 
 
-def _pinned(reference: str | None) -> ImageRef | None:
-    if not reference:
-        return None
-    try:
-        image = parse_image(reference)
-    except ValueError:
-        return None
-    return image if image.pinned else None
-
-
-def last_good_image(deployment: dict[str, Any] | None, old_status: dict[str, Any]) -> ImageRef | None:
-    """The pinned image currently running (from the live Deployment), else the one recorded in status."""
-    if deployment is not None:
-        for container in deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
-            if container.get("name") == "worker":
-                image = _pinned(container.get("image"))
-                if image is not None:
-                    return image
-    return _pinned((old_status.get("image") or {}).get("ref"))
-
-
 async def _observe(api: Api, namespace: str, children: list[ChildRef]) -> dict[ChildRef, dict[str, Any] | None]:
     lives = await asyncio.gather(*(api.get(c.api_version, c.plural, namespace, c.name) for c in children))
     return dict(zip(children, lives, strict=True))
-
-
-async def pull_credentials(api: Api, namespace: str, secret_names: list[str], image: ImageRef) -> Credentials | None:
-    """Registry credentials for `image` from the named imagePullSecrets (missing Secrets are skipped)."""
-    if not secret_names:
-        return None
-    secrets = await asyncio.gather(*(api.get("v1", "secrets", namespace, name) for name in secret_names))
-    return credentials_for(split_name(image.name)[0], [s for s in secrets if s is not None])
 
 
 @dataclass
@@ -174,55 +135,6 @@ class _Children:
                 self.deployment = None
 
 
-async def _pin(
-    api: Api, pipeline: Pipeline, body: dict[str, Any], old_status: dict[str, Any], observation: Observation,
-    deployment: dict[str, Any] | None, resolver: Resolver | None, backoff: Backoff, now: str,
-) -> ImageRef | None:
-    """The image to render (None: no workload), with the pinning facts recorded in `observation`."""
-    requested = pipeline.image
-    old_image: dict[str, Any] = dict(old_status.get("image") or {})
-    annotations = dict((body.get("metadata") or {}).get("annotations") or {})
-    decision = pinning.decide(
-        requested, pipeline.spec.image_policy, generation=pipeline.generation, annotations=annotations,
-        image_status=old_image, now=pinning.parse_time(now) or datetime.datetime.now(datetime.UTC), backoff=backoff,
-    )
-    kept = {k: old_image[k] for k in pinning.RESOLUTION_KEYS if k in old_image}
-    observation.resolution = kept
-    if decision.action == "use":
-        observation.resolution = {}
-        return requested
-    if decision.action == "refuse":
-        observation.image_refused = True
-        return last_good_image(deployment, old_status)
-    if decision.action == "recorded":
-        return decision.image
-    if decision.action == "wait":
-        previous = find(list(old_status.get("conditions") or []), IMAGE_PINNED) or {}
-        observation.pin_failure = (str(previous.get("reason") or "RegistryUnavailable"),
-                                   str(previous.get("message") or "waiting to retry the registry"))
-        observation.retry_in = decision.retry_in
-        return last_good_image(deployment, old_status)
-    try:
-        if resolver is None:
-            raise RegistryError("RegistryUnavailable", "the operator has no registry client")
-        names = [ref.name for ref in pipeline.spec.image_pull_secrets]
-        resolved = await resolver.resolve(requested, await pull_credentials(api, pipeline.namespace, names, requested))
-    except RegistryError as exc:
-        observation.resolution = pinning.failed_status(kept, requested, now)
-        observation.pin_failure = (exc.reason, exc.message)
-        observation.retry_in = backoff.delay(int(observation.resolution["resolveFailures"]))
-        return last_good_image(deployment, old_status)
-    image = ImageRef(requested.name, requested.tag, resolved.digest)
-    observation.resolution = pinning.resolved_status(
-        kept, requested, image, generation=pipeline.generation, annotations=annotations, now=now,
-    )
-    if kept.get("resolved") != str(image):
-        kind = "multi-arch index" if resolved.multi_arch else "manifest"
-        observation.notes.append(Event("Normal", "TagResolved",
-                                       f"{requested} resolved to {resolved.digest} ({kind}; {decision.why})"))
-    return image
-
-
 async def _observe_rollout(deployment: dict[str, Any], pods: PodLister | None) -> RolloutState:
     """`kubectl rollout status` facts, plus: new pods crash-looping fail the rollout before its deadline."""
     state = rollout_state(deployment)
@@ -243,7 +155,7 @@ async def _observe_rollout(deployment: dict[str, Any], pods: PodLister | None) -
 
 
 async def reconcile(
-    body: dict[str, Any], api: Api, now: str, resolver: Resolver | None = None, backoff: Backoff | None = None,
+    body: dict[str, Any], api: Api, now: str, resolver: imagepin.Resolver | None = None, backoff: Backoff | None = None,
     pods: PodLister | None = None,
 ) -> Outcome:
     """Converge one pipeline's children and compute its status. Raises k8s.ApiError on API failures."""
@@ -262,7 +174,7 @@ async def reconcile(
         by_kind = {c.kind: c for c in children}
         live = await _observe(api, pipeline.namespace, children)
         state = _Children(api, pipeline, observation, live, by_kind, deployment=live[by_kind["Deployment"]])
-        target = await _pin(api, pipeline, body, old_status, observation, state.deployment, resolver,
+        target = await imagepin.pin(api, pipeline, body, old_status, observation, state.deployment, resolver,
                             backoff or pinning.Backoff(), now)
         recorded = rollouts.recorded_rollback(old_status.get("rollback"), state.deployment)
         rollback = rollouts.rollback_in_effect(recorded, generation)
