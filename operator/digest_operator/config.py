@@ -37,6 +37,8 @@ class OperatorConfig:
     resolve_backoff_max: float = 300.0
     insecure_registries: tuple[str, ...] = ()
     """Registry hosts (`host:port`) spoken to over plain HTTP, e.g. a registry on loopback."""
+    registry_ca_file: str | None = None
+    """PEM bundle of extra CAs trusted for registries (a registry with a private CA)."""
     webhook: WebhookMode = "off"
     """Admission webhook: off, validate (deny tag-only images under imagePolicy Require) or mutate (also rewrite a
     tag into its digest at admission)."""
@@ -100,10 +102,11 @@ class OperatorConfig:
                     values[name] = env[key]
                 else:
                     problems.append(f"{key}={env[key]}: must be one of {', '.join(allowed)}")
-        for name in ("webhook_addr", "webhook_host", "webhook_cert_dir", "webhook_configuration"):
+        optional = ("webhook_host", "webhook_cert_dir", "registry_ca_file")
+        for name in ("webhook_addr", "webhook_configuration", *optional):
             key = PREFIX + name.upper()
             if key in env:
-                values[name] = env[key].strip() or (None if name in ("webhook_host", "webhook_cert_dir") else "")
+                values[name] = env[key].strip() or (None if name in optional else "")
         key = PREFIX + "WEBHOOK_PORT"
         if key in env:
             if env[key].isdigit() and 0 < int(env[key]) < 65536:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import ssl
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal
@@ -89,16 +90,26 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
 
 
 class RegistryClient:
-    """Resolves tags over HTTPS (HTTP for `insecure_hosts`, e.g. a registry on loopback)."""
+    """Resolves tags over HTTPS (verified against the system CAs and `ca_file`); plain HTTP for `insecure_hosts`,
+    e.g. a registry on loopback."""
 
-    def __init__(self, *, insecure_hosts: Collection[str] = (), timeout: float = 10.0) -> None:
+    def __init__(
+        self, *, insecure_hosts: Collection[str] = (), timeout: float = 10.0, ca_file: str | None = None,
+    ) -> None:
         self._insecure = frozenset(insecure_hosts)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._ca_file = ca_file
         self._session: aiohttp.ClientSession | None = None
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout, headers={"User-Agent": "digest-operator"})
+            context = ssl.create_default_context()  # the system's CAs, plus `ca_file` (a private registry CA)
+            if self._ca_file:
+                context.load_verify_locations(cafile=self._ca_file)
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout, headers={"User-Agent": "digest-operator"},
+                connector=aiohttp.TCPConnector(ssl=context),
+            )
         return self._session
 
     async def close(self) -> None:

@@ -57,7 +57,8 @@ class Runtime:
     def registry(self) -> RegistryClient:
         if self._registry is None:
             self._registry = RegistryClient(insecure_hosts=self.config.insecure_registries,
-                                            timeout=self.config.registry_timeout)
+                                            timeout=self.config.registry_timeout,
+                                            ca_file=self.config.registry_ca_file)
         return self._registry
 
     @property

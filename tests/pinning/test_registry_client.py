@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from digest_operator.api.imageref import parse_image
@@ -108,6 +110,29 @@ async def test_bearer_token_flow(token_registry: Registry) -> None:
     with pytest.raises(RegistryError) as info:
         await _resolve(token_registry, reference, Credentials(USER, "wrong"))
     assert info.value.reason == "Unauthorized"
+
+
+async def test_https_registry_is_verified_against_the_configured_ca(tmp_path: Path) -> None:
+    from digest_operator import certs
+
+    files = certs.ensure(tmp_path / "tls", ["127.0.0.1"])
+    (tmp_path / "data").mkdir()
+    server = await Registry(tmp_path / "data", tls=(files.cert, files.key)).start()
+    try:
+        digest = await server.push_image("team/worker", "1.0")
+        image = parse_image(f"{server.host}/team/worker:1.0")
+        trusting = RegistryClient(ca_file=str(files.ca))
+        untrusting = RegistryClient()
+        try:
+            assert (await trusting.resolve(image)).digest == digest  # HTTPS: not an insecure host
+            with pytest.raises(RegistryError) as info:
+                await untrusting.resolve(image)  # an unknown CA is never silently accepted
+            assert info.value.reason == "RegistryUnavailable" and "certificate" in info.value.message.lower()
+        finally:
+            await trusting.close()
+            await untrusting.close()
+    finally:
+        await server.close()
 
 
 def test_split_name_applies_docker_hub_defaults() -> None:

@@ -123,6 +123,8 @@ class Registry:
     port: int = field(default_factory=free_port)
     token_server: TokenServer | None = None
     process: subprocess.Popen[bytes] | None = None
+    tls: tuple[Path, Path] | None = None
+    """(certificate, key): serve HTTPS instead of HTTP."""
 
     @property
     def host(self) -> str:
@@ -130,7 +132,7 @@ class Registry:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
 
     def _config(self) -> Path:
         auth: dict[str, Any] = {}
@@ -147,7 +149,8 @@ class Registry:
             "version": 0.1,
             "log": {"level": "warn", "accesslog": {"disabled": True}},
             "storage": {"filesystem": {"rootdirectory": str(self.workdir / "data")}, "delete": {"enabled": True}},
-            "http": {"addr": self.host, "secret": uuid.uuid4().hex},
+            "http": {"addr": self.host, "secret": uuid.uuid4().hex,
+                     **({"tls": {"certificate": str(self.tls[0]), "key": str(self.tls[1])}} if self.tls else {})},
             **({"auth": auth} if auth else {}),
         }
         path = self.workdir / "config.yml"
@@ -168,7 +171,7 @@ class Registry:
             await self.token_server.start()
         self.process = self._spawn(binary)
         deadline = time.monotonic() + 20
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as session:
             while True:
                 if self.process.poll() is not None:
                     raise RuntimeError(f"docker-registry exited: {(self.workdir / 'registry.log').read_text()}")
@@ -218,10 +221,15 @@ class Registry:
                 headers["Authorization"] = f"Bearer {(await token.json())['token']}"
         return await session.request(method, url, headers=headers, **kwargs)
 
+    @staticmethod
+    def _pusher() -> aiohttp.ClientSession:
+        """The test's own pushes skip TLS verification (the operator's client is the one under test)."""
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False))
+
     async def push_blob(self, repository: str, data: bytes) -> str:
         digest = sha256(data)
         scope = f"repository:{repository}:pull,push"
-        async with aiohttp.ClientSession() as session:
+        async with self._pusher() as session:
             started = await self._request(session, "POST", f"{self.url}/v2/{repository}/blobs/uploads/", scope=scope)
             assert started.status == 202, await started.text()
             location = started.headers["Location"]
@@ -237,7 +245,7 @@ class Registry:
 
     async def push_manifest(self, repository: str, reference: str, manifest: dict[str, Any]) -> str:
         body = json.dumps(manifest, separators=(",", ":")).encode()
-        async with aiohttp.ClientSession() as session:
+        async with self._pusher() as session:
             response = await self._request(
                 session, "PUT", f"{self.url}/v2/{repository}/manifests/{reference}",
                 scope=f"repository:{repository}:pull,push", data=body,
