@@ -187,6 +187,38 @@ async def test_track_mode_rolls_out_a_moved_tag(
     assert [h["digest"] for h in pipeline["status"]["history"]] == [second, first]
 
 
+async def test_track_with_auto_rollback_skips_the_failed_digest_until_the_tag_moves_again(
+    kube_api: KubeApi, operators: list[OperatorThread], registry: Registry,
+) -> None:
+    from tests.pinning.test_rollout_e2e import report
+
+    good = await registry.push_image("team/worker", "main", content="good")
+    await start(kube_api, operators, registry)
+    tag = f"{registry.host}/team/worker:main"
+    await kube_api.create(DGP, minimal(image=tag, imagePolicy={"mode": "Track", "trackInterval": "1s"},
+                                       rollout={"autoRollback": True}))
+    await report(kube_api, image=f"{tag}@{good}")
+    bad = await registry.push_image("team/worker", "main", content="bad")
+    await report(kube_api, image=f"{tag}@{bad}", failed=True)  # Track rolled it out; it fails
+    await wait_for_image(kube_api, f"{tag}@{good}")  # rolled back
+    await report(kube_api, image=f"{tag}@{good}")
+    pipeline = await kube_api.wait_for(f"{DGP}/demo", lambda o: condition(o, "Degraded").get("reason")
+                                       == "RolledBack")
+    assert pipeline is not None
+    resolved_at = pipeline["status"]["image"]["resolvedTime"]
+    # the tag still names the failed digest: Track keeps checking, but does not roll it out again
+    await kube_api.wait_for(f"{DGP}/demo", lambda o: (o or {}).get("status", {}).get("image", {}).get(
+        "resolvedTime") != resolved_at, within=30)
+    assert worker_image(await kube_api.get(PATHS["Deployment"])) == f"{tag}@{good}"
+    # a fix is pushed under the tag: it rolls out, and the rollback is over
+    fixed = await registry.push_image("team/worker", "main", content="fixed")
+    await report(kube_api, image=f"{tag}@{fixed}")
+    pipeline = await kube_api.wait_for(f"{DGP}/demo", lambda o: condition(o, "Degraded").get("reason")
+                                       == "AsExpected")
+    assert pipeline is not None and "rollback" not in pipeline["status"]
+    assert [h["digest"] for h in pipeline["status"]["history"]][:3] == [fixed, good, bad]
+
+
 async def test_unknown_tag_deploys_nothing(
     kube_api: KubeApi, operators: list[OperatorThread], registry: Registry,
 ) -> None:
