@@ -67,7 +67,11 @@ def crash_looping(pods: list[dict[str, Any]], image: str | None) -> str | None:
 
 
 def track(old: dict[str, Any] | None, deployment: dict[str, Any], state: RolloutState, now: str) -> dict[str, Any]:
-    """The new `status.rollout` for the live `deployment` in `state`."""
+    """The new `status.rollout` for the live `deployment` in `state`.
+
+    A rollout at zero replicas (KEDA scaled the worker to zero) completes without starting a pod: it is Complete
+    but not `verified` until ready pods run it, and it can still fail when the worker first scales up.
+    """
     digest_hash = template_hash(deployment)
     if old is None or old.get("templateHash") != digest_hash:
         image = worker_image(deployment)
@@ -77,12 +81,21 @@ def track(old: dict[str, Any] | None, deployment: dict[str, Any], state: Rollout
         }
     else:
         record = dict(old)
-    if record["phase"] != "Complete":
+    if record["phase"] == "Complete":
+        if not record.get("verified"):
+            if state.phase == "Complete" and state.ready_replicas > 0:
+                record["verified"] = True
+            elif state.phase == "Failed":  # the first scale-up of a rollout completed at zero replicas
+                record.update(phase="Failed", message=state.message, finishedTime=now)
+                record.pop("verified", None)
+    else:
         record["phase"], record["message"] = state.phase, state.message
         if state.phase == "Progressing":
             record.pop("finishedTime", None)
         elif not record.get("finishedTime") or (old or {}).get("phase") != state.phase:
             record["finishedTime"] = now
+        if state.phase == "Complete":
+            record["verified"] = state.ready_replicas > 0
     return {k: v for k, v in record.items() if v is not None}
 
 
@@ -93,7 +106,7 @@ def record_history(
     entry = {
         "revision": rollout["revision"], "image": rollout.get("image"), "digest": rollout.get("digest"),
         "result": result or rollout["phase"], "startedTime": rollout.get("startedTime"),
-        "finishedTime": rollout.get("finishedTime"),
+        "finishedTime": rollout.get("finishedTime"), "verified": rollout.get("verified"),
     }
     previous = next((h for h in history if h.get("revision") == rollout["revision"]), None)
     if previous is not None and previous.get("result") == "RolledBack" and result is None:
@@ -105,15 +118,17 @@ def record_history(
 
 
 def last_good(history: list[dict[str, Any]], *, excluding: str | None) -> ImageRef | None:
-    """The newest image that completed a rollout and differs from the digest `excluding`."""
-    for entry in history:
-        if entry.get("result") == "Complete" and entry.get("digest") and entry.get("digest") != excluding:
-            try:
-                image = parse_image(str(entry.get("image")))
-            except ValueError:
-                continue
-            if image.pinned:
-                return image
+    """The newest image that completed a rollout and differs from the digest `excluding`: preferably one that ready
+    pods ran (`verified`), else one that completed at zero replicas."""
+    candidates = [h for h in history
+                  if h.get("result") == "Complete" and h.get("digest") and h.get("digest") != excluding]
+    for entry in sorted(candidates, key=lambda h: not h.get("verified")):  # stable: newest first within each
+        try:
+            image = parse_image(str(entry.get("image")))
+        except ValueError:
+            continue
+        if image.pinned:
+            return image
     return None
 
 

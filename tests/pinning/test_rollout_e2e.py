@@ -146,3 +146,22 @@ async def test_crash_looping_new_pods_fail_the_rollout_before_the_deadline(
     message = await wait_for_event(kube_api, "Warning", "RolledBack")
     assert "pod demo-worker-new-1 is in CrashLoopBackOff" in message and BAD in message and GOOD in message
     assert "CrashLoopBackOff" in pipeline["status"]["rollback"]["message"]
+
+
+async def test_a_digest_rolled_out_at_zero_replicas_is_rolled_back_when_its_first_scale_up_fails(
+    kube_api: KubeApi, operator: OperatorThread,
+) -> None:
+    """KEDA keeps idle workers at zero: a rollout then completes without a pod; the first scale-up verifies it."""
+    await kube_api.create(DGP, minimal(image=f"{REPO}@{GOOD}", rollout={"autoRollback": True}))
+    await report(kube_api, image=f"{REPO}@{GOOD}", replicas=1)
+    await kube_api.wait_for(f"{DGP}/demo", lambda o: rollout(o).get("verified") is True)
+    await kube_api.patch(f"{DGP}/demo", {"spec": {"image": f"{REPO}@{BAD}"}})
+    await report(kube_api, image=f"{REPO}@{BAD}", replicas=0)
+    pipeline = await kube_api.wait_for(f"{DGP}/demo", lambda o: rollout(o).get("digest") == BAD and rollout(o).get(
+        "phase") == "Complete")
+    assert pipeline is not None and rollout(pipeline)["verified"] is False
+    await report(kube_api, image=f"{REPO}@{BAD}", replicas=2, failed=True)  # messages arrive; KEDA scales up
+    await kube_api.wait_for(PATHS["Deployment"], lambda o: image_of(o) == f"{REPO}@{GOOD}")
+    pipeline = await kube_api.wait_for(f"{DGP}/demo", lambda o: condition(o, "Degraded").get("reason")
+                                       == "RolledBack")
+    assert pipeline is not None and results(pipeline)[1] == (2, BAD, "RolledBack")

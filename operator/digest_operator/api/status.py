@@ -76,6 +76,9 @@ class RolloutStatus(Model):
     """When the operator first saw this pod template."""
     finished_time: datetime | None = None
     """When the rollout completed or failed."""
+    verified: bool | None = None
+    """Complete with ready pods. A rollout while KEDA holds the worker at zero replicas completes without starting
+    a pod; it is verified (or fails) when the worker first scales up."""
     template_hash: str | None = None
     """Hash of the Deployment's pod template (a new hash is a new rollout)."""
 
@@ -96,6 +99,8 @@ class HistoryEntry(Model):
     """When it started."""
     finished_time: datetime | None = None
     """When it ended."""
+    verified: bool | None = None
+    """Ready pods ran it (see `rollout.verified`); rollbacks prefer verified digests."""
 
 
 class RollbackStatus(Model):

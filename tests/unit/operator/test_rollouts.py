@@ -93,3 +93,27 @@ def test_crash_looping_counts_only_pods_of_the_new_image() -> None:
     assert why == "pod p-CrashLoopBackOff is in CrashLoopBackOff (restarts: 3)"
     assert crash_looping([pod(new, "ImagePullBackOff")], new) is not None
     assert selector({"spec": {"selector": {"matchLabels": {"b": "2", "a": "1"}}}}) == "a=1,b=2"
+
+
+def test_a_rollout_at_zero_replicas_is_verified_or_failed_by_the_first_scale_up() -> None:
+    at_zero = RolloutState("Complete", "scaled to zero", 0, 0)
+    record = track(None, deployment(A), at_zero, "t1")
+    assert (record["phase"], record["verified"]) == ("Complete", False)
+    scaling_up = track(record, deployment(A), PROGRESSING, "t2")
+    assert scaling_up == record  # still Complete (scaling is not a rollout), not yet verified
+    assert track(record, deployment(A), COMPLETE, "t3")["verified"] is True
+    failed = track(record, deployment(A), FAILED, "t4")
+    assert (failed["phase"], failed["finishedTime"], "verified" in failed) == ("Failed", "t4", False)
+    verified = track(record, deployment(A), COMPLETE, "t3")
+    assert track(verified, deployment(A), FAILED, "t5") == verified  # a verified rollout stays done
+
+
+def test_rollback_prefers_a_digest_that_ran() -> None:
+    c = "sha256:" + "c" * 64
+    history = [
+        {"revision": 3, "image": f"r.example.com/w@{c}", "digest": c, "result": "Failed"},
+        {"revision": 2, "image": f"r.example.com/w@{B}", "digest": B, "result": "Complete", "verified": False},
+        {"revision": 1, "image": f"r.example.com/w@{A}", "digest": A, "result": "Complete", "verified": True},
+    ]
+    assert last_good(history, excluding=c) == parse_image(f"r.example.com/w@{A}")
+    assert last_good(history[:2], excluding=c) == parse_image(f"r.example.com/w@{B}")  # better than nothing
