@@ -57,6 +57,19 @@ def denial(spec: Mapping[str, Any], why: str = "") -> str | None:
     return f"{text} ({why})" if why else text
 
 
+def warning(spec: Mapping[str, Any]) -> str | None:
+    """A note for `kubectl apply` of a tag that the operator will resolve (Resolve/Track), or None."""
+    try:
+        image = parse_image(str(spec.get("image") or ""))
+    except ValueError:
+        return None
+    mode = _policy_mode(spec)
+    if image.pinned or mode == "Require":
+        return None
+    return (f"spec.image {image} is a tag: the operator resolves it to a digest (imagePolicy {mode}); "
+            f"see status.image.resolved")
+
+
 def server(config: OperatorConfig, workdir: Path) -> kopf.WebhookServer:
     """Kopf's HTTPS webhook server with mounted certificates (`webhookCertDir`) or ones made here."""
     hosts = [h for h in (config.webhook_host, config.webhook_addr) if h and h not in ("0.0.0.0", "::")]

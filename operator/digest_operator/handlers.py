@@ -210,10 +210,14 @@ def register_webhooks(registry: kopf.OperatorRegistry, runtime: Runtime) -> None
 
     @kopf.on.validate(GROUP, VERSION, PLURAL, registry=registry, id=admission.VALIDATE_ID, operations=operations,
                       ignore_failures=runtime.config.webhook_failure_policy == "Ignore", persistent=True)
-    def _validate(spec: kopf.Spec, **_: Any) -> None:
-        message = admission.denial(plain(spec))
+    def _validate(spec: kopf.Spec, warnings: list[str], **_: Any) -> None:
+        body = plain(spec)
+        message = admission.denial(body)
         if message is not None:
             raise kopf.AdmissionError(message, code=400)
+        note = admission.warning(body)
+        if note is not None:
+            warnings.append(note)
 
     if runtime.config.webhook != "mutate":
         return

@@ -101,7 +101,10 @@ async def test_validating_webhook_denies_tags_and_admits_digests(kube_api: KubeA
     assert f"Pin it as {TAG_ONLY}@sha256:<digest>" in message and "imagePolicy.mode: Resolve" in message
 
     assert (await review(webhook, minimal()))["allowed"] is True  # pinned by digest
-    assert (await review(webhook, minimal(image=TAG_ONLY, imagePolicy={"mode": "Resolve"})))["allowed"] is True
+    resolved = await review(webhook, minimal(image=TAG_ONLY, imagePolicy={"mode": "Resolve"}))
+    assert resolved["allowed"] is True
+    assert resolved["warnings"] == [f"spec.image {TAG_ONLY} is a tag: the operator resolves it to a digest "
+                                    f"(imagePolicy Resolve); see status.image.resolved"]
     assert (await review(webhook, minimal(image=TAG_ONLY), operation="UPDATE"))["allowed"] is False
 
 
