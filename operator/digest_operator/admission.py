@@ -80,5 +80,7 @@ def server(config: OperatorConfig, workdir: Path) -> kopf.WebhookServer:
         files = certs.ensure(workdir, hosts)
     return kopf.WebhookServer(
         addr=config.webhook_addr, port=config.webhook_port, host=config.webhook_host or hosts[0],
-        certfile=str(files.cert), pkeyfile=str(files.key), cafile=str(files.ca),
+        certfile=str(files.cert), pkeyfile=str(files.key),
+        # Without a ca.crt (a self-managed registration), Kopf offers the serving certificate as the CA bundle.
+        cafile=str(files.ca) if files.ca.is_file() else None,
     )

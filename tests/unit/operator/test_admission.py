@@ -46,3 +46,20 @@ def test_certificates_are_made_for_the_hosts_and_reused(tmp_path: Path) -> None:
     assert certs.ensure(tmp_path, [*hosts, "other.example.com"]).cert.read_bytes() != before  # new host
     late = datetime.datetime.now(datetime.UTC) + certs.VALIDITY - datetime.timedelta(days=1)
     assert not certs.usable(files, hosts, now=late)  # due for renewal
+
+
+def test_a_mounted_certificate_directory_is_used_as_is(tmp_path: Path) -> None:
+    import dataclasses
+
+    from digest_operator.admission import server
+    from digest_operator.config import OperatorConfig
+
+    files = certs.ensure(tmp_path, ["127.0.0.1"])
+    config = dataclasses.replace(OperatorConfig(), webhook="validate", webhook_cert_dir=str(tmp_path),
+                                 webhook_host="127.0.0.1", webhook_port=9444)
+    mounted = server(config, tmp_path / "unused")
+    assert (mounted.certfile, mounted.pkeyfile, mounted.cafile) == (str(files.cert), str(files.key), str(files.ca))
+    assert (mounted.host, mounted.port) == ("127.0.0.1", 9444)
+    assert not (tmp_path / "unused").exists()  # nothing generated
+    files.ca.unlink()
+    assert server(config, tmp_path / "unused").cafile is None
