@@ -14,6 +14,7 @@ from digest_operator import pinning
 from digest_operator.api.imageref import ImageRef, parse_image
 from digest_operator.api.parse import Pipeline
 from digest_operator.conditions import IMAGE_PINNED, find
+from digest_operator.k8s import ApiError
 from digest_operator.pinning import Backoff
 from digest_operator.pullsecrets import credentials_for
 from digest_operator.registry import Credentials, RegistryError, Resolved, split_name
@@ -89,14 +90,23 @@ async def pin(
                                    str(previous.get("message") or "waiting to retry the registry"))
         observation.retry_in = decision.retry_in
         return last_good_image(deployment, old_status)
+    names = [ref.name for ref in pipeline.spec.image_pull_secrets]
+    hint = ""
+    try:
+        credentials = await pull_credentials(api, pipeline.namespace, names, requested)
+    except ApiError as exc:
+        if exc.transient:
+            raise
+        credentials = None  # e.g. no RBAC to read Secrets here: try anonymously, and say why
+        hint = (f"; reading imagePullSecrets failed ({exc.status} {exc.reason}): bind the ClusterRole "
+                f"digest-operator-pull-secrets to the operator in namespace {pipeline.namespace}")
     try:
         if resolver is None:
             raise RegistryError("RegistryUnavailable", "the operator has no registry client")
-        names = [ref.name for ref in pipeline.spec.image_pull_secrets]
-        resolved = await resolver.resolve(requested, await pull_credentials(api, pipeline.namespace, names, requested))
+        resolved = await resolver.resolve(requested, credentials)
     except RegistryError as exc:
         observation.resolution = pinning.failed_status(kept, requested, now)
-        observation.pin_failure = (exc.reason, exc.message)
+        observation.pin_failure = (exc.reason, exc.message + hint)
         observation.retry_in = backoff.delay(int(observation.resolution["resolveFailures"]))
         return last_good_image(deployment, old_status)
     image = ImageRef(requested.name, requested.tag, resolved.digest)

@@ -95,3 +95,21 @@ async def test_pull_secret_credentials_reach_the_resolver() -> None:
         "data": {".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()}}
     await reconcile(_body(imagePullSecrets=[{"name": "missing"}, {"name": "pull"}]), api, T0, tags)
     assert tags.calls == [(TAG, Credentials("robot", "pw"))]
+
+
+async def test_unreadable_pull_secrets_resolve_anonymously_and_say_why() -> None:
+    from digest_operator.k8s import ApiError
+
+    class NoSecrets(MemoryApi):
+        async def get(self, api_version: str, plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+            if plural == "secrets":
+                raise ApiError(403, "Forbidden", "secrets is forbidden")
+            return await super().get(api_version, plural, namespace, name)
+
+    tags = Tags(D1)
+    tags.digest = RegistryError("Unauthorized", f"{TAG}: the registry refused access anonymously")
+    outcome = await reconcile(_body(imagePullSecrets=[{"name": "pull"}]), NoSecrets(), T0, tags)
+    assert tags.calls == [(TAG, None)]
+    message = _pinned(outcome.status)["message"]
+    assert "reading imagePullSecrets failed (403 Forbidden)" in message
+    assert "bind the ClusterRole digest-operator-pull-secrets" in message
