@@ -31,30 +31,36 @@ def _policy_mode(spec: Mapping[str, Any]) -> str:
     return str(policy.get("mode") or "Require") if isinstance(policy, Mapping) else "Require"
 
 
-def needs_pinning(spec: Mapping[str, Any]) -> ImageRef | None:
-    """The tag-only image of a Require pipeline, which admission must pin or deny; else None."""
+def needs_pinning(spec: Mapping[str, Any], old: Mapping[str, Any] | None = None) -> ImageRef | None:
+    """The tag-only image of a Require pipeline, which admission must pin or deny; else None.
+
+    `old` is the stored spec on UPDATE: an update that leaves the image and the policy as they were (metadata, a
+    finalizer, scaling) is let through, so a pipeline stored before the webhook existed can still be changed and
+    deleted; the operator refuses its tag meanwhile.
+    """
     try:
         image = parse_image(str(spec.get("image") or ""))
     except ValueError:
         return None  # the CRD schema reports malformed references
     if image.pinned or _policy_mode(spec) != "Require":
         return None
+    if old is not None and old.get("image") == spec.get("image") and _policy_mode(old) == "Require":
+        return None
     return image
 
 
-def denial(spec: Mapping[str, Any], why: str = "") -> str | None:
+def denial(spec: Mapping[str, Any], old: Mapping[str, Any] | None = None) -> str | None:
     """The message for `kubectl apply` of a pipeline whose image must not be admitted, or None."""
-    image = needs_pinning(spec)
+    image = needs_pinning(spec, old)
     if image is None:
         return None
     tag = image.tag or "latest"
-    text = (
+    return (
         f"spec.image {image} is not pinned by digest and spec.imagePolicy.mode is Require. "
         f"Pin it as {image.name}:{tag}@sha256:<digest> (the digest is printed by "
         f"`crane digest {image}` or `docker buildx imagetools inspect {image}`), "
         f"or set spec.imagePolicy.mode: Resolve to let the operator resolve the tag"
     )
-    return f"{text} ({why})" if why else text
 
 
 def warning(spec: Mapping[str, Any]) -> str | None:

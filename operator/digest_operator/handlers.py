@@ -200,6 +200,14 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
         runtime.forget(str(meta.get("uid")))
 
 
+def _old_spec(old: kopf.Body | None) -> dict[str, Any] | None:
+    """The stored spec of an UPDATE under admission (None on CREATE)."""
+    if old is None:
+        return None
+    spec = plain(old).get("spec")
+    return spec if isinstance(spec, dict) else None
+
+
 def register_webhooks(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     """The validating webhook (and with `webhook=mutate` the mutating one) for pipelines.
 
@@ -210,9 +218,9 @@ def register_webhooks(registry: kopf.OperatorRegistry, runtime: Runtime) -> None
 
     @kopf.on.validate(GROUP, VERSION, PLURAL, registry=registry, id=admission.VALIDATE_ID, operations=operations,
                       ignore_failures=runtime.config.webhook_failure_policy == "Ignore", persistent=True)
-    def _validate(spec: kopf.Spec, warnings: list[str], **_: Any) -> None:
+    def _validate(spec: kopf.Spec, warnings: list[str], **kwargs: Any) -> None:
         body = plain(spec)
-        message = admission.denial(body)
+        message = admission.denial(body, _old_spec(kwargs.get("old")))
         if message is not None:
             raise kopf.AdmissionError(message, code=400)
         note = admission.warning(body)
@@ -225,9 +233,9 @@ def register_webhooks(registry: kopf.OperatorRegistry, runtime: Runtime) -> None
     @kopf.on.mutate(GROUP, VERSION, PLURAL, registry=registry, id=admission.MUTATE_ID, operations=operations,
                     ignore_failures=True, persistent=True)
     async def _mutate(spec: kopf.Spec, patch: kopf.Patch, namespace: str | None, logger: kopf.Logger,
-                      **_: Any) -> None:
+                      **kwargs: Any) -> None:
         body = plain(spec)
-        image = admission.needs_pinning(body)
+        image = admission.needs_pinning(body, _old_spec(kwargs.get("old")))
         if image is None:
             return
         names = [str(ref.get("name")) for ref in body.get("imagePullSecrets") or [] if isinstance(ref, dict)]

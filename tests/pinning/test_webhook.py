@@ -56,7 +56,8 @@ async def configuration(kube_api: KubeApi, kind: str = "validatingwebhookconfigu
     return obj
 
 
-async def review(webhook: dict[str, Any], obj: dict[str, Any], operation: str = "CREATE") -> dict[str, Any]:
+async def review(webhook: dict[str, Any], obj: dict[str, Any], operation: str = "CREATE",
+                 old: dict[str, Any] | None = None) -> dict[str, Any]:
     """POST an AdmissionReview to the webhook like the API server does: TLS verified with the caBundle."""
     client_config = webhook["clientConfig"]
     context = ssl.create_default_context(cadata=base64.b64decode(client_config["caBundle"]).decode())
@@ -68,7 +69,7 @@ async def review(webhook: dict[str, Any], obj: dict[str, Any], operation: str = 
             "namespace": obj["metadata"]["namespace"],
             "kind": {"group": "digest.dev", "version": "v1alpha1", "kind": "DigestPipeline"},
             "resource": {"group": "digest.dev", "version": "v1alpha1", "resource": "digestpipelines"},
-            "userInfo": {"username": "alice"}, "object": obj, "oldObject": None, "dryRun": False,
+            "userInfo": {"username": "alice"}, "object": obj, "oldObject": old, "dryRun": False,
         },
     }
     async with aiohttp.ClientSession() as session, session.post(client_config["url"], json=request,
@@ -105,7 +106,17 @@ async def test_validating_webhook_denies_tags_and_admits_digests(kube_api: KubeA
     assert resolved["allowed"] is True
     assert resolved["warnings"] == [f"spec.image {TAG_ONLY} is a tag: the operator resolves it to a digest "
                                     f"(imagePolicy Resolve); see status.image.resolved"]
-    assert (await review(webhook, minimal(image=TAG_ONLY), operation="UPDATE"))["allowed"] is False
+    # updates: a new tag is denied; an update that keeps a stored tag (metadata, finalizers, scaling) goes through,
+    # so a pipeline stored before the webhook existed can still be changed and deleted
+    update = await review(webhook, minimal(image=TAG_ONLY), operation="UPDATE", old=minimal())
+    assert update["allowed"] is False and "is not pinned by digest" in update["status"]["message"]
+    stored = minimal(image=TAG_ONLY)
+    finalizing = minimal(image=TAG_ONLY)
+    finalizing["metadata"]["finalizers"] = ["digest.dev/finalizer"]
+    assert (await review(webhook, finalizing, operation="UPDATE", old=stored))["allowed"] is True
+    into_require = await review(webhook, minimal(image=TAG_ONLY), operation="UPDATE",
+                                old=minimal(image=TAG_ONLY, imagePolicy={"mode": "Resolve"}))
+    assert into_require["allowed"] is False
 
 
 async def test_failure_policy_comes_from_operator_config(kube_api: KubeApi, start: Any) -> None:
@@ -137,6 +148,8 @@ async def test_mutating_mode_pins_the_tag_at_admission(kube_api: KubeApi, start:
     # already pinned, or resolved by the operator: left alone
     for body in (minimal(), minimal(image=tag, imagePolicy={"mode": "Resolve"})):
         assert not patch_of(await review(mutating, body))
+    # an update that keeps a stored tag (e.g. the operator adding its finalizer) does not rewrite the spec
+    assert not patch_of(await review(mutating, minimal(image=tag), operation="UPDATE", old=minimal(image=tag)))
     # registry down: no mutation, and the validating webhook denies the tag
     registry.stop_process()
     answer = await review(mutating, minimal(image=tag))

@@ -24,6 +24,13 @@ def test_tag_only_images_under_require_are_denied_with_the_fix() -> None:
     assert untagged is not None and "registry.example.com/team/worker:latest@sha256:<digest>" in untagged
 
 
+def test_updates_that_keep_the_stored_image_are_not_denied() -> None:
+    stored = minimal(image=TAG)["spec"]
+    assert denial(minimal(image=TAG, scaling={"maxReplicas": 3})["spec"], old=stored) is None
+    assert denial(minimal(image=TAG)["spec"], old=minimal()["spec"]) is not None  # digest → tag
+    assert denial(minimal(image=TAG)["spec"], old=minimal(image=TAG, imagePolicy={"mode": "Track"})["spec"])
+
+
 def test_digests_other_modes_and_malformed_images_are_not_denied() -> None:
     assert denial(minimal()["spec"]) is None
     assert denial(minimal(image=TAG, imagePolicy={"mode": "Resolve"})["spec"]) is None
