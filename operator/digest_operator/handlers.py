@@ -16,9 +16,13 @@ from typing import Any, cast
 
 import kopf
 
+from digest_operator import admission
 from digest_operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from digest_operator.imagepin import pull_credentials
 from digest_operator.k8s import ApiError
+from digest_operator.pinning import RESOLVE_REQUESTED_AT
 from digest_operator.reconcile import reconcile
+from digest_operator.registry import RegistryError
 from digest_operator.render.meta import MANAGED_BY
 from digest_operator.runtime import Runtime
 from digest_operator.status import CHANGE_ACTIONS, Event
@@ -57,6 +61,9 @@ def configure(settings: kopf.OperatorSettings, runtime: Runtime) -> None:
     settings.peering.lifetime = config.peering_lifetime
     settings.scanning.disabled = True
     settings.posting.level = logging.INFO
+    if config.webhook != "off":
+        settings.admission.server = admission.server(config, runtime.webhook_dir)
+        settings.admission.managed = config.webhook_configuration or None
 
 
 async def run_reconcile(runtime: Runtime, body: Any, logger: logging.Logger | Any, *, from_timer: bool) -> None:
@@ -74,7 +81,8 @@ async def run_reconcile(runtime: Runtime, body: Any, logger: logging.Logger | An
             raw = await runtime.client.get(API_VERSION, PLURAL, namespace, name)
             if raw is None or raw.get("metadata", {}).get("uid") != meta.get("uid"):
                 return  # deleted (or replaced by a namesake) meanwhile
-            outcome = await reconcile(raw, runtime.client, utcnow())
+            outcome = await reconcile(raw, runtime.client, utcnow(), runtime.registry, runtime.backoff,
+                                      pods=runtime.client)
             for change in outcome.changes:  # the writes happened, whatever becomes of the status write
                 metrics.child_writes.labels(change.action, change.kind).inc()
             try:
@@ -108,6 +116,10 @@ async def run_reconcile(runtime: Runtime, body: Any, logger: logging.Logger | An
         metrics.reconciles.labels("error").inc()
         raise kopf.TemporaryError("some children could not be applied; see the Degraded condition",
                                   delay=runtime.config.retry_delay * 4)
+    if outcome.retry_in is not None and not from_timer:
+        metrics.reconciles.labels("error").inc()
+        raise kopf.TemporaryError("the image could not be resolved; see the ImagePinned condition",
+                                  delay=max(outcome.retry_in, 0.1))
     metrics.reconciles.labels("ok").inc()
     if outcome.changes:
         logger.info("reconciled: %s", ", ".join(f"{c.action} {c.kind}/{c.name}" for c in outcome.changes))
@@ -125,6 +137,14 @@ def owner_key(child: Mapping[str, Any]) -> tuple[str, str] | None:
         if ref.get("kind") == KIND and ref.get("apiVersion") == API_VERSION and ref.get("controller"):
             return str(meta.get("namespace")), str(ref.get("name"))
     return None
+
+
+def resolution_requested(body: kopf.Body, **_: Any) -> bool:
+    """Does the pipeline carry a `digest.dev/resolve-requested-at` value the status has not acted on yet?"""
+    requested = (body.get("metadata", {}).get("annotations") or {}).get(RESOLVE_REQUESTED_AT)
+    image = (body.get("status") or {}).get("image") or {}
+    return requested is not None and str(requested) != image.get("resolveRequestedAt") and not (
+        body.get("metadata", {}).get("deletionTimestamp"))
 
 
 def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
@@ -152,6 +172,13 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     async def _changed(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         await run_reconcile(runtime, body, logger, from_timer=False)
 
+    # An event handler, not a change handler: Kopf leaves annotations under its own prefix (digest.dev/) out of the
+    # diffs it hands to change handlers. Failed resolutions are retried by the resync timer.
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, when=resolution_requested)
+    async def _resolve_requested(body: kopf.Body, type: str | None, logger: kopf.Logger, **_: Any) -> None:
+        if type != "DELETED":
+            await run_reconcile(runtime, body, logger, from_timer=True)
+
     @kopf.timer(GROUP, VERSION, PLURAL, registry=registry, interval=runtime.config.resync_seconds,
                 initial_delay=runtime.config.resync_seconds)
     async def _resync(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
@@ -176,8 +203,59 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
             if not (pipeline.get("metadata") or {}).get("deletionTimestamp"):
                 await run_reconcile(runtime, pipeline, logger, from_timer=True)
 
+    if runtime.config.webhook != "off":
+        register_webhooks(registry, runtime)
+
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, optional=True)
     def _deleted(meta: kopf.Meta, **_: Any) -> None:
         # Children go away by garbage collection (ownerReferences); only forget local state.
         runtime.metrics.forget_pipeline(str(meta.get("namespace")), str(meta.get("name")))
         runtime.forget(str(meta.get("uid")))
+
+
+def _old_spec(old: kopf.Body | None) -> dict[str, Any] | None:
+    """The stored spec of an UPDATE under admission (None on CREATE)."""
+    if old is None:
+        return None
+    spec = plain(old).get("spec")
+    return spec if isinstance(spec, dict) else None
+
+
+def register_webhooks(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
+    """The validating webhook (and with `webhook=mutate` the mutating one) for pipelines.
+
+    Persistent: a replica that stops (e.g. in a rolling update) leaves the webhooks in the configuration instead of
+    removing them under the replicas that keep serving.
+    """
+    operations: list[kopf.Operation] = ["CREATE", "UPDATE"]
+
+    @kopf.on.validate(GROUP, VERSION, PLURAL, registry=registry, id=admission.VALIDATE_ID, operations=operations,
+                      ignore_failures=runtime.config.webhook_failure_policy == "Ignore", persistent=True)
+    def _validate(spec: kopf.Spec, warnings: list[str], **kwargs: Any) -> None:
+        body = plain(spec)
+        message = admission.denial(body, _old_spec(kwargs.get("old")))
+        if message is not None:
+            raise kopf.AdmissionError(message, code=400)
+        note = admission.warning(body)
+        if note is not None:
+            warnings.append(note)
+
+    if runtime.config.webhook != "mutate":
+        return
+
+    @kopf.on.mutate(GROUP, VERSION, PLURAL, registry=registry, id=admission.MUTATE_ID, operations=operations,
+                    ignore_failures=True, persistent=True)
+    async def _mutate(spec: kopf.Spec, patch: kopf.Patch, namespace: str | None, logger: kopf.Logger,
+                      **kwargs: Any) -> None:
+        body = plain(spec)
+        image = admission.needs_pinning(body, _old_spec(kwargs.get("old")))
+        if image is None:
+            return
+        names = [str(ref.get("name")) for ref in body.get("imagePullSecrets") or [] if isinstance(ref, dict)]
+        try:
+            credentials = await pull_credentials(runtime.client, namespace or "default", names, image)
+            resolved = await runtime.registry.resolve(image, credentials)
+        except (RegistryError, ApiError) as exc:
+            logger.warning("not pinning %s at admission: %s", image, exc)
+            return  # the validating webhook denies it, naming the fix
+        patch.spec["image"] = f"{image.name}:{image.tag or 'latest'}@{resolved.digest}"

@@ -155,6 +155,14 @@ class KubeClient:
     async def get(self, api_version: str, plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         return await self.request("GET", resource_path(api_version, plural, namespace, name))
 
+    async def list(
+        self, api_version: str, plural: str, namespace: str | None, label_selector: str,
+    ) -> list[dict[str, Any]]:
+        """The objects matching `label_selector` (one page; used for a Deployment's pods)."""
+        result = await self.request("GET", resource_path(api_version, plural, namespace),
+                                    params={"labelSelector": label_selector})
+        return list((result or {}).get("items") or [])
+
     async def apply(self, obj: dict[str, Any], plural: str) -> dict[str, Any]:
         """Server-side apply `obj` as this operator's field manager, taking over conflicting fields (drift repair)."""
         meta = obj["metadata"]

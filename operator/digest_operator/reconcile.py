@@ -6,17 +6,19 @@ No decorators and no client construction here: Kopf wiring lives in `handlers`, 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from digest_operator import imagepin, pinning, rollouts
 from digest_operator import status as status_mod
-from digest_operator.api.imageref import ImageRef, parse_image
-from digest_operator.api.parse import SpecError, parse_pipeline
+from digest_operator.api.parse import Pipeline, SpecError, parse_pipeline
 from digest_operator.drift import in_sync, merge_patch
 from digest_operator.k8s import ApiError
+from digest_operator.pinning import Backoff
 from digest_operator.render import ChildRef, possible_children, render_children
 from digest_operator.render.meta import APPLIED_HASH
-from digest_operator.rollout import rollout_state
+from digest_operator.rollout import RolloutState, rollout_state
 from digest_operator.status import Change, Event, Observation
 
 
@@ -31,6 +33,13 @@ class Api(Protocol):
         ...
 
 
+class PodLister(Protocol):
+    async def list(
+        self, api_version: str, plural: str, namespace: str | None, label_selector: str,
+    ) -> list[dict[str, Any]]:
+        ...
+
+
 @dataclass
 class Outcome:
     status: dict[str, Any]
@@ -40,6 +49,8 @@ class Outcome:
     invalid: SpecError | None = None
     failed: bool = False
     """Some child could not be applied for a non-transient reason: retry later, after writing status."""
+    retry_in: float | None = None
+    """The image could not be resolved: try again after this many seconds."""
 
     @property
     def ready(self) -> str:
@@ -62,33 +73,91 @@ def _applied_hash(obj: dict[str, Any]) -> str | None:
     return str(value) if value is not None else None
 
 
-def _pinned(reference: str | None) -> ImageRef | None:
-    if not reference:
-        return None
-    try:
-        image = parse_image(reference)
-    except ValueError:
-        return None
-    return image if image.pinned else None
-
-
-def last_good_image(deployment: dict[str, Any] | None, old_status: dict[str, Any]) -> ImageRef | None:
-    """The pinned image currently running (from the live Deployment), else the one recorded in status."""
-    if deployment is not None:
-        for container in deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
-            if container.get("name") == "worker":
-                image = _pinned(container.get("image"))
-                if image is not None:
-                    return image
-    return _pinned((old_status.get("image") or {}).get("ref"))
-
-
 async def _observe(api: Api, namespace: str, children: list[ChildRef]) -> dict[ChildRef, dict[str, Any] | None]:
     lives = await asyncio.gather(*(api.get(c.api_version, c.plural, namespace, c.name) for c in children))
     return dict(zip(children, lives, strict=True))
 
 
-async def reconcile(body: dict[str, Any], api: Api, now: str) -> Outcome:
+@dataclass
+class _Children:
+    """The children of one reconcile: what is live, and what this reconcile applied."""
+
+    api: Api
+    pipeline: Pipeline
+    observation: Observation
+    live: dict[ChildRef, dict[str, Any] | None]
+    by_kind: dict[str, ChildRef]
+    desired_refs: set[ChildRef] = field(default_factory=set)
+    deployment: dict[str, Any] | None = None
+
+    async def apply(self, desired: list[dict[str, Any]]) -> None:
+        observation, uid = self.observation, self.pipeline.uid
+        for obj in desired:
+            ref = self.by_kind[obj["kind"]]
+            self.desired_refs.add(ref)
+            current = self.live[ref]
+            if current is not None and not owned_by(current, uid):
+                conflict = f"{ref.kind} {ref.name} exists and is not controlled by this pipeline; delete or rename it"
+                if conflict not in observation.conflicts:
+                    observation.conflicts.append(conflict)
+                if ref.kind == "Deployment":
+                    self.deployment = None
+                continue
+            if current is not None and in_sync(obj, current):
+                continue
+            try:
+                applied = await self.api.apply(obj, ref.plural)
+            except ApiError as exc:
+                if exc.transient:
+                    raise
+                observation.failures.append(_apply_failure(ref, exc))
+                continue
+            self.live[ref] = applied
+            if ref.kind == "Deployment":
+                self.deployment = applied
+            if current is None:
+                action = "Created"
+            elif _applied_hash(current) != _applied_hash(obj):
+                action = "Updated"  # rendered from another spec or operator version
+            else:
+                action = "DriftRepaired"  # same rendering, but someone changed owned fields
+            observation.changes.append(Change(action, ref.kind, ref.name))
+
+    async def prune(self, children: list[ChildRef]) -> None:
+        for ref in children:
+            current = self.live[ref]
+            if ref in self.desired_refs or current is None or not owned_by(current, self.pipeline.uid):
+                continue
+            await self.api.delete(ref.api_version, ref.plural, self.pipeline.namespace, ref.name,
+                                  current["metadata"]["uid"])
+            self.observation.changes.append(Change("Pruned", ref.kind, ref.name))
+            if ref.kind == "Deployment":
+                self.deployment = None
+
+
+async def _observe_rollout(deployment: dict[str, Any], pods: PodLister | None) -> RolloutState:
+    """`kubectl rollout status` facts, plus: new pods crash-looping fail the rollout before its deadline."""
+    state = rollout_state(deployment)
+    match = rollouts.selector(deployment)
+    if state.phase != "Progressing" or pods is None or match is None:
+        return state
+    namespace = deployment.get("metadata", {}).get("namespace")
+    try:
+        listed = await pods.list("v1", "pods", namespace, match)
+    except ApiError as exc:
+        if exc.transient:
+            raise
+        return state  # e.g. no RBAC to list pods: the progress deadline still catches a failed rollout
+    why = rollouts.crash_looping(listed, rollouts.worker_image(deployment))
+    if why is None:
+        return state
+    return dataclasses.replace(state, phase="Failed", message=f"new pods fail: {why}", reason="NewPodsFailing")
+
+
+async def reconcile(
+    body: dict[str, Any], api: Api, now: str, resolver: imagepin.Resolver | None = None, backoff: Backoff | None = None,
+    pods: PodLister | None = None,
+) -> Outcome:
     """Converge one pipeline's children and compute its status. Raises k8s.ApiError on API failures."""
     meta = body.get("metadata", {})
     old_status: dict[str, Any] = dict(body.get("status") or {})
@@ -101,70 +170,61 @@ async def reconcile(body: dict[str, Any], api: Api, now: str) -> Outcome:
         invalid = exc
         observation.invalid = exc.problems
     else:
-        namespace = pipeline.namespace
         children = possible_children(pipeline.name)
-        live = await _observe(api, namespace, children)
         by_kind = {c.kind: c for c in children}
-
-        requested = pipeline.image
-        if requested.pinned:
-            observation.image = requested
+        live = await _observe(api, pipeline.namespace, children)
+        state = _Children(api, pipeline, observation, live, by_kind, deployment=live[by_kind["Deployment"]])
+        target = await imagepin.pin(api, pipeline, body, old_status, observation, state.deployment, resolver,
+                            backoff or pinning.Backoff(), now)
+        recorded = rollouts.recorded_rollback(old_status.get("rollback"), state.deployment)
+        rollback = rollouts.rollback_in_effect(recorded, generation)
+        if rollback is not None and target is not None and target.digest == rollback.failed.digest:
+            target = rollback.restored  # the failed digest is not tried again until the spec changes
         else:
-            observation.image_refused = True
-            observation.image = last_good_image(live[by_kind["Deployment"]], old_status)
-
-        desired = render_children(pipeline, observation.image)
-        desired_refs: set[ChildRef] = set()
-        deployment = live[by_kind["Deployment"]]
-        for obj in desired:
-            ref = by_kind[obj["kind"]]
-            desired_refs.add(ref)
-            current = live[ref]
-            if current is not None and not owned_by(current, pipeline.uid):
-                observation.conflicts.append(
-                    f"{ref.kind} {ref.name} exists and is not controlled by this pipeline; delete or rename it"
-                )
-                if ref.kind == "Deployment":
-                    deployment = None
-                continue
-            if current is not None and in_sync(obj, current):
-                continue
-            try:
-                applied = await api.apply(obj, ref.plural)
-            except ApiError as exc:
-                if exc.transient:
-                    raise
-                observation.failures.append(_apply_failure(ref, exc))
-                continue
-            if ref.kind == "Deployment":
-                deployment = applied
-            if current is None:
-                action = "Created"
-            elif _applied_hash(current) != _applied_hash(obj):
-                action = "Updated"  # rendered from another spec or operator version
-            else:
-                action = "DriftRepaired"  # same rendering, but someone changed owned fields
-            observation.changes.append(Change(action, ref.kind, ref.name))
-        for ref in children:
-            current = live[ref]
-            if ref in desired_refs or current is None or not owned_by(current, pipeline.uid):
-                continue
-            await api.delete(ref.api_version, ref.plural, namespace, ref.name, current["metadata"]["uid"])
-            observation.changes.append(Change("Pruned", ref.kind, ref.name))
-            if ref.kind == "Deployment":
-                deployment = None
-        if deployment is not None and by_kind["Deployment"] in desired_refs:
-            observation.rollout = rollout_state(deployment)
+            rollback = None
+        observation.rollback = rollback
+        observation.image = target
+        await state.apply(_with_rollback(render_children(pipeline, target), rollback))
+        await state.prune(children)
+        limit = pipeline.spec.rollout.history_limit
+        history = list(old_status.get("history") or [])
+        deployment = state.deployment if by_kind["Deployment"] in state.desired_refs else None
+        if deployment is not None:
+            observation.rollout = await _observe_rollout(deployment, pods)
+            record = rollouts.track(old_status.get("rollout"), deployment, observation.rollout, now)
+            history = rollouts.record_history(history, record, limit)
+            if rollback is None:
+                rollback = rollouts.should_roll_back(record, history, auto_rollback=pipeline.spec.rollout.auto_rollback,
+                                                     generation=generation, now=now)
+                if rollback is not None:
+                    observation.rollback = rollback
+                    observation.image = rollback.restored
+                    await state.apply(_with_rollback(render_children(pipeline, rollback.restored), rollback))
+                    if state.deployment is not None:
+                        observation.rollout = rollout_state(state.deployment)
+                        record = rollouts.track(record, state.deployment, observation.rollout, now)
+                        history = rollouts.record_history(history, record, limit)
+            if rollback is not None:
+                history = rollouts.mark_rolled_back(history, rollback)
+            observation.rollout_record = record
+        observation.history = history[:limit]
 
     new_status = status_mod.compute(old_status, observation, now)
     return Outcome(
         status=new_status,
         status_patch=_status_patch(old_status, new_status),
-        events=status_mod.events(old_status, new_status, observation),
+        events=[*observation.notes, *status_mod.events(old_status, new_status, observation)],
         changes=observation.changes,
         invalid=invalid,
         failed=bool(observation.failures),
+        retry_in=observation.retry_in,
     )
+
+
+def _with_rollback(objects: list[dict[str, Any]], rollback: rollouts.Rollback | None) -> list[dict[str, Any]]:
+    if rollback is None:
+        return objects
+    return [rollouts.annotate(o, rollback) if o["kind"] == "Deployment" else o for o in objects]
 
 
 _MISSING_API_HINTS = {

@@ -14,6 +14,8 @@ class RolloutState:
     message: str
     replicas: int
     ready_replicas: int
+    reason: str = ""
+    """For Failed: ProgressDeadlineExceeded, or NewPodsFailing when the new pods cannot start."""
 
 
 def rollout_state(deployment: dict[str, Any]) -> RolloutState:
@@ -35,7 +37,8 @@ def rollout_state(deployment: dict[str, Any]) -> RolloutState:
         return state("Progressing", "waiting for the Deployment controller to observe the new spec")
     for cond in status.get("conditions") or []:
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
-            return state("Failed", f"rollout exceeded its progress deadline: {cond.get('message', '')}".strip())
+            message = f"rollout exceeded its progress deadline: {cond.get('message', '')}".strip()
+            return RolloutState("Failed", message, replicas, ready, "ProgressDeadlineExceeded")
     if updated < desired:
         return state("Progressing", f"{updated} of {desired} updated replicas are available")
     if replicas > updated:

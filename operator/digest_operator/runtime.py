@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -14,6 +16,8 @@ import kopf
 from digest_operator.config import OperatorConfig
 from digest_operator.k8s import KubeClient
 from digest_operator.metrics import OperatorMetrics
+from digest_operator.pinning import Backoff
+from digest_operator.registry import RegistryClient
 
 
 def default_credentials() -> kopf.ConnectionInfo:
@@ -32,6 +36,8 @@ class Runtime:
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     reconcile_count: int = 0
     _client: KubeClient | None = None
+    _registry: RegistryClient | None = None
+    _workdir: tempfile.TemporaryDirectory[str] | None = None
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _reconciled_at: dict[str, float] = field(default_factory=dict)
     _worker_seen: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -46,6 +52,25 @@ class Runtime:
                 observer=self.metrics.observe_request,
             )
         return self._client
+
+    @property
+    def registry(self) -> RegistryClient:
+        if self._registry is None:
+            self._registry = RegistryClient(insecure_hosts=self.config.insecure_registries,
+                                            timeout=self.config.registry_timeout,
+                                            ca_file=self.config.registry_ca_file)
+        return self._registry
+
+    @property
+    def webhook_dir(self) -> Path:
+        """Where the webhook's generated certificates live (private to this process)."""
+        if self._workdir is None:
+            self._workdir = tempfile.TemporaryDirectory(prefix="digest-operator-webhook-")
+        return Path(self._workdir.name)
+
+    @property
+    def backoff(self) -> Backoff:
+        return Backoff(self.config.resolve_backoff, self.config.resolve_backoff_max)
 
     def lock(self, uid: str) -> asyncio.Lock:
         """Serialises the change handlers and the timer of one pipeline."""
@@ -78,6 +103,12 @@ class Runtime:
         self._reconciled_at.pop(uid, None)
 
     async def close(self) -> None:
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+        if self._registry is not None:
+            await self._registry.close()
+            self._registry = None
         if self._client is not None:
             await self._client.close()
             self._client = None

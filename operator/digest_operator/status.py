@@ -16,6 +16,7 @@ from digest_operator.conditions import (
     merge_conditions,
 )
 from digest_operator.rollout import RolloutState
+from digest_operator.rollouts import Rollback
 
 EventType = Literal["Normal", "Warning"]
 
@@ -49,6 +50,17 @@ class Observation:
     failures: list[str] = field(default_factory=list)
     rollout: RolloutState | None = None
     changes: list[Change] = field(default_factory=list)
+    resolution: dict[str, Any] = field(default_factory=dict)
+    """status.image resolution bookkeeping (see `pinning.RESOLUTION_KEYS`)."""
+    pin_failure: tuple[str, str] | None = None
+    """(reason, message) when the tag could not be resolved."""
+    retry_in: float | None = None
+    notes: list[Event] = field(default_factory=list)
+    """Events decided during the reconcile (e.g. a tag resolved to a new digest)."""
+    rollback: Rollback | None = None
+    """The automatic rollback in effect."""
+    rollout_record: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _conditions(obs: Observation) -> list[Condition]:
@@ -59,12 +71,19 @@ def _conditions(obs: Observation) -> list[Condition]:
             Condition(DEGRADED, "True", "InvalidSpec", message),
         ]
     conds: list[Condition] = []
+    running = f"; still running {obs.image}" if obs.image else "; nothing is deployed until it is pinned"
     if obs.image_refused:
-        running = f"; still running {obs.image}" if obs.image else "; nothing is deployed until it is pinned"
         conds.append(Condition(
             IMAGE_PINNED, "False", "TagNotAllowed",
-            f"spec.image {obs.requested_image} is not pinned by digest; use <repo>:<tag>@sha256:<digest>{running}",
+            f"spec.image {obs.requested_image} is not pinned by digest (imagePolicy Require); pin it as "
+            f"<repo>:<tag>@sha256:<digest> or set spec.imagePolicy.mode: Resolve{running}",
         ))
+    elif obs.pin_failure is not None:
+        reason, message = obs.pin_failure
+        conds.append(Condition(IMAGE_PINNED, "False", reason, message.split("; still running")[0] + running))
+    elif obs.resolution.get("resolved"):
+        conds.append(Condition(IMAGE_PINNED, "True", "TagResolved",
+                               f"workloads run {obs.image}, resolved from {obs.resolution.get('requested')}"))
     else:
         conds.append(Condition(IMAGE_PINNED, "True", "DigestPinned", f"workloads run {obs.image}"))
 
@@ -74,7 +93,7 @@ def _conditions(obs: Observation) -> list[Condition]:
     elif rollout.phase == "Progressing":
         conds.append(Condition(PROGRESSING, "True", "RolloutInProgress", rollout.message))
     elif rollout.phase == "Failed":
-        conds.append(Condition(PROGRESSING, "False", "ProgressDeadlineExceeded", rollout.message))
+        conds.append(Condition(PROGRESSING, "False", rollout.reason or "ProgressDeadlineExceeded", rollout.message))
     else:
         conds.append(Condition(PROGRESSING, "False", "RolloutComplete", rollout.message))
 
@@ -82,8 +101,15 @@ def _conditions(obs: Observation) -> list[Condition]:
         conds.append(Condition(DEGRADED, "True", "ApplyFailed", "; ".join(obs.failures)))
     elif obs.conflicts:
         conds.append(Condition(DEGRADED, "True", "ChildConflict", "; ".join(obs.conflicts)))
+    elif obs.rollback is not None:
+        conds.append(Condition(
+            DEGRADED, "True", "RolledBack",
+            f"the rollout of {obs.rollback.failed} failed ({obs.rollback.message or 'no details'}); rolled back to "
+            f"{obs.rollback.restored}, the last image that completed a rollout. The failed digest is not tried "
+            f"again until the spec changes",
+        ))
     elif rollout is not None and rollout.phase == "Failed":
-        conds.append(Condition(DEGRADED, "True", "ProgressDeadlineExceeded", rollout.message))
+        conds.append(Condition(DEGRADED, "True", rollout.reason or "ProgressDeadlineExceeded", rollout.message))
     else:
         conds.append(Condition(DEGRADED, "False", "AsExpected", ""))
 
@@ -93,6 +119,8 @@ def _conditions(obs: Observation) -> list[Condition]:
         ready = Condition(READY, "False", "ChildConflict", "; ".join(obs.conflicts))
     elif obs.image_refused:
         ready = Condition(READY, "False", "ImageNotPinned", "spec.image must be pinned by digest")
+    elif obs.pin_failure is not None and obs.image is None:
+        ready = Condition(READY, "False", obs.pin_failure[0], "the image could not be resolved: nothing is deployed")
     elif rollout is None:
         ready = Condition(READY, "False", "NoWorkload", "the worker Deployment does not exist yet")
     elif rollout.phase == "Failed":
@@ -107,7 +135,8 @@ def _conditions(obs: Observation) -> list[Condition]:
 def compute(old_status: dict[str, Any], obs: Observation, now: str) -> dict[str, Any]:
     """The complete new status (fields this operator owns, plus `deadLetter` kept as it was)."""
     status: dict[str, Any] = {
-        key: value for key, value in old_status.items() if key in ("deadLetter", "image")
+        key: value for key, value in old_status.items()
+        if key in ("deadLetter", "image", "rollout", "history", "rollback")
     }
     status["conditions"] = merge_conditions(
         list(old_status.get("conditions") or []), _conditions(obs), obs.generation, now,
@@ -117,13 +146,20 @@ def compute(old_status: dict[str, Any], obs: Observation, now: str) -> dict[str,
         status.update({k: old_status[k] for k in ("replicas", "readyReplicas") if k in old_status})
         return {k: v for k, v in status.items() if v is not None}
     status["observedGeneration"] = obs.generation
+    image: dict[str, Any] = dict(obs.resolution)
     if obs.image is not None:
-        image: dict[str, Any] = {"ref": str(obs.image), "digest": obs.image.digest, "short": obs.image.short}
-        if obs.requested_image and obs.requested_image != str(obs.image):
-            image["requested"] = obs.requested_image
-        status["image"] = image
-    elif obs.requested_image:
-        status["image"] = {"requested": obs.requested_image}
+        image.update(ref=str(obs.image), digest=obs.image.digest, short=obs.image.short)
+    if obs.requested_image and obs.requested_image != image.get("ref"):
+        image["requested"] = obs.requested_image
+    status["image"] = image or None
+    if obs.rollout_record is not None:
+        status["rollout"] = obs.rollout_record
+    if obs.history:
+        status["history"] = obs.history
+    if obs.rollback is None:
+        status.pop("rollback", None)
+    else:
+        status["rollback"] = obs.rollback.as_status()
     if obs.rollout is not None:
         status["replicas"] = obs.rollout.replicas
         status["readyReplicas"] = obs.rollout.ready_replicas

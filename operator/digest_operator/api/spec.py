@@ -465,6 +465,12 @@ class Rollout(Model):
     """Pods allowed to be unavailable during a rollout (number or percentage)."""
     progress_deadline_seconds: int = Field(default=600, ge=30, le=86400)
     """A rollout making no progress for this long is reported as failed (`Degraded`, ProgressDeadlineExceeded)."""
+    auto_rollback: bool = False
+    """When a rollout fails (progress deadline exceeded), put the last digest that completed a rollout back into the
+    Deployment, post a Warning Event naming both digests and set `Degraded=True` (reason RolledBack). The failed
+    digest is not tried again until the spec changes."""
+    history_limit: int = Field(default=5, ge=1, le=50)
+    """Rollouts kept in `status.history`."""
 
     @model_validator(mode="after")
     def _not_both_zero(self) -> Rollout:
@@ -474,6 +480,24 @@ class Rollout(Model):
         if unavailable.endswith("%") and int(unavailable[:-1]) > 100:
             raise ValueError("maxUnavailable must not be more than 100%")
         return self
+
+
+class ImagePolicy(Model):
+    """How `spec.image` becomes the digest the workloads run. The operator never renders a bare tag into a
+    workload, and a registry failure never rolls anything out (see docs/pinning.md)."""
+
+    mode: Literal["Require", "Resolve", "Track"] = "Require"
+    """`Require`: `spec.image` must carry a digest; a tag-only image is denied by the admission webhook (when
+    installed) and otherwise refused by the operator (ImagePinned=False, reason TagNotAllowed, Warning Event) while
+    the last pinned digest keeps running. `Resolve`: the operator resolves the tag through the registry's OCI
+    distribution API (multi-arch images at the index digest; credentials from `imagePullSecrets`), records it in
+    `status.image.resolved` and renders only the digest; it resolves again when the spec changes or when the
+    annotation `digest.dev/resolve-requested-at` changes value. `Track`: as Resolve, and also every
+    `trackInterval`, so a moved tag rolls out its new digest. When the registry is down or refuses, the last pinned
+    digest keeps running, ImagePinned=False names the reason (RegistryUnavailable, TagNotFound, Unauthorized) and
+    the resolution is retried with backoff. An image with a digest is used as is in every mode."""
+    track_interval: Duration = "5m"
+    """Track mode: time between resolutions of the tag (the operator's resync interval is the lower bound)."""
 
 
 class Monitoring(Model):
@@ -491,8 +515,11 @@ class DigestPipelineSpec(Model):
     """Desired state of a Service Bus digest worker pipeline."""
 
     image: str = Field(max_length=512, pattern=IMAGE_PATTERN)
-    """Worker image, pinned by digest: `repo@sha256:<64 hex>` or `repo:tag@sha256:<64 hex>`. A tag-only image is
-    refused (condition ImagePinned=False, reason TagNotAllowed) and never rolled out."""
+    """Worker image: `repo@sha256:<64 hex>` or `repo:tag@sha256:<64 hex>`; a tag-only `repo:tag` only with
+    `imagePolicy.mode` Resolve or Track (with Require it is refused: condition ImagePinned=False, reason
+    TagNotAllowed, and never rolled out)."""
+    image_policy: ImagePolicy = Field(default_factory=ImagePolicy, json_schema_extra={"default": {}})
+    """Digest pinning: require a digest, or resolve (and optionally track) a tag."""
     image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list)
     """Pull secrets for the worker and monitor pods."""
     service_bus: ServiceBus

@@ -43,7 +43,79 @@ class ImageStatus(Model):
     short: str | None = None
     """Short form for `kubectl get`: `<name>@<12 hex>`."""
     requested: str | None = None
-    """`spec.image` as last seen, when it differs from `ref` (e.g. a refused tag)."""
+    """`spec.image` as last seen, when it differs from `ref` (e.g. a refused tag, or a tag resolved by the
+    operator)."""
+    resolved: str | None = None
+    """Resolve/Track: the tag's digest as last resolved from the registry (`repo:tag@sha256:...`)."""
+    resolved_time: datetime | None = None
+    """When `resolved` was last confirmed by the registry."""
+    resolved_generation: int | None = Field(default=None, ge=0)
+    """The metadata.generation `resolved` was resolved for (a spec change resolves again)."""
+    resolve_requested_at: str | None = None
+    """The value of the `digest.dev/resolve-requested-at` annotation last acted on."""
+    resolve_failures: int | None = Field(default=None, ge=0)
+    """Failed resolutions in a row (they are retried with exponential backoff)."""
+    last_resolve_attempt_time: datetime | None = None
+    """When the registry was last asked, successfully or not."""
+
+
+class RolloutStatus(Model):
+    """The latest rollout of the worker Deployment, read like `kubectl rollout status`."""
+
+    revision: int = Field(ge=1)
+    """Counts the worker pod templates this pipeline has rolled out (1, 2, ...)."""
+    image: str | None = None
+    """The worker image of this rollout."""
+    digest: str | None = None
+    """Its digest."""
+    phase: Literal["Progressing", "Complete", "Failed"]
+    """Progressing, Complete or Failed (progress deadline exceeded)."""
+    message: str | None = None
+    """Details, e.g. `1 of 2 updated replicas are available`."""
+    started_time: datetime | None = None
+    """When the operator first saw this pod template."""
+    finished_time: datetime | None = None
+    """When the rollout completed or failed."""
+    verified: bool | None = None
+    """Complete with ready pods. A rollout while KEDA holds the worker at zero replicas completes without starting
+    a pod; it is verified (or fails) when the worker first scales up."""
+    template_hash: str | None = None
+    """Hash of the Deployment's pod template (a new hash is a new rollout)."""
+
+
+class HistoryEntry(Model):
+    """One past or current rollout."""
+
+    revision: int = Field(ge=1)
+    """Rollout revision (see `rollout.revision`)."""
+    image: str | None = None
+    """The worker image."""
+    digest: str | None = None
+    """Its digest."""
+    result: Literal["Progressing", "Complete", "Failed", "RolledBack", "Superseded"]
+    """How it ended: Complete, Failed, RolledBack (failed and replaced by the last good digest), Superseded (a newer
+    rollout started before it finished) or still Progressing."""
+    started_time: datetime | None = None
+    """When it started."""
+    finished_time: datetime | None = None
+    """When it ended."""
+    verified: bool | None = None
+    """Ready pods ran it (see `rollout.verified`); rollbacks prefer verified digests."""
+
+
+class RollbackStatus(Model):
+    """An automatic rollback in effect: `failedImage` is not tried again until the spec changes."""
+
+    failed_image: str
+    """The image whose rollout failed."""
+    restored_image: str
+    """The last image that completed a rollout, now running again."""
+    generation: int | None = Field(default=None, ge=0)
+    """The metadata.generation the rollback applies to."""
+    time: datetime | None = None
+    """When the operator rolled back."""
+    message: str | None = None
+    """Why the rollout of `failedImage` failed."""
 
 
 class DeadLetterStatus(Model):
@@ -75,3 +147,9 @@ class DigestPipelineStatus(Model):
     """Worker replicas that are ready."""
     dead_letter: DeadLetterStatus | None = None
     """Dead-letter queue facts."""
+    rollout: RolloutStatus | None = None
+    """The latest rollout."""
+    history: list[HistoryEntry] = Field(default_factory=list)
+    """The last `spec.rollout.historyLimit` rollouts, newest first."""
+    rollback: RollbackStatus | None = None
+    """The automatic rollback in effect, if any."""

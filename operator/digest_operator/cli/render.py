@@ -35,11 +35,14 @@ def render_documents(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         image = pipeline.image
         if not image.pinned:
-            problems.append((
-                prefix + "spec.image",
-                f"{image} is not pinned by digest (TagNotAllowed); the operator refuses tag-only images. "
-                f"Pin it as {image.name}:{image.tag or 'latest'}@sha256:<digest>",
-            ))
+            pin = f"{image.name}:{image.tag or 'latest'}@sha256:<digest>"
+            if pipeline.spec.image_policy.mode == "Require":
+                message = (f"{image} is not pinned by digest (TagNotAllowed); the operator refuses tag-only images. "
+                           f"Pin it as {pin}")
+            else:
+                message = (f"{image} is a tag, which the operator resolves from the registry at run time "
+                           f"(imagePolicy {pipeline.spec.image_policy.mode}); to render offline, pin it as {pin}")
+            problems.append((prefix + "spec.image", message))
             continue
         objects.extend(render_children(pipeline, image))
     if problems:

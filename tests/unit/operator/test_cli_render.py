@@ -55,6 +55,16 @@ def test_tag_only_image_is_refused(tmp_path: Path) -> None:
     assert "spec.image: registry.example.com/worker:latest is not pinned by digest (TagNotAllowed)" in result.stderr
 
 
+def test_tag_under_resolve_needs_a_digest_to_render_offline(tmp_path: Path) -> None:
+    path = tmp_path / "tag.yaml"
+    body = with_path(minimal(), "spec.image", "registry.example.com/worker:2.0")
+    path.write_text(yaml.safe_dump(with_path(body, "spec.imagePolicy", {"mode": "Track"})))
+    result = CliRunner().invoke(main, ["render", "-f", str(path)])
+    assert result.exit_code == 1
+    assert "resolves from the registry at run time (imagePolicy Track)" in result.stderr
+    assert "registry.example.com/worker:2.0@sha256:<digest>" in result.stderr
+
+
 def test_broken_yaml_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("spec: [unclosed\n")

@@ -32,3 +32,23 @@ def test_every_problem_is_named() -> None:
     assert "DIGEST_OPERATOR_RESYNC_SECONDS=-1: must be a positive number of seconds" in text
     assert "DIGEST_OPERATOR_FIELD_MANAGER: must not be empty" in text
     assert "DIGEST_OPERATOR_PEERING_LIFETIME=long" in text
+
+
+def test_pinning_and_webhook_settings() -> None:
+    config = OperatorConfig.from_env({
+        "DIGEST_OPERATOR_INSECURE_REGISTRIES": "127.0.0.1:5000, localhost:5001",
+        "DIGEST_OPERATOR_RESOLVE_BACKOFF": "2", "DIGEST_OPERATOR_WEBHOOK": "mutate",
+        "DIGEST_OPERATOR_WEBHOOK_PORT": "8443", "DIGEST_OPERATOR_WEBHOOK_FAILURE_POLICY": "Ignore",
+        "DIGEST_OPERATOR_WEBHOOK_HOST": "digest-operator-webhook.digest-system.svc",
+        "DIGEST_OPERATOR_REGISTRY_CA_FILE": "/etc/ssl/registry-ca.pem",
+    })
+    assert config.registry_ca_file == "/etc/ssl/registry-ca.pem"
+    assert config.insecure_registries == ("127.0.0.1:5000", "localhost:5001")
+    assert (config.resolve_backoff, config.webhook, config.webhook_port) == (2.0, "mutate", 8443)
+    assert config.webhook_failure_policy == "Ignore"
+    assert config.webhook_host == "digest-operator-webhook.digest-system.svc"
+    assert OperatorConfig.from_env({}).webhook == "off"
+    with pytest.raises(ConfigError) as info:
+        OperatorConfig.from_env({"DIGEST_OPERATOR_WEBHOOK": "on", "DIGEST_OPERATOR_WEBHOOK_FAILURE_POLICY": "fail"})
+    assert "DIGEST_OPERATOR_WEBHOOK=on: must be one of off, validate, mutate" in str(info.value)
+    assert "DIGEST_OPERATOR_WEBHOOK_FAILURE_POLICY=fail: must be one of Fail, Ignore" in str(info.value)
