@@ -69,7 +69,6 @@ class Message:
     scheduled_time: float | None = None
     lock_token: uuid.UUID | None = None
     locked_until: float | None = None
-    dead_letter_source: str | None = None
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,9 @@ def test_dead_letter_with_reason_and_description(connection_string: str) -> None
             (dead,) = dlq.receive_messages(max_wait_time=2)
             assert (dead.dead_letter_reason, dead.dead_letter_error_description) == (
                 "Permanent.InvalidMessage", "conversation_id is required")
+            # as the service: DeadLetterSource is only set on messages auto-forwarded out of a dead-letter queue
+            # (learn.microsoft.com: ServiceBusReceivedMessage.DeadLetterSource, Remarks), not on the DLQ itself
+            assert dead.dead_letter_source is None
 
 
 def test_peek_walks_the_queue_without_changing_delivery_counts(connection_string: str) -> None:
