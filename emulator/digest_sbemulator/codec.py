@@ -118,9 +118,9 @@ def encode_section(code: int, value: Any) -> bytes:
 _SYMBOL_KEYS: dict[str, bytes] = {}
 
 
-def _encode_annotations(annotations: dict[Any, Any]) -> bytes:
-    """The message-annotations section; string keys are symbols (their encodings are cached: every delivery
-    writes the same few)."""
+def annotation_entries(annotations: dict[Any, Any]) -> bytes:
+    """Encoded keys and values of message annotations (string keys are symbols), to be wrapped by
+    `annotations_section`; key encodings are cached, every delivery writes the same few."""
     body = bytearray()
     for key, value in annotations.items():
         if type(key) is str:
@@ -133,27 +133,33 @@ def _encode_annotations(annotations: dict[Any, Any]) -> bytes:
         else:
             amqp.encode_value(key, body)
         amqp.encode_value(value, body)
+    return bytes(body)
+
+
+def annotations_section(entries: bytes, count: int) -> bytes:
+    """A message-annotations section from `count` encoded key/value pairs."""
     out = bytearray(b"\x00\x53\x72")
-    amqp.map_header(body, 2 * len(annotations), out)
+    amqp.map_header(bytearray(entries), 2 * count, out)
     return bytes(out)
 
 
-def encode_for_delivery(
-    bare: bytes, *, delivery_count: int, ttl_ms: int | None, annotations: dict[Any, Any],
-    application_properties: dict[str, Any] | None = None,
-) -> bytes:
-    """Header + message annotations (server-written) + the stored bare message.
+def header_section(ttl_ms: int | None, delivery_count: int) -> bytes:
+    """The header section the broker writes: durable, ttl, delivery-count (hand-encoded: once per delivery)."""
+    fields = b"\x41\x40" + (_uint(ttl_ms) if ttl_ms is not None else b"\x40") + b"\x40" + _uint(delivery_count)
+    return b"\x00\x53\x70\xc0%c\x05%s" % (len(fields) + 1, fields)
 
-    `application_properties`, when given, are merged into the client's section (the broker adds
-    DeadLetterReason and DeadLetterErrorDescription that way, as the service does).
-    """
-    header = [True, None, UInt(ttl_ms) if ttl_ms is not None else None, None, UInt(delivery_count)]
-    out = [encode_section(HEADER, header)]
-    if annotations:
-        out.append(_encode_annotations(annotations))
-    if not application_properties:
-        return b"".join(out) + bare
+
+def _uint(value: int) -> bytes:
+    out = bytearray()
+    amqp.encode_value(UInt(value), out)
+    return bytes(out)
+
+
+def with_application_properties(bare: bytes, application_properties: dict[str, Any]) -> bytes:
+    """The bare message with `application_properties` merged into the client's section (the broker adds
+    DeadLetterReason and DeadLetterErrorDescription that way, as the service does)."""
     merged: dict[Any, Any] = dict(application_properties)
+    out: list[bytes] = []
     inserted = False
     for code, value, blob in raw_sections(bare):
         if code == APPLICATION_PROPERTIES:
@@ -166,6 +172,18 @@ def encode_for_delivery(
     if not inserted:
         out.append(encode_section(APPLICATION_PROPERTIES, merged))
     return b"".join(out)
+
+
+def encode_for_delivery(
+    bare: bytes, *, delivery_count: int, ttl_ms: int | None, annotations: dict[Any, Any],
+    application_properties: dict[str, Any] | None = None,
+) -> bytes:
+    """Header + message annotations (server-written) + the stored bare message (with `application_properties`
+    merged into the client's section, see `with_application_properties`)."""
+    out = header_section(ttl_ms, delivery_count)
+    if annotations:
+        out += annotations_section(annotation_entries(annotations), len(annotations))
+    return out + (with_application_properties(bare, application_properties) if application_properties else bare)
 
 
 def lock_token_tag(token: uuid.UUID) -> bytes:

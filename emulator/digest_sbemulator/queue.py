@@ -69,6 +69,8 @@ class Message:
     scheduled_time: float | None = None
     lock_token: uuid.UUID | None = None
     locked_until: float | None = None
+    encoded: tuple[bytes, int, bytes] | None = None
+    """The server's cache of what every delivery of this message repeats; cleared when that changes."""
 
 
 @dataclass(frozen=True)
@@ -389,6 +391,7 @@ class Queue:
             sub.make_available(message)
 
     def _move_to_dead_letter(self, message: Message, reason: str | None, description: str | None) -> None:
+        message.encoded = None  # its application properties change
         self.main.remove(message)
         message.state = State.ACTIVE
         message.scheduled_time = None

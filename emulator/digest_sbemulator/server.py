@@ -308,20 +308,28 @@ def _ms(seconds: float) -> Timestamp:
 
 
 def _encode_stored(queue: Queue, message: Stored) -> bytes:
-    """A stored message as the SDK receives it: header and annotations written by the broker, the rest as sent."""
-    annotations: dict[str, Any] = {
-        **message.annotations,
-        "x-opt-sequence-number": message.sequence_number,
-        "x-opt-enqueued-time": _ms(message.enqueued_time),
-    }
+    """A stored message as the SDK receives it: header and annotations written by the broker, the rest as sent.
+
+    What every delivery repeats (the client's annotations, sequence number, enqueued time, the bare message with
+    broker-set application properties) is encoded once and kept on the message."""
+    cached = message.encoded
+    if cached is None:
+        static = {**message.annotations, "x-opt-sequence-number": message.sequence_number,
+                  "x-opt-enqueued-time": _ms(message.enqueued_time)}
+        tail = codec.with_application_properties(message.body, message.application_properties) \
+            if message.application_properties else message.body
+        cached = message.encoded = (codec.annotation_entries(static), len(static), tail)
+    entries, count, tail = cached
+    dynamic: dict[str, Any] = {}
     if message.locked_until is not None:
-        annotations["x-opt-locked-until"] = _ms(message.locked_until)
+        dynamic["x-opt-locked-until"] = _ms(message.locked_until)
     if message.state is not State.ACTIVE:
-        annotations["x-opt-message-state"] = int(message.state)
-    return codec.encode_for_delivery(
-        message.body, delivery_count=message.delivery_count, ttl_ms=_ttl_ms(queue, message),
-        annotations=annotations, application_properties=message.application_properties or None,
-    )
+        dynamic["x-opt-message-state"] = int(message.state)
+    if dynamic:
+        entries += codec.annotation_entries(dynamic)
+        count += len(dynamic)
+    return (codec.header_section(_ttl_ms(queue, message), message.delivery_count)
+            + codec.annotations_section(entries, count) + tail)
 
 
 def _stored(part: codec.Sections) -> Stored:
