@@ -54,6 +54,7 @@ INCOMING_WINDOW = 2**31 - 1
 CREDIT = 500
 """Link credit granted to client senders, topped up when half is used."""
 _TRANSFER_OVERHEAD = 64
+SESSION_FILTER = "com.microsoft:session-filter"
 _TLS_HANDSHAKE = 0x16
 """The first byte of a TLS record: an HTTPS client (the administration client) rather than AMQP."""
 
@@ -325,9 +326,12 @@ class Connection(asyncio.Protocol):
         address_text = field(terminus.value, 0, "") if isinstance(terminus, Described) else ""
         try:
             address: Address | None = self.broker.namespace.resolve(str(address_text))
-            problem = None
+            problem, condition = None, "amqp:not-found"
         except UnknownEntity as exc:
-            address, problem = None, str(exc)
+            address, problem, condition = None, str(exc), "amqp:not-found"
+        filters = field(source.value, 7) if client_receives and isinstance(source, Described) else None
+        if isinstance(filters, dict) and any(str(key) == SESSION_FILTER for key in filters):
+            address, problem, condition = None, "sessions are not supported by this emulator", "amqp:not-implemented"
         link = Link(session, name, handle, client_receives, address)
         link.path = entity_path(str(address_text)).lower()
         session.links[handle] = link
@@ -340,7 +344,7 @@ class Connection(asyncio.Protocol):
             # as the service does: attach without a terminus, then detach with the error
             reply += [None, None] if client_receives else [source, None]
             self.send(performative(ATTACH, reply, channel))
-            self.detach(link, error("amqp:not-found", problem))
+            self.detach(link, error(condition, problem))
             return
         reply += [source, target, None, None, UInt(0) if client_receives else None]
         self.send(performative(ATTACH, reply, channel))

@@ -155,6 +155,13 @@ def test_unknown_entities_fail_instead_of_hanging(connection_string: str) -> Non
         receiver.receive_messages(max_wait_time=1)
 
 
+def test_session_receivers_are_refused_clearly(connection_string: str) -> None:
+    with ServiceBusClient.from_connection_string(connection_string, retry_total=0) as client, \
+            pytest.raises(ServiceBusError, match="sessions are not supported"), \
+            client.get_queue_receiver("orders", session_id="s1", max_wait_time=1) as receiver:
+        receiver.receive_messages(max_wait_time=1)
+
+
 def test_duplicate_detection_drops_a_resent_id(connection_string: str, emulator: EmulatorServer) -> None:
     _send(connection_string, "dedupe", ServiceBusMessage("a", message_id="same"),
           ServiceBusMessage("b", message_id="same"), ServiceBusMessage("c", message_id="other"))
