@@ -28,7 +28,7 @@ CONVERSATIONS = ("19:general@thread.tacv2", "19:team-b@thread.tacv2", "19:gone@t
 QUEUES = [
     "digests:MaxDeliveryCount=3,LockDuration=PT5S",
     "retries:MaxDeliveryCount=2,LockDuration=PT5S",
-    "slow:MaxDeliveryCount=3,LockDuration=PT2S",
+    "slow:MaxDeliveryCount=3,LockDuration=PT4S",
 ]
 
 
@@ -108,9 +108,13 @@ class Stack:
         async with ServiceBusClient.from_connection_string(self.emulator.connection_string()) as client:
             yield client
 
-    async def send(self, queue: str, *messages: Any) -> None:
+    async def send(self, queue: str, *messages: Any, one_by_one: bool = False) -> None:
         async with self.client() as client, client.get_queue_sender(queue) as sender:
-            await sender.send_messages(list(messages))
+            if one_by_one:
+                for message in messages:
+                    await sender.send_messages(message)
+            else:
+                await sender.send_messages(list(messages))
 
     async def peek(self, queue: str, dead_letter: bool = False) -> list[Any]:
         sub = ServiceBusSubQueue.DEAD_LETTER if dead_letter else None

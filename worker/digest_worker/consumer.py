@@ -122,9 +122,7 @@ class Consumer:
                         if len(inflight) >= cfg.concurrency:
                             await self._wait_any(inflight)
                             continue
-                        messages = await asyncio.wait_for(
-                            receiver.receive_messages(max_message_count=cfg.concurrency - len(inflight),
-                                                      max_wait_time=RECEIVE_WAIT_SECONDS), WATCHDOG_SECONDS)
+                        messages = await self._receive(receiver, cfg.concurrency - len(inflight))
                         for message in messages:
                             if self._stopping.is_set() or self._pause_requested.is_set():
                                 await self._settle(receiver, message, Decision(Action.ABANDON), Result.SHUTDOWN)
@@ -139,6 +137,29 @@ class Consumer:
                     self.connected = False
                     await self._drain(inflight)
                     await renewer.close()
+
+    async def _receive(self, receiver: ServiceBusReceiver, count: int) -> list[Any]:
+        """One receive call, given up as soon as the worker stops or pauses: a message that arrives then would have
+        to be abandoned, which costs it a delivery attempt; left in the link, it is released when the receiver
+        closes, which costs nothing."""
+        receive = asyncio.ensure_future(receiver.receive_messages(max_message_count=count,
+                                                                  max_wait_time=RECEIVE_WAIT_SECONDS))
+        stop = asyncio.ensure_future(self._stopping.wait())
+        pause = asyncio.ensure_future(self._pause_requested.wait())
+        try:
+            done, _ = await asyncio.wait({receive, stop, pause}, timeout=WATCHDOG_SECONDS,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            pause.cancel()
+        if receive in done:
+            return list(receive.result())
+        receive.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await receive
+        if not done:
+            raise TimeoutError(f"receive_messages did not return within {WATCHDOG_SECONDS} s")
+        return []
 
     async def _wait_any(self, inflight: set[asyncio.Task[None]]) -> None:
         stop = asyncio.ensure_future(self._stopping.wait())
