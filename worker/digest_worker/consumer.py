@@ -36,15 +36,22 @@ Check = Callable[[], Awaitable[None]]
 
 
 class _RenewalCounter:
-    """Receiver stand-in given to `AutoLockRenewer.register`: forwards renewals and counts them."""
+    """Receiver stand-in given to `AutoLockRenewer.register`: forwards renewals one at a time and counts them.
 
-    def __init__(self, receiver: ServiceBusReceiver, metrics: Metrics) -> None:
+    One at a time: azure-servicebus 7.15 fails concurrent management requests issued while the receiver's
+    `$management` link is still opening ("Management Operation error occurred", then the handler shuts down and every
+    settlement fails). The first renewals of a batch arrive together, so they are serialised per receiver.
+    """
+
+    def __init__(self, receiver: ServiceBusReceiver, metrics: Metrics, lock: asyncio.Lock) -> None:
         self._receiver = receiver
         self._metrics = metrics
+        self._lock = lock
 
     async def renew_message_lock(self, message: Any, **kwargs: Any) -> Any:
         try:
-            result = await self._receiver.renew_message_lock(message, **kwargs)
+            async with self._lock:
+                result = await self._receiver.renew_message_lock(message, **kwargs)
         except Exception:
             self._metrics.lock_renewals.labels("failed").inc()
             raise
@@ -64,6 +71,7 @@ class Consumer:
         self.pause: Failure | None = None
         self._stopping = asyncio.Event()
         self._pause_requested = asyncio.Event()
+        self._receiving_stopped = asyncio.Event()
         self._contexts: dict[asyncio.Task[None], MessageContext] = {}
 
     # state
@@ -115,6 +123,8 @@ class Consumer:
             receiver = client.get_queue_receiver(cfg.queue, prefetch_count=cfg.prefetch)
             async with receiver:
                 inflight: set[asyncio.Task[None]] = set()
+                renewals = _RenewalCounter(receiver, self.metrics, asyncio.Lock())
+                self._receiving_stopped.clear()
                 try:
                     self.connected = True
                     log.info("receiving", extra={"queue": cfg.queue, "concurrency": cfg.concurrency})
@@ -124,42 +134,27 @@ class Consumer:
                             continue
                         messages = await self._receive(receiver, cfg.concurrency - len(inflight))
                         for message in messages:
-                            if self._stopping.is_set() or self._pause_requested.is_set():
+                            # received during a pause: give it back (this costs it one delivery attempt); received
+                            # while stopping: process it like the rest of the in-flight work
+                            if self._pause_requested.is_set():
                                 await self._settle(receiver, message, Decision(Action.ABANDON), Result.SHUTDOWN)
                                 continue
                             if cfg.max_lock_renewal_seconds > 0:
-                                renewer.register(cast(ServiceBusReceiver, _RenewalCounter(receiver, self.metrics)),
-                                                 message)
+                                renewer.register(cast(ServiceBusReceiver, renewals), message)
                             task = asyncio.create_task(self._handle(receiver, message))
                             inflight.add(task)
                             task.add_done_callback(inflight.discard)
                 finally:
                     self.connected = False
+                    self._receiving_stopped.set()
                     await self._drain(inflight)
                     await renewer.close()
 
     async def _receive(self, receiver: ServiceBusReceiver, count: int) -> list[Any]:
-        """One receive call, given up as soon as the worker stops or pauses: a message that arrives then would have
-        to be abandoned, which costs it a delivery attempt; left in the link, it is released when the receiver
-        closes, which costs nothing."""
-        receive = asyncio.ensure_future(receiver.receive_messages(max_message_count=count,
-                                                                  max_wait_time=RECEIVE_WAIT_SECONDS))
-        stop = asyncio.ensure_future(self._stopping.wait())
-        pause = asyncio.ensure_future(self._pause_requested.wait())
-        try:
-            done, _ = await asyncio.wait({receive, stop, pause}, timeout=WATCHDOG_SECONDS,
-                                         return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-            pause.cancel()
-        if receive in done:
-            return list(receive.result())
-        receive.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await receive
-        if not done:
-            raise TimeoutError(f"receive_messages did not return within {WATCHDOG_SECONDS} s")
-        return []
+        """One receive call (at most RECEIVE_WAIT_SECONDS), never cancelled: cancelling it breaks the receiver.
+        A watchdog turns a hung call into a reconnect."""
+        return list(await asyncio.wait_for(
+            receiver.receive_messages(max_message_count=count, max_wait_time=RECEIVE_WAIT_SECONDS), WATCHDOG_SECONDS))
 
     async def _wait_any(self, inflight: set[asyncio.Task[None]]) -> None:
         stop = asyncio.ensure_future(self._stopping.wait())
@@ -212,6 +207,8 @@ class Consumer:
                                   self.config.teams_max_retry_after_seconds)
                 if decision.pause and outcome.failure is not None:
                     self.request_pause(outcome.failure)
+                    # abandon only once no receive call is pending, else the message comes straight back to us
+                    await self._receiving_stopped.wait()
                 if decision.delay:
                     await self._sleep(decision.delay)
                 await self._settle(receiver, message, decision, outcome.result, outcome)
