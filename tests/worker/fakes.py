@@ -4,6 +4,7 @@ a Bot Connector (`POST /v3/conversations/{id}/activities`) and an HTTPS token en
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import ipaddress
 import itertools
@@ -208,3 +209,24 @@ class FakeTokenEndpoint:
                                       "secret provided."}, status=401)
         return web.json_response({"access_token": f"token-{self.token_requests}", "token_type": "Bearer",
                                   "expires_in": 3600})
+
+
+def main() -> None:
+    """`python -m tests.worker.fakes [--delay S]`: serve a fake Bot Connector until killed; prints its URL."""
+    import argparse
+    import signal
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
+    args = parser.parse_args()
+    connector = FakeConnector(delay=args.delay).start()
+    print(connector.url, flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with contextlib.suppress(KeyboardInterrupt):
+        stop.wait()
+    connector.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
@@ -59,6 +60,10 @@ class WorkerApp:
 
     async def start(self) -> None:
         """Prepare the database and serve probes; a failure here starts the worker paused, not crashed."""
+        # The Bot Framework SDK posts through `requests` in the default executor (and tokens are fetched there):
+        # size it for `concurrency` posts at once instead of the default min(32, cpus + 4).
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=self.config.concurrency + 4, thread_name_prefix="digest-io"))
         await self._serve_http()
         try:
             await self.systemic_check()

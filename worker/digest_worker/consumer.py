@@ -73,6 +73,7 @@ class Consumer:
         self._pause_requested = asyncio.Event()
         self._receiving_stopped = asyncio.Event()
         self._contexts: dict[asyncio.Task[None], MessageContext] = {}
+        self._link_lock = asyncio.Lock()  # settlements and lock renewals of the current receiver take turns
 
     # state
 
@@ -123,7 +124,8 @@ class Consumer:
             receiver = client.get_queue_receiver(cfg.queue, prefetch_count=cfg.prefetch)
             async with receiver:
                 inflight: set[asyncio.Task[None]] = set()
-                renewals = _RenewalCounter(receiver, self.metrics, asyncio.Lock())
+                self._link_lock = asyncio.Lock()
+                renewals = _RenewalCounter(receiver, self.metrics, self._link_lock)
                 self._receiving_stopped.clear()
                 try:
                     self.connected = True
@@ -226,14 +228,18 @@ class Consumer:
         if getattr(message, "auto_renew_error", None) is not None:
             extra["lock_renew_error"] = str(message.auto_renew_error)
         try:
+            # One settlement at a time per receiver: azure-servicebus 7.15 (aio) waits for each outcome, and
+            # concurrent waiters on one connection are ~25x slower than taking turns (bench/worker_throughput.py).
+            async with self._link_lock:
+                if decision.action is Action.COMPLETE:
+                    await receiver.complete_message(message)
+                elif decision.action is Action.DEAD_LETTER:
+                    await receiver.dead_letter_message(message, reason=decision.reason,
+                                                       error_description=decision.description)
+                else:
+                    await receiver.abandon_message(message)
             if decision.action is Action.COMPLETE:
-                await receiver.complete_message(message)
                 self.metrics.last_success.set(time.time())
-            elif decision.action is Action.DEAD_LETTER:
-                await receiver.dead_letter_message(message, reason=decision.reason,
-                                                   error_description=decision.description)
-            else:
-                await receiver.abandon_message(message)
         except SETTLE_GONE as exc:
             log.warning("settlement not possible; Service Bus will redeliver", extra={
                 **extra, "error": f"{type(exc).__name__}: {str(exc)[:200]}"})

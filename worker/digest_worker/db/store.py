@@ -60,7 +60,9 @@ def _aware(value: datetime) -> datetime:
 
 def create_engine(url: str) -> AsyncEngine:
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        # One connection: SQLite has one writer at a time, and concurrent writers on several connections wait in
+        # SQLite's sleeping busy handler (tens of ms each); queueing for the one connection costs nothing.
+        engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=60)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -126,7 +128,7 @@ class Store:
             current = await migrate.current_revision(self.engine)
         except (DBAPIError, SQLAlchemyError, OSError, TimeoutError) as exc:
             raise classify(exc) from exc
-        head = migrate.head_revision()
+        head = migrate.HEAD
         if current != head:
             raise failures.systemic("DatabaseSchemaMissing",
                                     f"schema revision {current or 'none'}, expected {head}: run the migrations")
