@@ -165,7 +165,9 @@ class FakeTokenEndpoint:
         import ssl
 
         self.secret = secret
+        self.assertion = "federated-service-account-token"  # what a workload identity token file holds
         self.token_requests = 0
+        self.grants: list[dict[str, str]] = []
         self.cert, key = self_signed(directory)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.cert, key)
@@ -204,7 +206,9 @@ class FakeTokenEndpoint:
         self.token_requests += 1
         if self.on_token is not None:
             await self.on_token()
-        if form.get("client_secret") != self.secret:
+        self.grants.append({k: str(v) for k, v in form.items() if k in ("client_id", "grant_type", "scope",
+                                                                        "client_assertion_type")})
+        if form.get("client_secret") != self.secret and form.get("client_assertion") != self.assertion:
             return web.json_response({"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client "
                                       "secret provided."}, status=401)
         return web.json_response({"access_token": f"token-{self.token_requests}", "token_type": "Bearer",

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from tests.worker.harness import APP_ID, CONVERSATIONS, Stack, metric, request, wait_until
 
 
@@ -65,3 +69,31 @@ async def test_token_is_fetched_once_for_many_sends(stack: Stack) -> None:
         await wait_until(lambda: len(stack.connector.delivered()) == 6)
         assert metric(app, "digest_worker_teams_requests_total", status_class="2xx") == 6
     assert stack.tokens.token_requests == 1
+
+
+async def test_single_tenant_app(stack: Stack) -> None:
+    await stack.seed([("ana", "Item", 1.0, 1)])
+    await stack.send("digests", request("st-1"))
+    async with stack.worker(DIGEST_TEAMS_APP_TYPE="SingleTenant", DIGEST_TEAMS_TENANT_ID="tenant-x") as app:
+        await stack.settled(app, 1)
+    assert len(stack.connector.delivered()) == 1
+    assert stack.tokens.grants[-1]["client_id"] == APP_ID
+
+
+async def test_user_assigned_msi_with_workload_identity(stack: Stack, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """AKS workload identity: azure-identity exchanges the projected service-account token (client assertion)."""
+    token_file = tmp_path / "azure-identity-token"
+    token_file.write_text(stack.tokens.assertion)
+    monkeypatch.setenv("AZURE_FEDERATED_TOKEN_FILE", str(token_file))
+    await stack.seed([("ana", "Item", 1.0, 1)])
+    await stack.send("digests", request("wi-1"), request("wi-2"))
+    async with stack.worker(DIGEST_TEAMS_APP_TYPE="UserAssignedMSI", DIGEST_TEAMS_TENANT_ID="tenant-x",
+                            DIGEST_TEAMS_APP_PASSWORD="", DIGEST_TEAMS_LOGIN_URL=stack.tokens.base) as app:
+        await stack.settled(app, 2)
+    posts = stack.connector.delivered()
+    assert len(posts) == 2 and all(p.headers["Authorization"].startswith("Bearer token-") for p in posts)
+    grants = stack.tokens.grants
+    assert len(grants) == 1  # azure-identity caches the token
+    assert grants[0]["client_assertion_type"] == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+    assert grants[0]["client_id"] == APP_ID

@@ -6,6 +6,7 @@ import asyncio
 import threading
 
 import aiohttp
+import pytest
 
 from tests.worker.harness import Stack, metric, request, wait_until
 
@@ -72,4 +73,25 @@ async def test_missing_schema_pauses_without_dead_lettering(stack: Stack) -> Non
         await stack.settled(app, 1)
         assert metric(app, "digest_worker_paused") == 0
     assert len(stack.connector.delivered()) == 1
+    assert await stack.dead_letters("digests") == {}
+
+
+async def test_dropped_connection_mid_flight_reconnects_and_posts_once(stack: Stack,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIGEST_TEST_SOURCE_DELAY", "2")
+    await stack.seed([("ana", "Item", 1.0, 1)])
+    await stack.send("digests", request("net-1"))
+    async with stack.worker(DIGEST_SOURCE="tests.worker.sources:slow") as app:
+        await wait_until(lambda: metric(app, "digest_worker_in_flight") == 1, what="in flight")
+        assert stack.emulator.drop_connections() >= 1  # the network fails: the lock is lost with the connection
+        # the settlement of the in-flight message fails; the worker reconnects and the redelivery is a duplicate
+        await wait_until(lambda: metric(app, "digest_worker_messages_total", outcome="completed",
+                                        reason="duplicate") == 1, within=40, what="the redelivery completed")
+        await stack.send("digests", request("net-2"))
+        await wait_until(lambda: len(stack.connector.delivered()) == 2, within=30, what="a new message delivered")
+    assert sorted(p.json["attachments"][0]["content"]["body"][0]["text"] for p in stack.connector.delivered()) == [
+        "Digest of the last 7 days"] * 2
+    async with stack.store() as store:
+        row = await store.request_row("net-1")
+    assert row is not None and row["state"] == "sent"
     assert await stack.dead_letters("digests") == {}

@@ -245,7 +245,7 @@ class Consumer:
                 **extra, "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
             self.metrics.messages.labels("lock_lost", reason).inc()
             return
-        except (ServiceBusError, OSError) as exc:
+        except (ServiceBusError, OSError, ValueError) as exc:  # ValueError: the receiver was shut down
             log.warning("settlement failed; Service Bus will redeliver", extra={
                 **extra, "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
             self.metrics.messages.labels("settle_failed", reason).inc()

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import requests
 from azure.core.exceptions import DeserializationError
@@ -51,11 +52,15 @@ class BearerToken(Authentication):
 class AzureIdentityAppCredentials:
     """A Bot Framework token from azure-identity (AKS workload identity, or managed identity off AKS)."""
 
-    def __init__(self, client_id: str, tenant_id: str | None) -> None:
+    def __init__(self, client_id: str, tenant_id: str | None, authority: str | None = None) -> None:
         from azure.identity import ManagedIdentityCredential, WorkloadIdentityCredential
 
         if os.environ.get("AZURE_FEDERATED_TOKEN_FILE"):
-            self._credential: Any = WorkloadIdentityCredential(client_id=client_id, tenant_id=tenant_id or None)
+            # `authority` (a private cloud, or a local endpoint in tests) disables instance discovery, which would
+            # otherwise ask login.microsoftonline.com about that host
+            extra: dict[str, Any] = {"authority": authority, "disable_instance_discovery": True} if authority else {}
+            self._credential: Any = WorkloadIdentityCredential(client_id=client_id, tenant_id=tenant_id or None,
+                                                               **extra)
         else:
             self._credential = ManagedIdentityCredential(client_id=client_id)
 
@@ -101,6 +106,12 @@ class CachingCredentialsFactory(ServiceClientCredentialsFactory):  # type: ignor
         return BearerToken(token)
 
 
+def authority_host(login_url: str) -> str:
+    """`https://login.example/tenant` → `https://login.example` (azure-identity wants the host, not the tenant)."""
+    parts = urlsplit(login_url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def bot_settings(config: WorkerConfig) -> SimpleNamespace:
     """The attribute names the SDK reads with getattr()."""
     settings = SimpleNamespace(APP_ID=config.teams_app_id, APP_PASSWORD=config.teams_app_password or "",
@@ -135,9 +146,10 @@ class TeamsDelivery:
         make = None
         if config.teams_app_type == "UserAssignedMSI":
             app_id, tenant = config.teams_app_id, config.teams_tenant_id
+            authority = authority_host(config.teams_login_url) if config.teams_login_url else None
 
             def make() -> Any:
-                return AzureIdentityAppCredentials(app_id, tenant)
+                return AzureIdentityAppCredentials(app_id, tenant, authority)
         self.credentials = CachingCredentialsFactory(ConfigurationServiceClientCredentialFactory(self.settings), make)
         self.adapter = CloudAdapter(ConfigurationBotFrameworkAuthentication(
             self.settings, credentials_factory=self.credentials))
