@@ -106,7 +106,7 @@ class Consumer:
             try:
                 await self._consume()
                 failures_in_a_row = 0
-            except (ServiceBusError, OSError, TimeoutError) as exc:
+            except Exception as exc:  # ServiceBusError, OSError, a receiver shut down by the SDK, ...: reconnect
                 self.connected = False
                 failures_in_a_row += 1
                 self.metrics.reconnects.inc()
@@ -196,11 +196,11 @@ class Consumer:
         started = time.monotonic()
         with log_context(message_id=ctx.message_id, correlation_id=ctx.correlation_id,
                          delivery_count=ctx.delivery_count):
+            settled = False
             try:
                 try:
                     outcome = await self.processor.handle(message, ctx)
                 except asyncio.CancelledError:
-                    await self._settle(receiver, message, Decision(Action.ABANDON), Result.SHUTDOWN)
                     raise
                 except Exception as exc:  # a bug or an unclassified error: retry like a transient one
                     log.exception("unexpected error while processing")
@@ -213,7 +213,12 @@ class Consumer:
                     await self._receiving_stopped.wait()
                 if decision.delay:
                     await self._sleep(decision.delay)
+                settled = True
                 await self._settle(receiver, message, decision, outcome.result, outcome)
+            except asyncio.CancelledError:  # the drain period is over: give the message back now
+                if not settled:
+                    await self._settle(receiver, message, Decision(Action.ABANDON), Result.SHUTDOWN)
+                raise
             finally:
                 self.metrics.in_flight.dec()
                 self.metrics.duration.observe(time.monotonic() - started)
