@@ -73,3 +73,16 @@ def test_sdk_exceptions(error: Exception, category: Category, kind: str) -> None
 def test_already_classified_passes_through() -> None:
     error = FailureError(classify_status(404, "x"))
     assert classify(error) is error
+
+
+def test_msrest_retry_policy_is_unchanged_by_the_speed_up() -> None:
+    from msrest.universal_http.requests import ClientRetryPolicy
+
+    import digest_worker.teams  # noqa: F401 - applies the speed-up
+
+    original_safe = [i for i in range(500) if i != 408] + [501, 505]
+    expected = [i for i in range(999) if i not in original_safe]
+    policy = ClientRetryPolicy()()  # type: ignore[no-untyped-call]
+    assert isinstance(ClientRetryPolicy.safe_codes, frozenset)
+    assert sorted(ClientRetryPolicy.safe_codes) == sorted(original_safe)
+    assert policy.status_forcelist == expected
