@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from tests.support.kubeconfig import free_port
-from tests.worker.harness import Stack, request, wait_until
+from tests.worker.harness import SECRET, Stack, request, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,6 +80,10 @@ async def test_sigterm_mid_batch_loses_nothing(stack: Stack, monkeypatch: pytest
         assert await exit_code(worker.proc) == 0
         log = worker.log()
     assert '"message": "stopping: no new messages; draining in-flight work"' in log
+    assert '"request_id": "batch-' in log and '"correlation_id": "corr-batch-' in log
+    # no secret in the logs: neither the Teams password, nor the SAS key of the connection string, nor the token
+    assert SECRET not in log and "SharedAccessKey" not in log and "SAS_KEY_VALUE" not in log
+    assert "Bearer" not in log and "token-1" not in log
     assert len(stack.connector.delivered()) == posted_before_restart
     remaining = await stack.peek("slow")
     assert len(remaining) == 8 - posted_before_restart

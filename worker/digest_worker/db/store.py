@@ -106,14 +106,6 @@ class Store:
         except (DBAPIError, SQLAlchemyError, OSError, TimeoutError) as exc:
             raise classify(exc) from exc
 
-    def _upsert_nothing(self, table: Any, values: dict[str, Any], key: str) -> Any:
-        dialect = self.engine.dialect.name
-        if dialect == "postgresql":
-            return pg_insert(table).values(**values).on_conflict_do_nothing(index_elements=[key])
-        if dialect == "sqlite":
-            return sqlite_insert(table).values(**values).on_conflict_do_nothing(index_elements=[key])
-        raise NotImplementedError(dialect)
-
     # schema
 
     async def upgrade(self) -> None:
@@ -139,16 +131,17 @@ class Store:
     # ledger
 
     async def begin(self, request_id: str, message_id: str | None, conversation_id: str) -> str:
-        """Record the request as received (once) and count the attempt; return its state."""
+        """Record the request as received (once) and count the attempt; return its state. One statement."""
         now = utcnow()
+        insert_ = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        statement = (insert_(digest_requests)
+                     .values(request_id=request_id, message_id=message_id, conversation_id=conversation_id,
+                             state=RECEIVED, attempts=1, created_at=now, updated_at=now)
+                     .on_conflict_do_update(index_elements=["request_id"],
+                                            set_={"attempts": digest_requests.c.attempts + 1, "updated_at": now})
+                     .returning(digest_requests.c.state))
         async with self._tx() as conn:
-            await conn.execute(self._upsert_nothing(digest_requests, {
-                "request_id": request_id, "message_id": message_id, "conversation_id": conversation_id,
-                "state": RECEIVED, "attempts": 0, "created_at": now, "updated_at": now}, "request_id"))
-            await conn.execute(update(digest_requests).where(digest_requests.c.request_id == request_id)
-                               .values(attempts=digest_requests.c.attempts + 1, updated_at=now))
-            state = (await conn.execute(select(digest_requests.c.state)
-                                        .where(digest_requests.c.request_id == request_id))).scalar_one()
+            state = (await conn.execute(statement)).scalar_one()
         return str(state)
 
     async def claim(self, request_id: str, lease_seconds: float) -> Claim:
