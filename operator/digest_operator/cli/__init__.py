@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from digest_operator.cli import crd, emulator, operator, render, rollout
+from digest_worker import cli as worker_cli
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -18,3 +19,7 @@ main.add_command(crd.crd)
 main.add_command(operator.operator)
 main.add_command(emulator.emulator)
 main.add_command(rollout.rollout)
+main.add_command(worker_cli.worker)
+main.add_command(worker_cli.enqueue)
+main.add_command(worker_cli.references)
+main.add_command(worker_cli.items)

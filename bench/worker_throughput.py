@@ -1,0 +1,190 @@
+"""Worker throughput and cold start against the emulator, all measured in the same run.
+
+(a) a bare azure-servicebus (aio) receive + complete loop, N messages in flight at once;
+(b) the worker (no-op source, SQLite ledger, instant local Bot Connector) on the same kind of queue:
+    messages/s of each and the ratio b/a (goal >= 0.8);
+(c) the worker at concurrency 16 with a Bot Connector that takes 50 ms per post: messages/s against the bound
+    16 / 0.05 s = 320/s (goal >= 90 %);
+(d) cold start: `python -m digest_worker` process start to the first message settled, median of 5 (goal < 1.5 s).
+
+The emulator and the Bot Connectors run as their own processes. Teams auth is disabled (no token traffic).
+
+    uv run python -m bench.worker_throughput [--messages 2000] [--concurrency 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from azure.servicebus import ServiceBusMessage
+from azure.servicebus.aio import ServiceBusClient
+
+from digest_worker import contract
+from digest_worker.app import WorkerApp
+from digest_worker.config import load
+from tests.support.kubeconfig import free_port
+from tests.worker.harness import messages_total
+
+ROOT = Path(__file__).resolve().parents[1]
+CONVERSATION = "19:bench@thread.tacv2"
+QUEUES = ["bare", "worker", "slow-teams", *[f"cold-{i}" for i in range(5)]]
+
+
+def _spawn(args: list[str]) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+def _body(i: int) -> str:
+    return json.dumps({"request_id": f"r-{i}", "conversation_id": CONVERSATION, "date_range_days": 7, "max_items": 5})
+
+
+async def _fill(connection_string: str, queue: str, count: int) -> None:
+    async with ServiceBusClient.from_connection_string(connection_string) as client, \
+            client.get_queue_sender(queue) as sender:
+        for start in range(0, count, 100):
+            batch = await sender.create_message_batch()
+            for i in range(start, min(count, start + 100)):
+                batch.add_message(ServiceBusMessage(_body(i), message_id=f"{queue}-{i}",
+                                                    content_type="application/json"))
+            await sender.send_messages(batch)
+
+
+async def bare(connection_string: str, queue: str, count: int, concurrency: int) -> float:
+    """(a): receive up to `concurrency`, complete them one after the other (the fastest plain loop: concurrent
+    completes on one aio receiver are ~25x slower), repeat."""
+    async with ServiceBusClient.from_connection_string(connection_string) as client, \
+            client.get_queue_receiver(queue) as receiver:
+        done = 0
+        started = time.perf_counter()
+        while done < count:
+            messages = await receiver.receive_messages(max_message_count=concurrency, max_wait_time=5)
+            if not messages:
+                break
+            for message in messages:
+                await receiver.complete_message(message)
+            done += len(messages)
+        return done / (time.perf_counter() - started)
+
+
+def worker_env(connection_string: str, queue: str, connector: str, database: Path, concurrency: int,
+               port: int = 0) -> dict[str, str]:
+    return {
+        contract.SERVICEBUS_CONNECTION_STRING: connection_string, contract.SERVICEBUS_QUEUE: queue,
+        contract.CONCURRENCY: str(concurrency), contract.METRICS_PORT: str(port),
+        contract.DATABASE_URL: f"sqlite:///{database}", contract.SOURCE: "tests.worker.sources:noop",
+        contract.TEAMS_APP_ID: "", contract.TEAMS_APP_PASSWORD: "", contract.LOG_LEVEL: "WARNING",
+    }
+
+
+async def _seed(database: Path, connector: str) -> None:
+    from digest_worker.config import async_database_url
+    from digest_worker.db.store import Store, StoredReference
+
+    store = Store.open(async_database_url(f"sqlite:///{database}"))
+    try:
+        await store.upgrade()
+        await store.put_references([StoredReference(CONVERSATION, connector, "tenant", "28:bench", "msteams",
+                                                    {"conversation": {"id": CONVERSATION}}, True)])
+    finally:
+        await store.close()
+
+
+async def worker(env: dict[str, str], count: int) -> float:
+    """(b)/(c): the in-process worker on a pre-filled queue, from connected to `count` settled."""
+    app = WorkerApp(load(env))
+    await app.start()
+    task = asyncio.create_task(app.run())
+    try:
+        while not app.consumer.connected:  # noqa: ASYNC110 - polling a plain attribute is the measurement
+            await asyncio.sleep(0.005)
+        started = time.perf_counter()
+        while messages_total(app) < count:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        return count / (time.perf_counter() - started)
+    finally:
+        app.stop()
+        await task
+
+
+def cold_start(env: dict[str, str]) -> float:
+    """(d): process start → the first `message settled` log line."""
+    full = {**os.environ, **env, contract.LOG_LEVEL: "INFO",
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "digest_worker"], env=full, stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True, cwd=ROOT)
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if '"message settled"' in line:
+                return time.perf_counter() - started
+        raise RuntimeError("the worker exited before settling a message")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+async def run(count: int, concurrency: int) -> dict[str, Any]:
+    emulator, connection_string = _spawn([str(Path(sys.executable).parent / "digestctl"), "emulator", "--port",
+                                          str(free_port()), *[a for q in QUEUES for a in ("--queue", q)]])
+    fast, fast_url = _spawn([sys.executable, "-m", "tests.worker.fakes"])
+    slow, slow_url = _spawn([sys.executable, "-m", "tests.worker.fakes", "--delay", "0.05"])
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            fast_db, slow_db, cold_db = Path(tmp, "fast.db"), Path(tmp, "slow.db"), Path(tmp, "cold.db")
+            await _seed(fast_db, fast_url)
+            await _seed(slow_db, slow_url)
+            await _seed(cold_db, fast_url)
+            for queue in ("bare", "worker", "slow-teams"):
+                await _fill(connection_string, queue, count)
+            for i in range(5):
+                await _fill(connection_string, f"cold-{i}", 1)
+            a = await bare(connection_string, "bare", count, concurrency)
+            b = await worker(worker_env(connection_string, "worker", fast_url, fast_db, concurrency), count)
+            c = await worker(worker_env(connection_string, "slow-teams", slow_url, slow_db, 16), count)
+            colds = [cold_start(worker_env(connection_string, f"cold-{i}", fast_url, cold_db, concurrency,
+                                           free_port())) for i in range(5)]
+    finally:
+        for proc in (emulator, fast, slow):
+            proc.terminate()
+            proc.wait(20)
+    bound = 16 / 0.05
+    return {
+        "messages": count,
+        "concurrency": concurrency,
+        "a_bare_sdk_msgs_per_s": round(a, 1),
+        "b_worker_msgs_per_s": round(b, 1),
+        "b_over_a": round(b / a, 3),
+        "c_worker_50ms_teams_c16_msgs_per_s": round(c, 1),
+        "c_bound_msgs_per_s": bound,
+        "c_fraction_of_bound": round(c / bound, 3),
+        "d_cold_start_median_s": round(statistics.median(colds), 3),
+        "d_cold_starts_s": [round(x, 3) for x in colds],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+    result = asyncio.run(run(args.messages, args.concurrency))
+    width = max(map(len, result))
+    for key, value in result.items():
+        print(f"{key:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Happy path and idempotency, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.worker.harness import APP_ID, CONVERSATIONS, Stack, metric, request, wait_until
+
+
+async def test_happy_path_posts_one_card_with_the_right_content(any_db_stack: Stack) -> None:
+    stack = any_db_stack
+    await stack.seed([("ana", "Release 2.0", 9.0, 1), ("bo", "Old news", 8.0, 30), ("ana", "Hotfix", 5.0, 2),
+                      ("cy", "Roadmap", 7.0, 3)])
+    await stack.send("digests", request("r-1", title="Weekly digest", owner="ana"))
+    async with stack.worker() as app:
+        await stack.settled(app, 1)
+        assert metric(app, "digest_worker_messages_total", outcome="completed", reason="delivered") == 1
+    posts = stack.connector.delivered(CONVERSATIONS[0])
+    assert len(posts) == 1
+    post = posts[0]
+    assert post.reply_to is None  # send_to_conversation, not a reply to the synthetic continuation id
+    assert post.path == f"/v3/conversations/{CONVERSATIONS[0]}/activities"
+    assert post.headers["Authorization"].startswith("Bearer token-")
+    assert post.json["type"] == "message"
+    assert post.json["channelData"] == {"tenant": {"id": "tenant-1"}}
+    card = post.json["attachments"][0]
+    assert card["contentType"] == "application/vnd.microsoft.card.adaptive"
+    text = str(card["content"])
+    assert "Weekly digest" in text and "Release 2.0" in text and "Hotfix" in text
+    assert "Old news" not in text and "Roadmap" not in text  # outside the range / another owner
+    assert text.index("Release 2.0") < text.index("Hotfix")  # by score
+    assert post.json["from"]["id"] == f"28:{APP_ID}"
+    assert await stack.peek("digests") == []
+    async with stack.store() as store:
+        row = await store.request_row("r-1")
+    assert row is not None and row["state"] == "sent" and row["activity_id"] == "activity-1"
+
+
+async def test_duplicates_and_redeliveries_post_once(any_db_stack: Stack) -> None:
+    stack = any_db_stack
+    await stack.seed([("ana", "Item", 1.0, 1)])
+    # the same request three times, processed concurrently: twice the same message id (a producer retry), once
+    # under another message id (request_id in the body is the key)
+    other = request("dup-1")
+    other.message_id = "another-message-id"
+    await stack.send("digests", request("dup-1"), request("dup-1"), other, request("single"))
+    async with stack.worker() as app:
+        await wait_until(lambda: metric(app, "digest_worker_messages_total", outcome="completed", reason="duplicate")
+                         + metric(app, "digest_worker_messages_total", outcome="completed", reason="delivered") == 4,
+                         what="all four completed")
+        assert metric(app, "digest_worker_messages_total", outcome="completed", reason="delivered") == 2
+    # a later redelivery of an already sent request is completed without posting
+    await stack.send("digests", request("dup-1"))
+    async with stack.worker() as app:
+        await stack.settled(app, 1)
+        assert metric(app, "digest_worker_messages_total", outcome="completed", reason="duplicate") == 1
+    assert len(stack.connector.delivered()) == 2
+    assert await stack.peek("digests") == []
+    assert await stack.dead_letters("digests") == {}
+
+
+async def test_token_is_fetched_once_for_many_sends(stack: Stack) -> None:
+    await stack.seed([("ana", "Item", 1.0, 1)])
+    await stack.send("digests", *[request(f"t-{i}") for i in range(6)])
+    async with stack.worker() as app:
+        await stack.settled(app, 6)
+        await wait_until(lambda: len(stack.connector.delivered()) == 6)
+        assert metric(app, "digest_worker_teams_requests_total", status_class="2xx") == 6
+    assert stack.tokens.token_requests == 1
+
+
+async def test_single_tenant_app(stack: Stack) -> None:
+    await stack.seed([("ana", "Item", 1.0, 1)])
+    await stack.send("digests", request("st-1"))
+    async with stack.worker(DIGEST_TEAMS_APP_TYPE="SingleTenant", DIGEST_TEAMS_TENANT_ID="tenant-x") as app:
+        await stack.settled(app, 1)
+    assert len(stack.connector.delivered()) == 1
+    assert stack.tokens.grants[-1]["client_id"] == APP_ID
+
+
+async def test_user_assigned_msi_with_workload_identity(stack: Stack, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """AKS workload identity: azure-identity exchanges the projected service-account token (client assertion)."""
+    token_file = tmp_path / "azure-identity-token"
+    token_file.write_text(stack.tokens.assertion)
+    monkeypatch.setenv("AZURE_FEDERATED_TOKEN_FILE", str(token_file))
+    await stack.seed([("ana", "Item", 1.0, 1)])
+    await stack.send("digests", request("wi-1"), request("wi-2"))
+    async with stack.worker(DIGEST_TEAMS_APP_TYPE="UserAssignedMSI", DIGEST_TEAMS_TENANT_ID="tenant-x",
+                            DIGEST_TEAMS_APP_PASSWORD="", DIGEST_TEAMS_LOGIN_URL=stack.tokens.base) as app:
+        await stack.settled(app, 2)
+    posts = stack.connector.delivered()
+    assert len(posts) == 2 and all(p.headers["Authorization"].startswith("Bearer token-") for p in posts)
+    grants = stack.tokens.grants
+    assert len(grants) == 1  # azure-identity caches the token
+    assert grants[0]["client_assertion_type"] == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+    assert grants[0]["client_id"] == APP_ID

@@ -1,0 +1,298 @@
+"""The receive loop: bounded concurrency, lock renewal, settlement, systemic pause, reconnect, graceful drain."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+from azure.servicebus.aio import AutoLockRenewer, ServiceBusClient, ServiceBusReceiver
+from azure.servicebus.exceptions import (
+    MessageAlreadySettled,
+    MessageLockLostError,
+    MessageNotFoundError,
+    ServiceBusError,
+)
+
+from digest_worker.config import WorkerConfig
+from digest_worker.failures import Category, Failure, FailureError
+from digest_worker.logs import log_context
+from digest_worker.metrics import Metrics
+from digest_worker.processing import MessageContext, Processor, message_context
+from digest_worker.settlement import Action, Decision, Outcome, Result, backoff, decide
+
+log = logging.getLogger(__name__)
+RECEIVE_WAIT_SECONDS = 1.0
+WATCHDOG_SECONDS = 60.0
+SYSTEMIC_BACKOFF_CAP = 300.0
+SETTLE_GONE = (MessageLockLostError, MessageAlreadySettled, MessageNotFoundError)
+
+ClientFactory = Callable[[], ServiceBusClient]
+Check = Callable[[], Awaitable[None]]
+
+
+class _RenewalCounter:
+    """Receiver stand-in given to `AutoLockRenewer.register`: forwards renewals one at a time and counts them.
+
+    One at a time: azure-servicebus 7.15 fails concurrent management requests issued while the receiver's
+    `$management` link is still opening ("Management Operation error occurred", then the handler shuts down and every
+    settlement fails). The first renewals of a batch arrive together, so they are serialised per receiver.
+    """
+
+    def __init__(self, receiver: ServiceBusReceiver, metrics: Metrics, lock: asyncio.Lock) -> None:
+        self._receiver = receiver
+        self._metrics = metrics
+        self._lock = lock
+
+    async def renew_message_lock(self, message: Any, **kwargs: Any) -> Any:
+        try:
+            async with self._lock:
+                result = await self._receiver.renew_message_lock(message, **kwargs)
+        except Exception:
+            self._metrics.lock_renewals.labels("failed").inc()
+            raise
+        self._metrics.lock_renewals.labels("ok").inc()
+        return result
+
+
+class Consumer:
+    def __init__(self, config: WorkerConfig, client_factory: ClientFactory, processor: Processor, metrics: Metrics,
+                 systemic_check: Check) -> None:
+        self.config = config
+        self.client_factory = client_factory
+        self.processor = processor
+        self.metrics = metrics
+        self.systemic_check = systemic_check
+        self.connected = False
+        self.pause: Failure | None = None
+        self._stopping = asyncio.Event()
+        self._pause_requested = asyncio.Event()
+        self._receiving_stopped = asyncio.Event()
+        self._contexts: dict[asyncio.Task[None], MessageContext] = {}
+        self._link_lock = asyncio.Lock()  # settlements and lock renewals of the current receiver take turns
+
+    # state
+
+    @property
+    def ready(self) -> bool:
+        return self.connected and self.pause is None and not self._stopping.is_set()
+
+    def stop(self) -> None:
+        if not self._stopping.is_set():
+            log.info("stopping: no new messages; draining in-flight work",
+                     extra={"in_flight": len(self._contexts), "drain_seconds": self.config.drain_seconds})
+        self._stopping.set()
+
+    def request_pause(self, failure: Failure) -> None:
+        if self.pause is None:
+            log.error("systemic failure: pausing the worker", extra={"kind": failure.kind, "detail": failure.detail})
+            self.metrics.systemic.labels(failure.kind).inc()
+            self.metrics.paused.set(1)
+        self.pause = failure
+        self._pause_requested.set()
+
+    # main loop
+
+    async def run(self) -> None:
+        failures_in_a_row = 0
+        while not self._stopping.is_set():
+            if self.pause is not None:
+                await self._wait_out_pause()
+                continue
+            try:
+                await self._consume()
+                failures_in_a_row = 0
+            except Exception as exc:  # ServiceBusError, OSError, a receiver shut down by the SDK, ...: reconnect
+                self.connected = False
+                failures_in_a_row += 1
+                self.metrics.reconnects.inc()
+                delay = backoff(failures_in_a_row, self.config.reconnect_backoff_seconds, 60.0, random.uniform(0.5, 1))
+                log.warning("Service Bus connection failed; reconnecting", extra={
+                    "error": f"{type(exc).__name__}: {str(exc)[:300]}", "retry_in_seconds": round(delay, 2)})
+                await self._sleep(delay)
+        log.info("stopped")
+
+    async def _consume(self) -> None:
+        cfg = self.config
+        async with self.client_factory() as client:
+            renewer = AutoLockRenewer(max_lock_renewal_duration=cfg.max_lock_renewal_seconds,
+                                      on_lock_renew_failure=self._renew_failed)
+            receiver = client.get_queue_receiver(cfg.queue, prefetch_count=cfg.prefetch)
+            async with receiver:
+                inflight: set[asyncio.Task[None]] = set()
+                self._link_lock = asyncio.Lock()
+                renewals = _RenewalCounter(receiver, self.metrics, self._link_lock)
+                self._receiving_stopped.clear()
+                try:
+                    self.connected = True
+                    log.info("receiving", extra={"queue": cfg.queue, "concurrency": cfg.concurrency})
+                    while not self._stopping.is_set() and not self._pause_requested.is_set():
+                        if len(inflight) >= cfg.concurrency:
+                            await self._wait_any(inflight)
+                            continue
+                        messages = await self._receive(receiver, cfg.concurrency - len(inflight))
+                        for message in messages:
+                            # received during a pause: give it back (this costs it one delivery attempt); received
+                            # while stopping: process it like the rest of the in-flight work
+                            if self._pause_requested.is_set():
+                                await self._settle(receiver, message, Decision(Action.ABANDON), Result.SHUTDOWN)
+                                continue
+                            if cfg.max_lock_renewal_seconds > 0:
+                                renewer.register(cast(ServiceBusReceiver, renewals), message)
+                            task = asyncio.create_task(self._handle(receiver, message))
+                            inflight.add(task)
+                            task.add_done_callback(inflight.discard)
+                finally:
+                    self.connected = False
+                    self._receiving_stopped.set()
+                    await self._drain(inflight)
+                    await renewer.close()
+
+    async def _receive(self, receiver: ServiceBusReceiver, count: int) -> list[Any]:
+        """One receive call (at most RECEIVE_WAIT_SECONDS), never cancelled: cancelling it breaks the receiver.
+        A watchdog turns a hung call into a reconnect."""
+        return list(await asyncio.wait_for(
+            receiver.receive_messages(max_message_count=count, max_wait_time=RECEIVE_WAIT_SECONDS), WATCHDOG_SECONDS))
+
+    async def _wait_any(self, inflight: set[asyncio.Task[None]]) -> None:
+        stop = asyncio.ensure_future(self._stopping.wait())
+        pause = asyncio.ensure_future(self._pause_requested.wait())
+        try:
+            await asyncio.wait({*inflight, stop, pause}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            pause.cancel()
+
+    async def _drain(self, inflight: set[asyncio.Task[None]]) -> None:
+        if not inflight:
+            return
+        timeout = self.config.drain_seconds
+        log.info("draining", extra={"in_flight": len(inflight), "timeout_seconds": timeout})
+        _done, pending = await asyncio.wait(set(inflight), timeout=timeout)
+        # Not finished in time: abandon (by cancelling) what is still building; a post already on the wire is given
+        # its own timeout so that its outcome gets recorded, instead of being posted again after a redelivery.
+        sending = {t for t in pending if self._contexts.get(t, MessageContext(None, None, None)).phase == "sending"}
+        for task in pending - sending:
+            task.cancel()
+        if pending - sending:
+            await asyncio.wait(pending - sending)
+        if sending:
+            _done, late = await asyncio.wait(sending, timeout=self.config.teams_timeout_seconds + 5)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+
+    async def _handle(self, receiver: ServiceBusReceiver, message: Any) -> None:
+        ctx = message_context(message)
+        task = asyncio.current_task()
+        assert task is not None
+        self._contexts[task] = ctx
+        self.metrics.in_flight.inc()
+        started = time.monotonic()
+        with log_context(message_id=ctx.message_id, correlation_id=ctx.correlation_id,
+                         delivery_count=ctx.delivery_count):
+            settled = False
+            try:
+                try:
+                    outcome = await self.processor.handle(message, ctx)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a bug or an unclassified error: retry like a transient one
+                    log.exception("unexpected error while processing")
+                    outcome = Outcome(Result.FAILED, _unexpected(exc))
+                decision = decide(outcome, ctx.delivery_count, self.config.max_delivery_count,
+                                  self.config.teams_max_retry_after_seconds)
+                if decision.pause and outcome.failure is not None:
+                    self.request_pause(outcome.failure)
+                    # abandon only once no receive call is pending, else the message comes straight back to us
+                    await self._receiving_stopped.wait()
+                if decision.delay:
+                    await self._sleep(decision.delay)
+                settled = True
+                await self._settle(receiver, message, decision, outcome.result, outcome)
+            except asyncio.CancelledError:  # the drain period is over: give the message back now
+                if not settled:
+                    await self._settle(receiver, message, Decision(Action.ABANDON), Result.SHUTDOWN)
+                raise
+            finally:
+                self.metrics.in_flight.dec()
+                self.metrics.duration.observe(time.monotonic() - started)
+                self._contexts.pop(task, None)
+
+    async def _settle(self, receiver: ServiceBusReceiver, message: Any, decision: Decision, result: Result,
+                      outcome: Outcome | None = None) -> None:
+        reason = decision.reason or result.value
+        extra: dict[str, Any] = {"action": decision.action.value, "reason": reason}
+        if outcome is not None and outcome.failure is not None:
+            extra["failure"] = f"{outcome.failure.category.value}.{outcome.failure.kind}: {outcome.failure.detail}"
+        if getattr(message, "auto_renew_error", None) is not None:
+            extra["lock_renew_error"] = str(message.auto_renew_error)
+        try:
+            # One settlement at a time per receiver: azure-servicebus 7.15 (aio) waits for each outcome, and
+            # concurrent waiters on one connection are ~25x slower than taking turns (bench/worker_throughput.py).
+            async with self._link_lock:
+                if decision.action is Action.COMPLETE:
+                    await receiver.complete_message(message)
+                elif decision.action is Action.DEAD_LETTER:
+                    await receiver.dead_letter_message(message, reason=decision.reason,
+                                                       error_description=decision.description)
+                else:
+                    await receiver.abandon_message(message)
+            if decision.action is Action.COMPLETE:
+                self.metrics.last_success.set(time.time())
+        except SETTLE_GONE as exc:
+            log.warning("settlement not possible; Service Bus will redeliver", extra={
+                **extra, "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
+            self.metrics.messages.labels("lock_lost", reason).inc()
+            return
+        except (ServiceBusError, OSError, ValueError) as exc:  # ValueError: the receiver was shut down
+            log.warning("settlement failed; Service Bus will redeliver", extra={
+                **extra, "error": f"{type(exc).__name__}: {str(exc)[:200]}"})
+            self.metrics.messages.labels("settle_failed", reason).inc()
+            return
+        self.metrics.messages.labels(_OUTCOME[decision.action], reason).inc()
+        level = logging.INFO if decision.action is not Action.DEAD_LETTER else logging.WARNING
+        log.log(level, "message settled", extra={**extra, "description": decision.description})
+
+    async def _renew_failed(self, renewable: Any, error: Exception | None) -> None:
+        log.warning("lock renewal stopped", extra={"message_id": str(getattr(renewable, "message_id", "")),
+                                                   "error": str(error)[:300]})
+
+    # systemic pause
+
+    async def _wait_out_pause(self) -> None:
+        attempt = 0
+        while not self._stopping.is_set() and self.pause is not None:
+            attempt += 1
+            delay = backoff(attempt, self.config.systemic_backoff_seconds, SYSTEMIC_BACKOFF_CAP,
+                            random.uniform(0.5, 1))
+            await self._sleep(delay)
+            if self._stopping.is_set():
+                return
+            try:
+                await self.systemic_check()
+            except FailureError as exc:
+                log.warning("still paused", extra={"kind": exc.failure.kind, "detail": exc.failure.detail,
+                                                   "retry_in_seconds": round(delay, 2)})
+                self.pause = exc.failure
+                continue
+            log.info("systemic check passed: resuming", extra={"kind": self.pause.kind if self.pause else None})
+            self.pause = None
+            self._pause_requested.clear()
+            self.metrics.paused.set(0)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+
+_OUTCOME = {Action.COMPLETE: "completed", Action.ABANDON: "abandoned", Action.DEAD_LETTER: "dead_lettered"}
+
+
+def _unexpected(exc: BaseException) -> Failure:
+    return Failure(Category.TRANSIENT, "Unexpected", f"{type(exc).__name__}: {str(exc)[:300]}")

@@ -1,0 +1,1 @@
+"""The worker's database: schema (`tables`), migrations (Alembic) and the stores the worker uses."""

@@ -1,0 +1,244 @@
+"""Proactive Teams delivery with the Bot Framework SDK (CloudAdapter + ConfigurationBotFrameworkAuthentication).
+
+Posts with `send_to_conversation` to the stored conversation reference (never a reply to the synthetic activity id),
+caches credentials and tokens, and fetches tokens in a thread so the event loop never blocks on the token endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import requests
+from azure.core.exceptions import DeserializationError
+from botbuilder.core import TurnContext
+from botbuilder.integration.aiohttp import (
+    CloudAdapter,
+    ConfigurationBotFrameworkAuthentication,
+    ConfigurationServiceClientCredentialFactory,
+)
+from botbuilder.schema import Activity, ChannelAccount, ConversationAccount, ConversationReference
+from botframework.connector.auth import MicrosoftAppCredentials, ServiceClientCredentialsFactory
+from msrest.authentication import Authentication
+from msrest.exceptions import ClientRequestError, HttpOperationError
+from msrest.universal_http import requests as msrest_requests
+
+from digest_worker import failures
+from digest_worker.config import WorkerConfig
+from digest_worker.db.store import StoredReference
+from digest_worker.teams_errors import classify_status, parse_retry_after
+
+log = logging.getLogger(__name__)
+BOT_FRAMEWORK_SCOPE = "https://api.botframework.com/.default"
+
+
+def _fast_msrest_retry_policy() -> None:
+    """msrest 0.7.1 builds every client's retry policy with `i not in safe_codes` for 999 codes over a 500-item list:
+    ~2.7 ms of CPU per client, and each proactive send builds two clients (connector + user token). Same values as a
+    frozenset make it ~0.05 ms; the resulting policy is identical (tests/unit/worker/test_teams_errors.py)."""
+    policy = msrest_requests.ClientRetryPolicy
+    if not isinstance(policy.safe_codes, frozenset):
+        policy.safe_codes = frozenset(policy.safe_codes)  # type: ignore[assignment]
+
+
+_fast_msrest_retry_policy()
+
+
+class BearerToken(Authentication):
+    """Credentials holding a token fetched beforehand: signing a session never calls the token endpoint."""
+
+    def __init__(self, token: str) -> None:
+        self._header = f"Bearer {token}"
+
+    def signed_session(self, session: requests.Session | None = None) -> requests.Session:
+        session = session or requests.Session()
+        session.headers["Authorization"] = self._header
+        return session
+
+
+class AzureIdentityAppCredentials:
+    """A Bot Framework token from azure-identity (AKS workload identity, or managed identity off AKS)."""
+
+    def __init__(self, client_id: str, tenant_id: str | None, authority: str | None = None) -> None:
+        from azure.identity import ManagedIdentityCredential, WorkloadIdentityCredential
+
+        if os.environ.get("AZURE_FEDERATED_TOKEN_FILE"):
+            # `authority` (a private cloud, or a local endpoint in tests) disables instance discovery, which would
+            # otherwise ask login.microsoftonline.com about that host
+            extra: dict[str, Any] = {"authority": authority, "disable_instance_discovery": True} if authority else {}
+            self._credential: Any = WorkloadIdentityCredential(client_id=client_id, tenant_id=tenant_id or None,
+                                                               **extra)
+        else:
+            self._credential = ManagedIdentityCredential(client_id=client_id)
+
+    def get_access_token(self, force_refresh: bool = False) -> str:
+        return str(self._credential.get_token(BOT_FRAMEWORK_SCOPE).token)
+
+
+class CachingCredentialsFactory(ServiceClientCredentialsFactory):  # type: ignore[misc]
+    """Wraps the SDK's credential factory: one credential object per (app, scope, endpoint) — so MSAL's token cache
+    is reused — and the token fetched in a worker thread, handed to the connector as a `BearerToken`."""
+
+    def __init__(self, inner: Any, make: Callable[[], Any] | None = None) -> None:
+        self._inner = inner
+        self._make = make  # overrides the SDK's credential class (azure-identity)
+        self._cache: dict[tuple[Any, ...], Any] = {}
+        self.token_fetches = 0
+
+    async def is_valid_app_id(self, app_id: str) -> bool:
+        return bool(await self._inner.is_valid_app_id(app_id))
+
+    async def is_authentication_disabled(self) -> bool:
+        return bool(await self._inner.is_authentication_disabled())
+
+    async def create_credentials(self, app_id: str, oauth_scope: str, login_endpoint: str,
+                                 validate_authority: bool) -> Authentication:
+        if await self.is_authentication_disabled():
+            return cast(Authentication, MicrosoftAppCredentials.empty())
+        key = (app_id, oauth_scope, login_endpoint, validate_authority)
+        credentials = self._cache.get(key)
+        if credentials is None:
+            if self._make is not None:
+                credentials = self._make()
+            else:
+                credentials = await self._inner.create_credentials(app_id, oauth_scope, login_endpoint,
+                                                                   validate_authority)
+            self._cache[key] = credentials
+        self.token_fetches += 1
+        try:
+            token = await asyncio.to_thread(credentials.get_access_token)
+        except BaseException:
+            self._cache.pop(key, None)
+            raise
+        return BearerToken(token)
+
+
+def authority_host(login_url: str) -> str:
+    """`https://login.example/tenant` → `https://login.example` (azure-identity wants the host, not the tenant)."""
+    parts = urlsplit(login_url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def bot_settings(config: WorkerConfig) -> SimpleNamespace:
+    """The attribute names the SDK reads with getattr()."""
+    settings = SimpleNamespace(APP_ID=config.teams_app_id, APP_PASSWORD=config.teams_app_password or "",
+                               APP_TYPE=config.teams_app_type, APP_TENANTID=config.teams_tenant_id or "")
+    if config.teams_login_url:
+        settings.TO_CHANNEL_FROM_BOT_LOGIN_URL = config.teams_login_url
+    if config.teams_oauth_scope:
+        settings.TO_CHANNEL_FROM_BOT_OAUTH_SCOPE = config.teams_oauth_scope
+    return settings
+
+
+def conversation_reference(stored: StoredReference) -> ConversationReference:
+    ref = ConversationReference().deserialize(stored.reference)
+    ref.service_url = stored.service_url
+    ref.channel_id = stored.channel_id or ref.channel_id or "msteams"
+    if ref.conversation is None:
+        ref.conversation = ConversationAccount(id=stored.conversation_id)
+    ref.conversation.id = stored.conversation_id
+    if stored.tenant_id:
+        ref.conversation.tenant_id = stored.tenant_id
+    if ref.bot is None and stored.bot_id:
+        ref.bot = ChannelAccount(id=stored.bot_id)
+    return ref
+
+
+class TeamsDelivery:
+    """Posts message activities proactively; raises `FailureError` classified by HTTP status or error type."""
+
+    def __init__(self, config: WorkerConfig, on_status: Callable[[int | None], None] | None = None) -> None:
+        self.config = config
+        self.settings = bot_settings(config)
+        make = None
+        if config.teams_app_type == "UserAssignedMSI":
+            app_id, tenant = config.teams_app_id, config.teams_tenant_id
+            authority = authority_host(config.teams_login_url) if config.teams_login_url else None
+
+            def make() -> Any:
+                return AzureIdentityAppCredentials(app_id, tenant, authority)
+        self.credentials = CachingCredentialsFactory(ConfigurationServiceClientCredentialFactory(self.settings), make)
+        self.adapter = CloudAdapter(ConfigurationBotFrameworkAuthentication(
+            self.settings, credentials_factory=self.credentials))
+        self.adapter.on_turn_error = None  # errors propagate; never post an error message to the user
+        self._not_before = 0.0
+        self._on_status = on_status or (lambda _status: None)
+
+    async def check(self) -> None:
+        """The systemic check: can the bot get a token? Raises `FailureError`."""
+        try:
+            factory = self.adapter.bot_framework_authentication.create_connector_factory(
+                self.adapter.create_claims_identity(self.config.teams_app_id))
+            await factory.create("https://127.0.0.1/", None)
+        except Exception as exc:
+            raise classify(exc) from exc
+
+    async def send(self, stored: StoredReference, activity: dict[str, Any]) -> str | None:
+        """Post `activity` (a message activity dict) into the stored conversation; return the activity id."""
+        delay = self._not_before - time.monotonic()
+        if delay > 0:  # a 429 told us to hold off: every send waits, not only the throttled one
+            await asyncio.sleep(delay)
+        reference = conversation_reference(stored)
+        result: dict[str, Any] = {}
+
+        async def callback(turn_context: TurnContext) -> None:
+            client = turn_context.turn_state[CloudAdapter.BOT_CONNECTOR_CLIENT_KEY]
+            client.config.connection.timeout = self.config.teams_timeout_seconds
+            message = Activity().deserialize(activity)
+            message = TurnContext.apply_conversation_reference(message, reference)
+            message.reply_to_id = None
+            if stored.tenant_id:
+                message.channel_data = {"tenant": {"id": stored.tenant_id}}
+            response = await client.conversations.send_to_conversation(reference.conversation.id, message)
+            result["id"] = getattr(response, "id", None)
+
+        try:
+            await asyncio.wait_for(
+                self.adapter.continue_conversation(reference, callback, bot_app_id=self.config.teams_app_id),
+                self.config.teams_timeout_seconds + 5)
+        except Exception as exc:
+            error = classify(exc)
+            self._on_status(error.failure.status)
+            if error.failure.retry_after:
+                self._not_before = max(self._not_before, time.monotonic() + min(
+                    error.failure.retry_after, self.config.teams_max_retry_after_seconds))
+            raise error from exc
+        self._on_status(201)
+        return result.get("id")
+
+
+def classify(exc: BaseException) -> failures.FailureError:
+    """SDK exception → classified failure (see teams-delivery-facts §4)."""
+    if isinstance(exc, failures.FailureError):
+        return exc
+    if isinstance(exc, HttpOperationError) and exc.response is not None:
+        response = exc.response
+        status = int(response.status_code)
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        code = ""
+        error = getattr(getattr(exc, "error", None), "error", None)
+        if error is not None and getattr(error, "code", None):
+            code = f"{error.code}: {getattr(error, 'message', '') or ''}".strip()
+        return failures.FailureError(classify_status(status, code or str(exc)[:200], retry_after))
+    if isinstance(exc, DeserializationError):
+        return failures.transient("TeamsBadGateway", f"non-JSON error body from the connector: {str(exc)[:200]}")
+    if isinstance(exc, TimeoutError):
+        return failures.transient("TeamsTimeout", "no answer from the connector in time")
+    if isinstance(exc, ClientRequestError):
+        text = str(exc)
+        if "timed out" in text.lower() or "timeout" in text.lower():
+            return failures.transient("TeamsTimeout", f"no answer from the connector in time: {text[:200]}")
+        return failures.transient("TeamsUnreachable", text[:300])
+    if isinstance(exc, PermissionError):
+        return failures.systemic("TeamsCredentialsRejected", str(exc)[:300])
+    if isinstance(exc, requests.RequestException | OSError):
+        return failures.transient("TeamsTokenEndpointUnreachable", f"{type(exc).__name__}: {str(exc)[:200]}")
+    if type(exc) is Exception:  # the SDK raises plain Exception for settings it cannot use ("Invalid app_id", ...)
+        return failures.systemic("TeamsConfiguration", str(exc)[:300])
+    return failures.transient("TeamsUnexpected", f"{type(exc).__name__}: {str(exc)[:300]}")
