@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from digest_operator.cli import crd, emulator, operator, render
+from digest_operator.cli import crd, dlq, emulator, operator, render
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -17,3 +17,4 @@ main.add_command(render.render)
 main.add_command(crd.crd)
 main.add_command(operator.operator)
 main.add_command(emulator.emulator)
+main.add_command(dlq.dlq)

@@ -8,3 +8,7 @@ class ExitCode(IntEnum):
     INVALID_INPUT = 1
     USAGE = 2  # click's own code for bad options
     DIFFERS = 3  # a --check found a difference
+    PARTIAL = 4  # dlq: some selected messages were left in the dead-letter queue or failed (see the summary)
+    REFUSED = 5  # dlq: a destructive command without --yes on a non-TTY, or the confirmation was declined
+    UNAVAILABLE = 6  # dlq: Service Bus (or the Kubernetes API for --pipeline) could not be reached or refused access
+    NOT_FOUND = 7  # dlq show: no message with that sequence number in the dead-letter queue
