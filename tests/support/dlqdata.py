@@ -48,12 +48,13 @@ def varied(count: int, seed: int = 5, *, big_every: int = 0, prefix: str = "m") 
             payload = json.dumps({"i": i, "pad": "p" * size}).encode()
             message = ServiceBusMessage(payload, message_id=mid, application_properties=app,
                                         content_type="application/json", subject=f"digest.{i % 4}",
-                                        correlation_id=f"c-{i}")
+                                        correlation_id=f"c-{i}", session_id=f"s{i % 3}" if i % 5 == 0 else None)
             body_hash = _hash("data", payload)
         elif kind == 1:
             seq = [[i, f"s{i}", "q" * (size // 4)], [True, 1.5]]
-            message = AmqpAnnotatedMessage(sequence_body=seq, properties={"message_id": mid, "subject": "seq"},
-                                           application_properties=app)
+            message = AmqpAnnotatedMessage(
+                sequence_body=seq, properties={"message_id": mid, "subject": "seq", "group_id": f"g{i % 2}"},
+                application_properties=app)
             body_hash = None  # computed from the received form
         else:
             value = {"i": i, "text": "v" * (size // 2), "nested": [1, 2, {"k": "v"}]}

@@ -487,6 +487,8 @@ def requeue(dry_run: bool, **kw: Any) -> None:
         ])
         return
     if not kw["yes"]:
+        if not (sys.stdin.isatty() and sys.stderr.isatty()):
+            fail(ExitCode.REFUSED, "requeue changes the dead-letter queue: pass --yes (stdin is not a terminal)")
         confirm(f"requeue to {options.to or ctx.queue}", ops.select(ctx, selection, now), kw["yes"])
     outcome = ops.requeue(ctx, selection, options, now)
     progress.done()

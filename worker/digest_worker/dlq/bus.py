@@ -257,6 +257,8 @@ class ActOptions:
     on_progress: Callable[[int], None] | None = None
     stop_after: int | None = None
     """Stop receiving after this many acted messages (per-run cap)."""
+    after_send: Callable[[], None] | None = None
+    """Called after each successful batch send, before its originals are completed (a seam for fault tests)."""
     seen: set[int] = field(default_factory=set)
 
 
@@ -417,13 +419,13 @@ def _flush(receiver: ServiceBusReceiver, sender: ServiceBusSender, batch: Servic
         options.limiter.acquire(len(pending))
     try:
         sender.send_messages(batch)
-    except ServiceBusConnectionError:
-        raise
-    except (ServiceBusError, OSError) as exc:
+    except (ServiceBusError, OSError) as exc:  # a dead connection also fails the next receive, ending the run
         for received, message, _ in pending:
             outcome.failed[message.sequence_number] = f"send failed: {type(exc).__name__}"
             held.append(_Held(received))
         return
+    if options.after_send is not None:
+        options.after_send()
     for received, message, decision in pending:
         done = outcome.requeued if decision.kind == "requeue" else outcome.parked
         _complete(receiver, received, message, outcome, done, held)

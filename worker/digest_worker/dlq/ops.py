@@ -77,6 +77,8 @@ class RequeueOptions:
     max_batch_bytes: int = bus.DEFAULT_BATCH_BYTES
     rate: float | None = None
     lock_duration: float = 60.0
+    after_send: Callable[[], None] | None = None
+    """Test seam: called after each batch send, before the originals are completed."""
 
 
 def requeue_preview(ctx: Context, selection: Selection, options: RequeueOptions,
@@ -122,7 +124,7 @@ def _act_options(ctx: Context, options: RequeueOptions, stop_after: int | None) 
     return bus.ActOptions(
         max_batch_bytes=options.max_batch_bytes, lock_duration=options.lock_duration,
         limiter=RateLimiter(options.rate) if options.rate else None, on_progress=ctx.progress,
-        stop_after=stop_after,
+        stop_after=stop_after, after_send=options.after_send,
     )
 
 
