@@ -89,8 +89,9 @@ async def run_reconcile(runtime: Runtime, body: Any, logger: logging.Logger | An
         kopf.event(kopf.Body(cast(kopf.RawBody, raw)), type=event.type, reason=event.reason, message=event.message)
     for change in outcome.changes:
         metrics.child_writes.labels(change.action, change.kind).inc()
-    dead = (outcome.status.get("deadLetter") or {}).get("count")
-    metrics.set_pipeline(namespace or "", name, outcome.ready, dead)
+    dead_letter = outcome.status.get("deadLetter")
+    metrics.set_pipeline(namespace or "", name, outcome.ready, (dead_letter or {}).get("count"))
+    metrics.set_dead_letter(namespace or "", name, dead_letter)
     if outcome.invalid is not None:
         metrics.reconciles.labels("invalid").inc()
         if not from_timer:  # the timer only keeps the status current: no retries, no log spam

@@ -187,6 +187,13 @@ class KubeClient:
                 return None
             raise
 
+    async def list(self, api_version: str, plural: str, namespace: str | None, label_selector: str) \
+            -> list[dict[str, Any]]:
+        """The items matching `label_selector` (one page; the callers select a handful of objects)."""
+        result = await self.request("GET", resource_path(api_version, plural, namespace),
+                                    params={"labelSelector": label_selector})
+        return list((result or {}).get("items") or [])
+
     async def delete(self, api_version: str, plural: str, namespace: str | None, name: str, uid: str) -> None:
         """Delete with a uid precondition (never a same-named successor); background propagation."""
         body = {

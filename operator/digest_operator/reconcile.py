@@ -6,18 +6,21 @@ No decorators and no client construction here: Kopf wiring lives in `handlers`, 
 from __future__ import annotations
 
 import asyncio
+import datetime
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from digest_operator import deadletter
 from digest_operator import status as status_mod
 from digest_operator.api.imageref import ImageRef, parse_image
-from digest_operator.api.parse import SpecError, parse_pipeline
+from digest_operator.api.parse import Pipeline, SpecError, parse_pipeline
 from digest_operator.drift import in_sync, merge_patch
 from digest_operator.k8s import ApiError
 from digest_operator.render import ChildRef, possible_children, render_children
 from digest_operator.render.meta import APPLIED_HASH
 from digest_operator.rollout import rollout_state
 from digest_operator.status import Change, Event, Observation
+from digest_worker.dlq.select import parse_duration
 
 
 class Api(Protocol):
@@ -28,6 +31,10 @@ class Api(Protocol):
         ...
 
     async def delete(self, api_version: str, plural: str, namespace: str | None, name: str, uid: str) -> None:
+        ...
+
+    async def list(self, api_version: str, plural: str, namespace: str | None, label_selector: str) \
+            -> list[dict[str, Any]]:
         ...
 
 
@@ -155,6 +162,7 @@ async def reconcile(body: dict[str, Any], api: Api, now: str) -> Outcome:
                 deployment = None
         if deployment is not None and by_kind["Deployment"] in desired_refs:
             observation.rollout = rollout_state(deployment)
+        await _observe_dead_letters(api, pipeline, old_status, observation, now)
 
     new_status = status_mod.compute(old_status, observation, now)
     return Outcome(
@@ -165,6 +173,24 @@ async def reconcile(body: dict[str, Any], api: Api, now: str) -> Outcome:
         invalid=invalid,
         failed=bool(observation.failures),
     )
+
+
+async def _observe_dead_letters(api: Api, pipeline: Pipeline, old_status: dict[str, Any], observation: Observation,
+                                now: str) -> None:
+    """status.deadLetter from the newest DLQ monitor report (a finished monitor pod's termination message)."""
+    old = old_status.get("deadLetter")
+    try:
+        pods = await api.list("v1", "pods", pipeline.namespace, deadletter.pod_selector(pipeline.name))
+    except ApiError as exc:
+        if exc.transient:
+            raise
+        pods = []  # e.g. no RBAC to list pods: keep what the status says
+    new = deadletter.status_from_report(old, deadletter.latest_report(pods))
+    observation.dead_letter = new
+    alert_after = pipeline.spec.dead_letter.alert_after
+    now_time = datetime.datetime.fromisoformat(now.replace("Z", "+00:00"))
+    observation.dead_letter_condition = deadletter.condition(new, parse_duration(alert_after), alert_after, now_time)
+    observation.dead_letter_events = deadletter.events(old, new)
 
 
 _MISSING_API_HINTS = {
