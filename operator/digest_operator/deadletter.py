@@ -82,8 +82,11 @@ def status_from_report(old: dict[str, Any] | None, found: tuple[str, dict[str, A
     report_time = _parse_time(report.get("time"))
     checked = _iso(report_time)
     previous = _parse_time((old or {}).get("lastCheckedTime"))
-    if old and previous is not None and report_time is not None and previous >= report_time.replace(microsecond=0):
-        return old  # an older or the same report (e.g. a newer pod was already garbage-collected)
+    if old and previous is not None and report_time is not None:
+        current = report_time.replace(microsecond=0)
+        same_pod = (old.get("lastRun") or {}).get("pod") == pod
+        if previous > current or (previous == current and same_pod):
+            return old  # an older or the same report (e.g. a newer pod was already garbage-collected)
     circuit = (report.get("circuit") or {}).get("state")
     decisions = report.get("decisions")
     if not isinstance(decisions, dict):
@@ -123,12 +126,18 @@ def condition(dead_letter: dict[str, Any] | None, alert_after: datetime.timedelt
                      f"{count} message(s) in the dead-letter queue, none older than alertAfter {alert_text}")
 
 
+def run_id(dead_letter: dict[str, Any] | None) -> tuple[str, str] | None:
+    """Identity of the run a `status.deadLetter` comes from: (report time, pod)."""
+    run = (dead_letter or {}).get("lastRun") or {}
+    return (str(run["time"]), str(run.get("pod"))) if run.get("time") else None
+
+
 def events(old: dict[str, Any] | None, new: dict[str, Any] | None) -> list[Event]:
     """Events for a new monitor run that requeued, parked, hit the circuit breaker or failed."""
     if not new or not new.get("lastRun"):
         return []
     run = new["lastRun"]
-    if old and (old.get("lastRun") or {}).get("time") == run.get("time"):
+    if old and run_id(old) == run_id(new):
         return []
     result: list[Event] = []
     dry = " (DryRun: decisions only)" if run.get("mode") == "DryRun" else ""

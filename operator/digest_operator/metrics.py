@@ -111,8 +111,9 @@ class OperatorMetrics:
         run = status.get("lastRun") or {}
         for outcome in OUTCOMES:
             self.dead_letter_last_run.labels(namespace, name, outcome).set(int(run.get(outcome) or 0))
-        if run.get("time") and self._last_run.get(key) != run["time"]:
-            self._last_run[key] = str(run["time"])
+        run_key = f"{run.get('time')}/{run.get('pod')}"
+        if run.get("time") and self._last_run.get(key) != run_key:
+            self._last_run[key] = run_key
             for outcome in OUTCOMES:
                 self.dead_letter_handled.labels(namespace, name, outcome).inc(int(run.get(outcome) or 0))
 
