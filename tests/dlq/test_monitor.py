@@ -27,7 +27,8 @@ def write_policy(tmp_path: Path, policy: dict[str, Any], queue: str = "orders") 
 def monitor(cs: str, policy: Path, tmp_path: Path) -> tuple[Result, dict[str, Any]]:
     log = tmp_path / "termination-log"
     result = CliRunner().invoke(main, ["dlq", "monitor", "--policy", str(policy), "--connection-string", cs,
-                                       "--termination-log", str(log), "-o", "json"], catch_exceptions=False)
+                                       "--termination-log", str(log), "-o", "json", "--max-wait", "0.5"],
+                                catch_exceptions=False)
     report = json.loads(log.read_text())
     assert json.loads(result.stdout) == report  # small reports are not truncated
     return result, report

@@ -16,23 +16,31 @@ from digest_operator.cli.exitcodes import ExitCode
 from digest_sbemulator.server import EmulatorServer
 from digest_worker.dlq import bus, ops
 from digest_worker.dlq.select import Selection
-from tests.support.dlqdata import assert_conserved, dead_letter_all, inventory, now, varied
+from tests.support.dlqdata import assert_conserved, dead_letter_all, inventory, now, peek_inventory, varied
+
+FAST = ["--max-wait", "0.5"]  # the emulator hands out what it has at once; no need to wait 2 s for an empty DLQ
 
 
 def dlq(cs: str, *args: str, queue: str = "orders") -> Result:
-    return CliRunner().invoke(main, ["dlq", *args, "--connection-string", cs, "--queue", queue],
+    return CliRunner().invoke(main, ["dlq", *args, "--connection-string", cs, "--queue", queue, *FAST],
                               catch_exceptions=False)
 
 
 def places(cs: str, queue: str, *extra: str) -> dict[str, list[tuple[str, str, dict[str, Any]]]]:
-    found = {"queue": inventory(cs, queue, dead_letter=False), "dlq": inventory(cs, queue, dead_letter=True)}
-    for name in extra:
-        found[name] = inventory(cs, name, dead_letter=False)
+    with ServiceBusClient.from_connection_string(cs) as client:
+        found = {"queue": peek_inventory(client, queue, dead_letter=False),
+                 "dlq": peek_inventory(client, queue, dead_letter=True)}
+        for name in extra:
+            found[name] = peek_inventory(client, name, dead_letter=False)
     return found
 
 
 def ctx(cs: str, queue: str, retries: int = 3) -> ops.Context:
     return ops.Context(bus.Endpoint(connection_string=cs), queue, {"retry_total": retries})
+
+
+def fast(**kwargs: Any) -> ops.RequeueOptions:
+    return ops.RequeueOptions(max_wait=0.5, **kwargs)
 
 
 def test_requeue_conserves_hundreds_of_varied_messages(cs: str) -> None:
@@ -109,10 +117,10 @@ def test_lock_lost_after_send_is_reported_and_the_rerun_does_not_duplicate(cs: s
         if not fired:
             fired.append(sb.expire_locks("dedupe"))
 
-    first = ops.requeue(ctx(cs, "dedupe"), Selection(), ops.RequeueOptions(after_send=lose_locks), now())
+    first = ops.requeue(ctx(cs, "dedupe"), Selection(), fast(after_send=lose_locks), now())
     assert fired and fired[0] > 0
     assert first.failed and set(first.failed.values()) == {"lock lost after send (original not completed)"}
-    second = ops.requeue(ctx(cs, "dedupe"), Selection(), ops.RequeueOptions(), now())
+    second = ops.requeue(ctx(cs, "dedupe"), Selection(), fast(), now())
     assert second.clean and len(second.requeued) == 150 - len(first.requeued)
     found = places(cs, "dedupe")
     assert not found["dlq"]
@@ -127,10 +135,10 @@ def test_connection_dropped_mid_run_then_rerun_finishes(cs: str, sb: EmulatorSer
         if not dropped:
             dropped.append(sb.drop_connections())
 
-    first = ops.requeue(ctx(cs, "dedupe", retries=0), Selection(), ops.RequeueOptions(after_send=drop), now())
+    first = ops.requeue(ctx(cs, "dedupe", retries=0), Selection(), fast(after_send=drop), now())
     assert dropped and not first.clean
     assert len(first.requeued) < 200
-    second = ops.requeue(ctx(cs, "dedupe"), Selection(), ops.RequeueOptions(), now())
+    second = ops.requeue(ctx(cs, "dedupe"), Selection(), fast(), now())
     assert second.clean
     found = places(cs, "dedupe")
     assert not found["dlq"]

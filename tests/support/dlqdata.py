@@ -99,20 +99,24 @@ def dead_letter_all(connection_string: str, queue: str, items: list[tuple[Any, S
 
 def inventory(connection_string: str, queue: str, *, dead_letter: bool) -> list[tuple[str, str, dict[str, Any]]]:
     """(original message id, body hash, application properties) of everything in the queue or its DLQ (peek)."""
-    out = []
     with ServiceBusClient.from_connection_string(connection_string) as client:
-        kwargs: dict[str, Any] = {"sub_queue": ServiceBusSubQueue.DEAD_LETTER} if dead_letter else {}
-        with client.get_queue_receiver(queue, **kwargs) as receiver:
-            seq = 1
-            while True:
-                page = receiver.peek_messages(max_message_count=250, sequence_number=seq)
-                if not page:
-                    break
-                for received in page:
-                    message = from_received(received)
-                    out.append((str(message.original_message_id), message.body_hash(),
-                                message.application_properties))
-                seq = int(page[-1].sequence_number or 0) + 1
+        return peek_inventory(client, queue, dead_letter=dead_letter)
+
+
+def peek_inventory(client: ServiceBusClient, queue: str, *, dead_letter: bool) \
+        -> list[tuple[str, str, dict[str, Any]]]:
+    out = []
+    kwargs: dict[str, Any] = {"sub_queue": ServiceBusSubQueue.DEAD_LETTER} if dead_letter else {}
+    with client.get_queue_receiver(queue, **kwargs) as receiver:
+        seq = 1
+        while True:
+            page = receiver.peek_messages(max_message_count=250, sequence_number=seq)
+            if not page:
+                break
+            for received in page:
+                message = from_received(received)
+                out.append((str(message.original_message_id), message.body_hash(), message.application_properties))
+            seq = int(page[-1].sequence_number or 0) + 1
     return out
 
 

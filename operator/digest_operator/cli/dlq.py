@@ -54,6 +54,9 @@ def common(fn: F) -> F:
                      show_default=True, help="Format of the data on stdout."),
         click.option("--retries", type=click.IntRange(0, 10), default=3, show_default=True,
                      help="SDK retries per Service Bus operation."),
+        click.option("--max-wait", type=click.FloatRange(0.1, 60), default=2.0, show_default=True,
+                     help="Seconds the dead-letter queue must stay empty before a scan (requeue, purge, monitor) "
+                          "ends."),
         click.option("--verbose", "-v", is_flag=True, help="Log progress details to stderr."),
     ]
     for option in reversed(options):
@@ -414,7 +417,8 @@ def _requeue_options(kw: dict[str, Any]) -> Any:
     from digest_worker.dlq.ops import RequeueOptions
 
     return RequeueOptions(to=kw.get("to"), id_mode=kw["message_ids_mode"], park_queue=kw.get("park_queue"),
-                          max_batch_bytes=kw["max_batch_bytes"], rate=kw.get("rate"))
+                          max_batch_bytes=kw.get("max_batch_bytes"), rate=kw.get("rate"), lanes=kw["parallel"],
+                          max_wait=kw["max_wait"])
 
 
 def send_options(fn: F) -> F:
@@ -424,8 +428,11 @@ def send_options(fn: F) -> F:
                      default="auto", show_default=True,
                      help="Copy ids: keep them, regenerate deterministically ({original}:rq{n}), or auto: "
                           "regenerate when the target has duplicate detection (or when that cannot be read)."),
-        click.option("--max-batch-bytes", type=click.IntRange(1024), default=256 * 1024, show_default=True,
-                     help="Byte limit of one send batch (capped by what the link allows)."),
+        click.option("--max-batch-bytes", type=click.IntRange(1024),
+                     help="Byte limit of one send batch (default and cap: what the link allows, 256 KB on "
+                          "Standard, 1 MB on Premium)."),
+        click.option("--parallel", type=click.IntRange(1, 16), default=4, show_default=True,
+                     help="Parallel lock-scans, each on its own connection."),
         click.option("--rate", type=click.FloatRange(0.1), help="At most this many messages per second."),
         click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (required on a non-TTY)."),
     ]
@@ -522,7 +529,7 @@ def purge(export_path: Path | None, yes: bool, **kw: Any) -> None:
         log.warning("exported %d message(s) to %s", len(messages), export_path)
     if not yes:
         confirm(f"purge {ctx.queue}/$DeadLetterQueue", messages or ops.select(ctx, selection, now), yes)
-    outcome = ops.purge(ctx, selection, now, only)
+    outcome = ops.purge(ctx, selection, now, only, ops.RequeueOptions(max_wait=kw["max_wait"]))
     progress.done()
     _summary(outcome, kw["output"])
     _finish(outcome)
@@ -558,7 +565,7 @@ def monitor(policy_path: Path | None, pipeline: str | None, termination_log: Pat
         fail(ExitCode.INVALID_INPUT, f"invalid policy document: missing {exc}")
     kw["queue"] = kw.get("queue") or document.queue
     ctx, progress = _context(kw, "peeked")
-    result = ops.monitor(ctx, document, ops.utcnow())
+    result = ops.monitor(ctx, document, ops.utcnow(), max_wait=kw["max_wait"])
     progress.done()
     text = compact(result.report)
     if termination_log is not None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -249,7 +251,8 @@ class _Held:
 
 @dataclass
 class ActOptions:
-    max_batch_bytes: int = DEFAULT_BATCH_BYTES
+    max_batch_bytes: int | None = None
+    """Byte limit of one send batch; None = what the link allows (256 KB Standard, 1 MB Premium)."""
     receive_page: int = RECEIVE_PAGE
     max_wait_time: float = 2.0
     lock_duration: float = 60.0
@@ -260,12 +263,23 @@ class ActOptions:
     after_send: Callable[[], None] | None = None
     """Called after each successful batch send, before its originals are completed (a seam for fault tests)."""
     seen: set[int] = field(default_factory=set)
+    lanes: int = 1
+    """Parallel scans, each on its own connection."""
 
 
 class _Senders:
     def __init__(self, client: ServiceBusClient) -> None:
         self._client = client
         self._senders: dict[str, ServiceBusSender] = {}
+
+        self._limits: dict[str, int] = {}
+
+    def limit(self, queue: str, options: ActOptions) -> int:
+        """min(--max-batch-bytes, what the link allows); the link's limit is read once per queue."""
+        if queue not in self._limits:
+            self._limits[queue] = self.get(queue).create_message_batch().max_size_in_bytes
+        link = self._limits[queue]
+        return link if options.max_batch_bytes is None else min(options.max_batch_bytes, link)
 
     def get(self, queue: str) -> ServiceBusSender:
         if queue not in self._senders:
@@ -280,61 +294,112 @@ class _Senders:
                 log.debug("sender close failed", exc_info=True)
 
 
-def act(client: ServiceBusClient, queue: str, choose: Chooser, options: ActOptions) -> Outcome:
+class _Scan:
+    """What the lanes of one scan share: the sequence numbers seen, the acted count, the chooser (under a lock)."""
+
+    def __init__(self, choose: Chooser, options: ActOptions) -> None:
+        self._choose = choose
+        self.options = options
+        self._lock = threading.Lock()
+        self.acted = 0
+
+    def remaining(self) -> int | None:
+        stop = self.options.stop_after
+        return None if stop is None else max(stop - self.acted, 0)
+
+    def claim(self, received: ServiceBusReceivedMessage) -> tuple[DlqMessage | None, Act | None]:
+        """(message, decision); message None when this sequence number was already seen (the scan has cycled)."""
+        seq = int(received.sequence_number or 0)
+        with self._lock:
+            if seq in self.options.seen:
+                return None, None
+            self.options.seen.add(seq)
+        message = from_received(received)
+        with self._lock:
+            remaining = self.remaining()
+            decision = None if remaining == 0 else self._choose(message)
+            if decision is not None:
+                self.acted += 1
+        return message, decision
+
+
+def act(connect: Callable[[], ServiceBusClient], queue: str, choose: Chooser, options: ActOptions) -> Outcome:
     """Lock-scan the dead-letter queue: act on chosen messages, hold the others, release everything at the end.
 
-    Scanning stops when the DLQ is empty for `max_wait_time`, when a message is seen a second time (everything
-    left is locked by this scan), or after `stop_after` acted messages.
+    `options.lanes` scans run in parallel, each on its own connection (competing consumers of the DLQ), so the
+    round trips of settling overlap. A lane stops when the DLQ stays empty for `max_wait_time`, when it receives a
+    message already seen (everything left is locked by this scan), or after `stop_after` acted messages.
     """
+    scan = _Scan(choose, options)
+    lanes = max(1, options.lanes)
+    if lanes == 1:
+        return _lane(connect, queue, scan)
+    with ThreadPoolExecutor(lanes, thread_name_prefix="dlq-lane") as pool:
+        outcomes = list(pool.map(lambda _: _lane(connect, queue, scan), range(lanes)))
+    merged = Outcome()
+    for item in outcomes:
+        merged.requeued += item.requeued
+        merged.parked += item.parked
+        merged.purged += item.purged
+        merged.skipped += item.skipped
+        merged.left.update(item.left)
+        merged.failed.update(item.failed)
+        merged.errors += [e for e in item.errors if e not in merged.errors]
+    return merged
+
+
+def _lane(connect: Callable[[], ServiceBusClient], queue: str, scan: _Scan) -> Outcome:
     outcome = Outcome()
     held: list[_Held] = []
-    senders = _Senders(client)
-    acted = 0
-    receiver = dead_letter_receiver(client, queue)
     try:
-        with receiver:
-            while options.stop_after is None or acted < options.stop_after:
-                _renew_if_due(receiver, held, options)
-                want = options.receive_page
-                if options.stop_after is not None:
-                    want = max(1, min(want, options.stop_after - acted))
-                batch = receiver.receive_messages(max_message_count=want, max_wait_time=options.max_wait_time)
-                if not batch:
-                    break
-                todo: list[tuple[ServiceBusReceivedMessage, DlqMessage, Act]] = []
-                cycled = False
-                for received in batch:
-                    seq = int(received.sequence_number or 0)
-                    if seq in options.seen:
-                        cycled = True
-                        held.append(_Held(received))
-                        continue
-                    options.seen.add(seq)
-                    message = from_received(received)
-                    decision = choose(message)
-                    if decision is None:
-                        held.append(_Held(received))
-                        outcome.skipped.append(seq)
-                    else:
-                        todo.append((received, message, decision))
-                acted += len(todo)
-                _execute(receiver, senders, todo, options, outcome, held)
-                if options.on_progress is not None:
-                    options.on_progress(len(batch))
-                if cycled:
-                    break
-            for item in held:
-                try:
-                    receiver.abandon_message(item.message)
-                except (MessageLockLostError, ServiceBusError) as exc:
-                    log.debug("releasing %s: %s", item.message.sequence_number, exc)
+        with connect() as client:
+            senders = _Senders(client)
+            try:
+                with dead_letter_receiver(client, queue) as receiver:
+                    _scan(receiver, senders, scan, outcome, held)
+                    for item in held:
+                        try:
+                            receiver.abandon_message(item.message)
+                        except (MessageLockLostError, ServiceBusError) as exc:
+                            log.debug("releasing %s: %s", item.message.sequence_number, exc)
+            finally:
+                senders.close()
     except ServiceBusConnectionError as exc:
         outcome.errors.append(f"connection lost: {exc}; rerun to finish (completed originals are not resent)")
     except ServiceBusError as exc:
         outcome.errors.append(f"{type(exc).__name__}: {exc}")
-    finally:
-        senders.close()
     return outcome
+
+
+def _scan(receiver: ServiceBusReceiver, senders: _Senders, scan: _Scan, outcome: Outcome,
+          held: list[_Held]) -> None:
+    options = scan.options
+    while True:
+        remaining = scan.remaining()
+        if remaining == 0:
+            return
+        _renew_if_due(receiver, held, options)
+        want = options.receive_page if remaining is None else max(1, min(options.receive_page, remaining))
+        batch = receiver.receive_messages(max_message_count=want, max_wait_time=options.max_wait_time)
+        if not batch:
+            return
+        todo: list[tuple[ServiceBusReceivedMessage, DlqMessage, Act]] = []
+        cycled = False
+        for received in batch:
+            message, decision = scan.claim(received)
+            if message is None:
+                cycled = True
+                held.append(_Held(received))
+            elif decision is None:
+                held.append(_Held(received))
+                outcome.skipped.append(message.sequence_number)
+            else:
+                todo.append((received, message, decision))
+        _execute(receiver, senders, todo, options, outcome, held)
+        if options.on_progress is not None:
+            options.on_progress(len(batch))
+        if cycled:
+            return
 
 
 def _renew_if_due(receiver: ServiceBusReceiver, held: list[_Held], options: ActOptions) -> None:
@@ -368,7 +433,7 @@ def _execute(receiver: ServiceBusReceiver, senders: _Senders,
             assert copy is not None
             return (copy.properties.get("group_id"), copy.annotations.get("x-opt-partition-key"))
 
-        packing = pack(items, lambda item: item[1].size, options.max_batch_bytes, key)
+        packing = pack(items, lambda item: item[1].size, senders.limit(target, options), key)
         for group in packing.batches:
             _send_group(receiver, senders, target, group, options, outcome, held)
         for received, message, decision in packing.oversize:
@@ -384,7 +449,7 @@ def _send_group(receiver: ServiceBusReceiver, senders: _Senders, target: str,
     batch: ServiceBusMessageBatch | None = None
     for item in group:
         if batch is None:
-            batch = sender.create_message_batch(max_size_in_bytes=_batch_limit(sender, options))
+            batch = sender.create_message_batch(max_size_in_bytes=senders.limit(target, options))
         assert item[2].copy is not None
         outgoing = to_amqp(item[2].copy)
         try:
@@ -392,7 +457,7 @@ def _send_group(receiver: ServiceBusReceiver, senders: _Senders, target: str,
         except MessageSizeExceededError:
             if pending:  # our estimate was low: send what fits, retry this one in a fresh batch
                 _flush(receiver, sender, batch, pending, options, outcome, held)
-                batch = sender.create_message_batch(max_size_in_bytes=_batch_limit(sender, options))
+                batch = sender.create_message_batch(max_size_in_bytes=senders.limit(target, options))
                 pending = []
                 try:
                     batch.add_message(outgoing)
@@ -405,11 +470,6 @@ def _send_group(receiver: ServiceBusReceiver, senders: _Senders, target: str,
         pending.append(item)
     if batch is not None and pending:
         _flush(receiver, sender, batch, pending, options, outcome, held)
-
-
-def _batch_limit(sender: ServiceBusSender, options: ActOptions) -> int:
-    probe = sender.create_message_batch()
-    return min(options.max_batch_bytes, probe.max_size_in_bytes)
 
 
 def _flush(receiver: ServiceBusReceiver, sender: ServiceBusSender, batch: ServiceBusMessageBatch,
@@ -470,20 +530,20 @@ def send_copies(client: ServiceBusClient, target: str, copies: list[tuple[DlqMes
     senders = _Senders(client)
     try:
         sender = senders.get(target)
-        packing = pack(copies, lambda item: item[0].size or estimate_size(item[0]), options.max_batch_bytes,
+        packing = pack(copies, lambda item: item[0].size or estimate_size(item[0]), senders.limit(target, options),
                        lambda item: (item[1].properties.get("group_id"),
                                      item[1].annotations.get("x-opt-partition-key")))
         for message, _ in packing.oversize:
             outcome.left[message.sequence_number] = "oversize"
         for group in packing.batches:
-            batch = sender.create_message_batch(max_size_in_bytes=_batch_limit(sender, options))
+            batch = sender.create_message_batch(max_size_in_bytes=senders.limit(target, options))
             chunk: list[DlqMessage] = []
             for message, copy in group:
                 try:
                     batch.add_message(to_amqp(copy))
                 except MessageSizeExceededError:
                     _send_plain(sender, batch, chunk, outcome, options)
-                    batch = sender.create_message_batch(max_size_in_bytes=_batch_limit(sender, options))
+                    batch = sender.create_message_batch(max_size_in_bytes=senders.limit(target, options))
                     chunk = []
                     try:
                         batch.add_message(to_amqp(copy))

@@ -74,8 +74,13 @@ class RequeueOptions:
     to: str | None = None
     id_mode: IdMode = "auto"
     park_queue: str | None = None
-    max_batch_bytes: int = bus.DEFAULT_BATCH_BYTES
+    max_batch_bytes: int | None = None
+    """None: what the target's link allows."""
     rate: float | None = None
+    lanes: int = 4
+    """Parallel lock-scans, each on its own connection."""
+    max_wait: float = 2.0
+    """Seconds the dead-letter queue must stay empty before a scan ends."""
     lock_duration: float = 60.0
     after_send: Callable[[], None] | None = None
     """Test seam: called after each batch send, before the originals are completed."""
@@ -93,7 +98,7 @@ def requeue_preview(ctx: Context, selection: Selection, options: RequeueOptions,
             "sequenceNumber": message.sequence_number, "messageId": message.message_id,
             "newMessageId": copy.message_id, "target": target, "requeueCount": message.requeue_count + 1,
             "reason": message.reason, "size": message.size,
-            "oversize": message.size + 64 > options.max_batch_bytes,
+            "oversize": message.size + 64 > (options.max_batch_bytes or bus.DEFAULT_BATCH_BYTES),
         })
     return rows
 
@@ -116,15 +121,14 @@ def requeue(ctx: Context, selection: Selection, options: RequeueOptions, now: da
             fallback = bus.Act("park", options.park_queue, build_copy(message, now=now, count_requeue=False))
         return bus.Act("requeue", target, copy, fallback)
 
-    with ctx.client() as client:
-        return bus.act(client, ctx.queue, choose, _act_options(ctx, options, selection.limit))
+    return bus.act(ctx.client, ctx.queue, choose, _act_options(ctx, options, selection.limit))
 
 
 def _act_options(ctx: Context, options: RequeueOptions, stop_after: int | None) -> bus.ActOptions:
     return bus.ActOptions(
         max_batch_bytes=options.max_batch_bytes, lock_duration=options.lock_duration,
         limiter=RateLimiter(options.rate) if options.rate else None, on_progress=ctx.progress,
-        stop_after=stop_after, after_send=options.after_send,
+        stop_after=stop_after, after_send=options.after_send, lanes=options.lanes, max_wait_time=options.max_wait,
     )
 
 
@@ -144,7 +148,8 @@ def read_export(path: Path) -> Iterator[DlqMessage]:
                 yield from_record(json.loads(line), number)
 
 
-def purge(ctx: Context, selection: Selection, now: datetime.datetime, only: set[int] | None = None) -> Outcome:
+def purge(ctx: Context, selection: Selection, now: datetime.datetime, only: set[int] | None = None,
+          options: RequeueOptions | None = None) -> Outcome:
     """Complete (delete) the selected messages; with `only`, never anything outside that set (the export)."""
     matched = 0
 
@@ -159,8 +164,7 @@ def purge(ctx: Context, selection: Selection, now: datetime.datetime, only: set[
         matched += 1
         return bus.Act("purge")
 
-    with ctx.client() as client:
-        return bus.act(client, ctx.queue, choose, _act_options(ctx, RequeueOptions(), selection.limit))
+    return bus.act(ctx.client, ctx.queue, choose, _act_options(ctx, options or RequeueOptions(), selection.limit))
 
 
 def import_file(ctx: Context, messages: list[DlqMessage], options: RequeueOptions,
@@ -200,7 +204,7 @@ class MonitorResult:
 
 
 def monitor(ctx: Context, document: PolicyDocument, now: datetime.datetime,
-            lock_duration: float = 60.0) -> MonitorResult:
+            lock_duration: float = 60.0, max_wait: float = 2.0) -> MonitorResult:
     """One evaluation of the requeue policy: snapshot (peek), plan (pure), act (unless DryRun), report."""
     policy = document.policy
     with ctx.client() as client:
@@ -227,9 +231,9 @@ def monitor(ctx: Context, document: PolicyDocument, now: datetime.datetime,
             return bus.Act("requeue", ctx.queue, copy, park)
 
         options = bus.ActOptions(limiter=RateLimiter(policy.max_messages_per_second), on_progress=ctx.progress,
-                                 stop_after=len(acting), lock_duration=lock_duration)
-        with ctx.client() as client:
-            outcome = bus.act(client, ctx.queue, choose, options)
+                                 stop_after=len(acting), lock_duration=lock_duration, lanes=2,
+                                 max_wait_time=max_wait)
+        outcome = bus.act(ctx.client, ctx.queue, choose, options)
     done = set(outcome.requeued) | set(outcome.parked)
     remaining = [m for m in snapshot if m.sequence_number not in done]
     counts: dict[str, int] = dict(Counter(str(d.action) for d in the_plan.decisions))

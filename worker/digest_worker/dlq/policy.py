@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import fnmatch
 import re
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -148,9 +149,14 @@ class RateLimiter:
         self._clock, self._sleep = clock, sleep
         self._tokens = rate
         self._last = clock()
+        self._lock = threading.Lock()
 
     def acquire(self, n: int = 1) -> float:
-        """Take `n` tokens, waiting as needed; returns the seconds waited."""
+        """Take `n` tokens, waiting as needed (callers queue up behind each other); returns the seconds waited."""
+        with self._lock:
+            return self._acquire(n)
+
+    def _acquire(self, n: int) -> float:
         waited = 0.0
         while True:
             now = self._clock()
