@@ -3,6 +3,7 @@ scheduling, circuit breaker, DryRun, park) and the compact report written to the
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 from pathlib import Path
@@ -15,6 +16,9 @@ from digest_operator.cli import main
 from digest_operator.cli.exitcodes import ExitCode
 from digest_worker.dlq.bus import from_received
 from tests.support.dlqdata import assert_conserved, dead_letter_all, inventory, varied
+from tests.support.kubeapi import KubeApi
+from tests.support.kubeconfig import write_kubeconfig
+from tests.support.samples import minimal
 
 
 def write_policy(tmp_path: Path, policy: dict[str, Any], queue: str = "orders") -> Path:
@@ -133,3 +137,24 @@ def test_report_shape_and_bad_policy(cs: str, tmp_path: Path) -> None:
     assert result.exit_code == ExitCode.INVALID_INPUT and "requeuePolicy.rules.0.action" in result.stderr
     both = CliRunner().invoke(main, ["dlq", "monitor", "--connection-string", cs])
     assert both.exit_code == ExitCode.USAGE
+
+
+async def test_monitor_reads_the_policy_from_a_pipeline(kube_api: KubeApi, cs: str, tmp_path: Path) -> None:
+    await asyncio.to_thread(dead_letter_all, cs, "orders", varied(10))
+    body = minimal(serviceBus={"namespace": "contoso.servicebus.windows.net", "queue": "orders",
+                               "auth": {"workloadIdentity": {"clientId": "11111111-2222-3333-4444-555555555555"}}},
+                   deadLetter={"requeuePolicy": {"mode": "DryRun", "rules": [RETRY]}})
+    await kube_api.create("/apis/digest.dev/v1alpha1/namespaces/default/digestpipelines", body)
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube_api.url)
+
+    def run(pipeline: str) -> Result:
+        return CliRunner().invoke(main, ["dlq", "monitor", "--pipeline", pipeline, "--connection-string", cs,
+                                         "-o", "json", "--max-wait", "0.5"], env={"KUBECONFIG": str(kubeconfig)})
+
+    result = await asyncio.to_thread(run, "default/demo")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["pipeline"] == "default/demo" and report["queue"] == "orders" and report["mode"] == "DryRun"
+    assert report["decisions"] == {"Requeue": 4, "Skip": 6}
+    assert (await asyncio.to_thread(run, "default/nope")).exit_code == ExitCode.NOT_FOUND
+    assert (await asyncio.to_thread(run, "no-slash")).exit_code == ExitCode.USAGE

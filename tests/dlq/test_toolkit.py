@@ -199,6 +199,9 @@ def test_export_is_lossless_and_import_refuses_a_corrupted_file(cs: str, tmp_pat
     result = dlq(cs, "import", "--file", str(bad), "--yes")
     assert result.exit_code == ExitCode.INVALID_INPUT and "line 2" in result.stderr
     assert inventory(cs, "orders", dead_letter=False) == []
+    unwritable = dlq(cs, "purge", "--yes", "--export", str(tmp_path / "missing-dir" / "f.jsonl"))
+    assert unwritable.exit_code == ExitCode.INVALID_INPUT
+    assert len(inventory(cs, "orders", dead_letter=True)) == 9  # nothing purged without its backup
 
 
 def test_dry_run_changes_nothing(cs: str) -> None:

@@ -17,7 +17,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -407,10 +407,18 @@ def export(path: Path, **kw: Any) -> None:
     if str(path) == "-":
         ops.export(ctx, messages, sys.stdout)
     else:
-        with path.open("w", encoding="utf-8") as out:
+        with _writable(path) as out:
             ops.export(ctx, messages, out)
         emit([{"exported": len(messages), "file": str(path)}], kw["output"],
              [("EXPORTED", "exported", _s), ("FILE", "file", _s)], {"exported": len(messages), "file": str(path)})
+
+
+def _writable(path: Path) -> IO[str]:
+    """Open an export file for writing; a file problem is invalid input (exit 1), not a Service Bus error."""
+    try:
+        return path.open("w", encoding="utf-8")
+    except OSError as exc:
+        fail(ExitCode.INVALID_INPUT, f"{path}: {exc.strerror}")
 
 
 def _requeue_options(kw: dict[str, Any]) -> Any:
@@ -523,7 +531,7 @@ def purge(export_path: Path | None, yes: bool, **kw: Any) -> None:
     messages: list[DlqMessage] | None = None
     if export_path is not None:
         messages = ops.select(ctx, selection, now)
-        with export_path.open("w", encoding="utf-8") as out:
+        with _writable(export_path) as out:
             ops.export(ctx, messages, out)
         only = {m.sequence_number for m in messages}
         log.warning("exported %d message(s) to %s", len(messages), export_path)
