@@ -48,6 +48,8 @@ def test_requeue_conserves_hundreds_of_varied_messages(cs: str) -> None:
     result = dlq(cs, "requeue", "--reason", "Transient.*", "--yes", "-o", "json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
+    assert set(summary) == {"requeued", "parked", "purged", "skipped", "left", "failed", "leftReasons",
+                            "failedReasons", "errors"}  # the stable JSON summary of every destructive command
     assert summary["requeued"] == 120 and summary["failed"] == 0 and summary["left"] == 0
     found = places(cs, "orders")
     assert_conserved(expected, found)
@@ -88,6 +90,9 @@ def test_show_and_stats(cs: str) -> None:
     assert json.loads(dlq(cs, "show", "2", "-o", "json").stdout)["body"]["encoding"] == "amqp-sequence"
     assert dlq(cs, "show", "999").exit_code == ExitCode.NOT_FOUND
     stats = json.loads(dlq(cs, "stats", "-o", "json").stdout)
+    assert set(stats) == {"queue", "selected", "groups", "runtime"}
+    assert set(stats["groups"][0]) == {"reason", "description", "count", "oldestAgeSeconds", "newestAgeSeconds",
+                                       "bytes"}
     assert stats["selected"] == 12 and stats["runtime"]["deadLetterMessageCount"] == 12
     assert stats["runtime"]["source"] == "peek"
     assert {g["reason"]: g["count"] for g in stats["groups"]}["Poison.BadJson"] == 2

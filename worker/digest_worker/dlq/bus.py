@@ -11,7 +11,6 @@ import datetime
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -246,7 +245,6 @@ class Act:
 @dataclass
 class _Held:
     message: ServiceBusReceivedMessage
-    why: str | None = None
 
 
 @dataclass
@@ -255,7 +253,6 @@ class ActOptions:
     """Byte limit of one send batch; None = what the link allows (256 KB Standard, 1 MB Premium)."""
     receive_page: int = RECEIVE_PAGE
     max_wait_time: float = 2.0
-    lock_duration: float = 60.0
     limiter: RateLimiter | None = None
     on_progress: Callable[[int], None] | None = None
     stop_after: int | None = None
@@ -576,7 +573,3 @@ def _send_plain(sender: ServiceBusSender, batch: ServiceBusMessageBatch, chunk: 
     outcome.requeued.extend(m.sequence_number for m in chunk)
     if options.on_progress is not None:
         options.on_progress(len(chunk))
-
-
-def wait_seconds(start: float) -> float:
-    return time.monotonic() - start

@@ -126,7 +126,7 @@ def requeue(ctx: Context, selection: Selection, options: RequeueOptions, now: da
 
 def _act_options(ctx: Context, options: RequeueOptions, stop_after: int | None) -> bus.ActOptions:
     return bus.ActOptions(
-        max_batch_bytes=options.max_batch_bytes, lock_duration=options.lock_duration,
+        max_batch_bytes=options.max_batch_bytes,
         limiter=RateLimiter(options.rate) if options.rate else None, on_progress=ctx.progress,
         stop_after=stop_after, after_send=options.after_send, lanes=options.lanes, max_wait_time=options.max_wait,
     )
@@ -203,8 +203,7 @@ class MonitorResult:
     report: dict[str, Any]
 
 
-def monitor(ctx: Context, document: PolicyDocument, now: datetime.datetime,
-            lock_duration: float = 60.0, max_wait: float = 2.0) -> MonitorResult:
+def monitor(ctx: Context, document: PolicyDocument, now: datetime.datetime, max_wait: float = 2.0) -> MonitorResult:
     """One evaluation of the requeue policy: snapshot (peek), plan (pure), act (unless DryRun), report."""
     policy = document.policy
     with ctx.client() as client:
@@ -231,7 +230,7 @@ def monitor(ctx: Context, document: PolicyDocument, now: datetime.datetime,
             return bus.Act("requeue", ctx.queue, copy, park)
 
         options = bus.ActOptions(limiter=RateLimiter(policy.max_messages_per_second), on_progress=ctx.progress,
-                                 stop_after=len(acting), lock_duration=lock_duration, lanes=2,
+                                 stop_after=len(acting), lanes=2,
                                  max_wait_time=max_wait)
         outcome = bus.act(ctx.client, ctx.queue, choose, options)
     done = set(outcome.requeued) | set(outcome.parked)
