@@ -8,7 +8,7 @@ messages (by message id and body hash).
 The emulator runs as a `digestctl emulator` process (one per method), so client and server do not share an
 interpreter.
 
-    uv run python -m bench.dlq_requeue [--messages 5000] [--seed 7]
+    uv run python -m bench.dlq_requeue [--messages 5000] [--seed 7] [--lanes 4]
 """
 
 from __future__ import annotations
@@ -89,9 +89,9 @@ def naive(connection_string: str, queue: str) -> int:
             moved += len(got)
 
 
-def toolkit(connection_string: str, queue: str) -> int:
+def toolkit(connection_string: str, queue: str, lanes: int = 4) -> int:
     ctx = ops.Context(bus.Endpoint(connection_string=connection_string), queue, {})
-    outcome = ops.requeue(ctx, Selection(), ops.RequeueOptions(), ops.utcnow())
+    outcome = ops.requeue(ctx, Selection(), ops.RequeueOptions(lanes=lanes), ops.utcnow())
     if not outcome.clean:
         raise RuntimeError(f"toolkit run incomplete: {outcome.summary()}")
     return len(outcome.requeued)
@@ -111,7 +111,7 @@ def verify(connection_string: str, queue: str, expected: dict[str, str]) -> dict
             "body_changed": changed, "left_in_dlq": dead}
 
 
-def _one(method: str, count: int, seed: int) -> tuple[int, float, dict[str, Any]]:
+def _one(method: str, count: int, seed: int, lanes: int) -> tuple[int, float, dict[str, Any]]:
     """A fresh emulator process per method, so neither run inherits the other's state."""
     digestctl = Path(sys.executable).parent / "digestctl"
     args = [str(digestctl), "emulator", "--port", str(free_port())]
@@ -123,7 +123,7 @@ def _one(method: str, count: int, seed: int) -> tuple[int, float, dict[str, Any]
         cs = server.stdout.readline().strip()
         expected = fill(cs, method, count, seed)
         started = time.perf_counter()
-        moved = naive(cs, method) if method == "naive" else toolkit(cs, method)
+        moved = naive(cs, method) if method == "naive" else toolkit(cs, method, lanes)
         wall = time.perf_counter() - started
         return moved, wall, verify(cs, method, expected)
     finally:
@@ -131,12 +131,13 @@ def _one(method: str, count: int, seed: int) -> tuple[int, float, dict[str, Any]
         server.wait(timeout=20)
 
 
-def run(count: int, seed: int) -> dict[str, Any]:
-    moved_a, wall_a, check_a = _one("naive", count, seed)
-    moved_b, wall_b, check_b = _one("toolkit", count, seed)
+def run(count: int, seed: int, lanes: int = 4) -> dict[str, Any]:
+    moved_a, wall_a, check_a = _one("naive", count, seed, lanes)
+    moved_b, wall_b, check_b = _one("toolkit", count, seed, lanes)
     rate_a, rate_b = moved_a / wall_a, moved_b / wall_b
     return {
         "messages": count,
+        "toolkit_lanes": lanes,
         "naive_msgs_per_s": round(rate_a, 1),
         "toolkit_msgs_per_s": round(rate_b, 1),
         "ratio_toolkit_vs_naive": round(rate_b / rate_a, 2),
@@ -150,8 +151,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--lanes", type=int, default=4, help="the toolkit's parallel lock-scans (--parallel)")
     parsed = parser.parse_args()
-    result = run(parsed.messages, parsed.seed)
+    result = run(parsed.messages, parsed.seed, parsed.lanes)
     width = max(map(len, result))
     for key, value in result.items():
         print(f"{key:<{width}}  {value}")
