@@ -299,6 +299,7 @@ class _Scan:
         self.options = options
         self._lock = threading.Lock()
         self.acted = 0
+        self.max_seen = 0
 
     def remaining(self) -> int | None:
         stop = self.options.stop_after
@@ -311,6 +312,7 @@ class _Scan:
             if seq in self.options.seen:
                 return None, None
             self.options.seen.add(seq)
+            self.max_seen = max(self.max_seen, seq)
         message = from_received(received)
         with self._lock:
             remaining = self.remaining()
@@ -324,8 +326,10 @@ def act(connect: Callable[[], ServiceBusClient], queue: str, choose: Chooser, op
     """Lock-scan the dead-letter queue: act on chosen messages, hold the others, release everything at the end.
 
     `options.lanes` scans run in parallel, each on its own connection (competing consumers of the DLQ), so the
-    round trips of settling overlap. A lane stops when the DLQ stays empty for `max_wait_time`, when it receives a
-    message already seen (everything left is locked by this scan), or after `stop_after` acted messages.
+    round trips of settling overlap. A lane stops when a peek finds nothing beyond the highest sequence number seen
+    (checked after every page, instead of waiting for an empty receive), when the DLQ stays empty for
+    `max_wait_time`, when it receives a message already seen (everything left is locked by this scan), or after
+    `stop_after` acted messages. Messages below that sequence number that another consumer holds are not waited for.
     """
     scan = _Scan(choose, options)
     lanes = max(1, options.lanes)
@@ -397,6 +401,14 @@ def _scan(receiver: ServiceBusReceiver, senders: _Senders, scan: _Scan, outcome:
             options.on_progress(len(batch))
         if cycled:
             return
+        if not _unseen_remain(receiver, scan):
+            return  # drained: no need to wait max_wait_time for an empty receive
+
+
+def _unseen_remain(receiver: ServiceBusReceiver, scan: _Scan) -> bool:
+    """Whether the DLQ holds a message beyond the highest sequence number this scan has seen (one peek)."""
+    page = receiver.peek_messages(max_message_count=1, sequence_number=scan.max_seen + 1)
+    return bool(page)
 
 
 def _renew_if_due(receiver: ServiceBusReceiver, held: list[_Held], options: ActOptions) -> None:
