@@ -105,8 +105,9 @@ async def run_reconcile(runtime: Runtime, body: Any, logger: logging.Logger | An
             metrics.reconcile_seconds.observe(time.perf_counter() - started)
         runtime.mark_reconciled(str(meta.get("uid")))
     _post(raw, outcome.events)
-    dead = (outcome.status.get("deadLetter") or {}).get("count")
-    metrics.set_pipeline(namespace or "", name, outcome.ready, dead)
+    dead_letter = outcome.status.get("deadLetter")
+    metrics.set_pipeline(namespace or "", name, outcome.ready, (dead_letter or {}).get("count"))
+    metrics.set_dead_letter(namespace or "", name, dead_letter)
     if outcome.invalid is not None:
         metrics.reconciles.labels("invalid").inc()
         if not from_timer:  # the timer only keeps the status current: no retries, no log spam

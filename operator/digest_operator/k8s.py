@@ -158,7 +158,7 @@ class KubeClient:
     async def list(
         self, api_version: str, plural: str, namespace: str | None, label_selector: str,
     ) -> list[dict[str, Any]]:
-        """The objects matching `label_selector` (one page; used for a Deployment's pods)."""
+        """The objects matching `label_selector` (one page: a Deployment's pods, a pipeline's monitor pods)."""
         result = await self.request("GET", resource_path(api_version, plural, namespace),
                                     params={"labelSelector": label_selector})
         return list((result or {}).get("items") or [])

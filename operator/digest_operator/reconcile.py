@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from digest_operator import imagepin, pinning, rollouts
+from digest_operator import deadletter, imagepin, pinning, rollouts
 from digest_operator import status as status_mod
 from digest_operator.api.parse import Pipeline, SpecError, parse_pipeline
 from digest_operator.drift import in_sync, merge_patch
@@ -20,6 +21,7 @@ from digest_operator.render import ChildRef, possible_children, render_children
 from digest_operator.render.meta import APPLIED_HASH
 from digest_operator.rollout import RolloutState, rollout_state
 from digest_operator.status import Change, Event, Observation
+from digest_worker.dlq.select import parse_duration
 
 
 class Api(Protocol):
@@ -30,6 +32,10 @@ class Api(Protocol):
         ...
 
     async def delete(self, api_version: str, plural: str, namespace: str | None, name: str, uid: str) -> None:
+        ...
+
+    async def list(self, api_version: str, plural: str, namespace: str | None, label_selector: str) \
+            -> list[dict[str, Any]]:
         ...
 
 
@@ -208,6 +214,7 @@ async def reconcile(
                 history = rollouts.mark_rolled_back(history, rollback)
             observation.rollout_record = record
         observation.history = history[:limit]
+        await _observe_dead_letters(api, pipeline, old_status, observation, now)
 
     new_status = status_mod.compute(old_status, observation, now)
     return Outcome(
@@ -225,6 +232,24 @@ def _with_rollback(objects: list[dict[str, Any]], rollback: rollouts.Rollback | 
     if rollback is None:
         return objects
     return [rollouts.annotate(o, rollback) if o["kind"] == "Deployment" else o for o in objects]
+
+
+async def _observe_dead_letters(api: Api, pipeline: Pipeline, old_status: dict[str, Any], observation: Observation,
+                                now: str) -> None:
+    """status.deadLetter from the newest DLQ monitor report (a finished monitor pod's termination message)."""
+    old = old_status.get("deadLetter")
+    try:
+        pods = await api.list("v1", "pods", pipeline.namespace, deadletter.pod_selector(pipeline.name))
+    except ApiError as exc:
+        if exc.transient:
+            raise
+        pods = []  # e.g. no RBAC to list pods: keep what the status says
+    new = deadletter.status_from_report(old, deadletter.latest_report(pods))
+    observation.dead_letter = new
+    alert_after = pipeline.spec.dead_letter.alert_after
+    now_time = datetime.datetime.fromisoformat(now.replace("Z", "+00:00"))
+    observation.dead_letter_condition = deadletter.condition(new, parse_duration(alert_after), alert_after, now_time)
+    observation.dead_letter_events = deadletter.events(old, new)
 
 
 _MISSING_API_HINTS = {

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from digest_operator.api.imageref import ImageRef
 from digest_operator.conditions import (
+    DEAD_LETTER_CLEAR,
     DEGRADED,
     IMAGE_PINNED,
     PROGRESSING,
@@ -61,6 +62,10 @@ class Observation:
     """The automatic rollback in effect."""
     rollout_record: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    dead_letter: dict[str, Any] | None = None
+    """The new `status.deadLetter` (from the DLQ monitor's report; see `deadletter`), None = keep the old one."""
+    dead_letter_condition: Condition | None = None
+    dead_letter_events: list[Event] = field(default_factory=list)
 
 
 def _conditions(obs: Observation) -> list[Condition]:
@@ -129,6 +134,8 @@ def _conditions(obs: Observation) -> list[Condition]:
         ready = Condition(READY, "False", "RolloutInProgress", rollout.message)
     else:
         ready = Condition(READY, "True", "Available", rollout.message)
+    if obs.dead_letter_condition is not None:
+        conds.append(obs.dead_letter_condition)
     return [ready, *conds]
 
 
@@ -146,6 +153,8 @@ def compute(old_status: dict[str, Any], obs: Observation, now: str) -> dict[str,
         status.update({k: old_status[k] for k in ("replicas", "readyReplicas") if k in old_status})
         return {k: v for k, v in status.items() if v is not None}
     status["observedGeneration"] = obs.generation
+    if obs.dead_letter is not None:
+        status["deadLetter"] = obs.dead_letter
     image: dict[str, Any] = dict(obs.resolution)
     if obs.image is not None:
         image.update(ref=str(obs.image), digest=obs.image.digest, short=obs.image.short)
@@ -208,4 +217,8 @@ def events(old_status: dict[str, Any], new_status: dict[str, Any], obs: Observat
         old_ready = find(old_conds, READY)
         if old_ready is None or old_ready.get("status") != "True":
             result.append(Event("Normal", "Ready", ready["message"]))
+    clear, old_clear = find(new_conds, DEAD_LETTER_CLEAR), find(old_conds, DEAD_LETTER_CLEAR)
+    if clear is not None and clear["status"] == "False" and (old_clear or {}).get("status") != "False":
+        result.append(Event("Warning", clear["reason"], clear["message"]))
+    result.extend(obs.dead_letter_events)
     return result

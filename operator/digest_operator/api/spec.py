@@ -396,9 +396,19 @@ class RequeueRule(Model):
     """Requeue: send a copy back to the queue, then complete the dead-lettered original. Skip: leave it.
     Park: move it to `parkQueue`."""
     max_requeues: int = Field(default=3, ge=0, le=100)
-    """Requeue at most this many times (tracked in the `x-requeue-count` property); afterwards the message stays."""
+    """Requeue at most this many times (tracked in the `x-requeue-count` property of the copy). A message that has
+    been requeued this often is never requeued automatically again: the policy's `defaultAction` applies to it."""
     backoff: Backoff = Field(default_factory=Backoff, json_schema_extra={"default": {}})
     """Delay between requeues of the same message."""
+
+
+class CircuitBreaker(Model):
+    """Pauses automatic requeues when requeued messages keep coming back to the dead-letter queue."""
+
+    threshold: int = Field(default=10, ge=1, le=100000)
+    """Open the circuit when at least this many messages requeued within `window` are dead-lettered again."""
+    window: Duration = "15m"
+    """How far back a requeue counts (measured from the `x-requeued-at` property of the copy)."""
 
 
 class RequeuePolicy(Model):
@@ -406,22 +416,35 @@ class RequeuePolicy(Model):
 
     model_config = ConfigDict(
         json_schema_extra={"x-kubernetes-validations": [{
-            "rule": "!has(self.rules) || !self.rules.exists(r, r.action == 'Park') || has(self.parkQueue)",
-            "message": "parkQueue is required when a rule uses action Park",
+            "rule": "(!has(self.rules) || !self.rules.exists(r, r.action == 'Park')) && "
+                    "(!has(self.defaultAction) || self.defaultAction != 'Park') || has(self.parkQueue)",
+            "message": "parkQueue is required when a rule or defaultAction uses action Park",
         }]},
     )
 
+    mode: Literal["Active", "DryRun"] = "Active"
+    """DryRun evaluates and reports the decisions (status, metrics, the monitor's report) without touching a
+    message."""
+
     rules: list[RequeueRule] = Field(default_factory=list, max_length=50)
-    """Ordered rules; messages matching no rule are left in the dead-letter queue."""
+    """Ordered rules, first match wins; messages matching no rule get `defaultAction`."""
     park_queue: str | None = Field(default=None, min_length=1, max_length=260, pattern=QUEUE_PATTERN)
     """Queue receiving parked messages."""
+    default_action: Literal["Skip", "Park"] = "Skip"
+    """What happens to messages matching no rule, and to messages that reached their rule's `maxRequeues`.
+    Requeue is not offered here on purpose: requeueing everything needs an explicit catch-all rule."""
     max_messages_per_run: int = Field(default=500, ge=1, le=100000)
-    """Upper bound of messages acted on per monitor run."""
+    """Upper bound of messages requeued or parked per monitor run; the rest waits for the next run."""
+    max_messages_per_second: int = Field(default=50, ge=1, le=10000)
+    """Rate limit of requeues and parks within a run."""
+    circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker, json_schema_extra={"default": {}})
+    """Stops automatic requeues (parks continue) while requeued messages fail again."""
 
     @model_validator(mode="after")
     def _park_needs_queue(self) -> RequeuePolicy:
-        if self.park_queue is None and any(rule.action == "Park" for rule in self.rules):
-            raise ValueError("parkQueue is required when a rule uses action Park")
+        parks = self.default_action == "Park" or any(rule.action == "Park" for rule in self.rules)
+        if self.park_queue is None and parks:
+            raise ValueError("parkQueue is required when a rule or defaultAction uses action Park")
         names = [rule.name for rule in self.rules]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:

@@ -20,7 +20,7 @@ class Condition(Model):
     """metav1.Condition."""
 
     type: str = Field(max_length=316, pattern=CONDITION_TYPE_PATTERN)
-    """Condition type: Ready, ImagePinned, Progressing or Degraded."""
+    """Condition type: Ready, ImagePinned, Progressing, Degraded or DeadLetterClear."""
     status: Literal["True", "False", "Unknown"]
     """Status of the condition."""
     observed_generation: int | None = Field(default=None, ge=0)
@@ -118,8 +118,31 @@ class RollbackStatus(Model):
     """Why the rollout of `failedImage` failed."""
 
 
+class DeadLetterRun(Model):
+    """The last finished DLQ monitor run, from its report (the pod's termination message)."""
+
+    time: datetime | None = None
+    """When the monitor evaluated the policy."""
+    pod: str | None = None
+    """The monitor pod that wrote the report."""
+    mode: Literal["Active", "DryRun"] | None = None
+    """The policy mode of that run."""
+    decisions: dict[str, int] = Field(default_factory=dict)
+    """Messages per decided action (Requeue, Park, Skip)."""
+    requeued: int = Field(default=0, ge=0)
+    """Messages requeued (copies sent, originals completed)."""
+    parked: int = Field(default=0, ge=0)
+    """Messages moved to the park queue."""
+    left: int = Field(default=0, ge=0)
+    """Messages the policy chose but that stayed in the dead-letter queue (e.g. too large to send)."""
+    failed: int = Field(default=0, ge=0)
+    """Messages whose action failed (still in, or back in, the dead-letter queue)."""
+    errors: list[str] = Field(default_factory=list, max_length=5)
+    """Run-level errors (shortened)."""
+
+
 class DeadLetterStatus(Model):
-    """Dead-letter queue facts, written by the DLQ monitor."""
+    """Dead-letter queue facts, from the last DLQ monitor report."""
 
     count: int | None = Field(default=None, ge=0)
     """Messages in the dead-letter queue at the last check."""
@@ -127,6 +150,10 @@ class DeadLetterStatus(Model):
     """Enqueued time of the oldest dead-lettered message."""
     last_checked_time: datetime | None = None
     """When the monitor last looked."""
+    circuit: Literal["Closed", "Open"] | None = None
+    """Circuit breaker of the requeue policy: Open pauses automatic requeues."""
+    last_run: DeadLetterRun | None = None
+    """Counts of the last monitor run."""
 
 
 class DigestPipelineStatus(Model):
@@ -138,7 +165,7 @@ class DigestPipelineStatus(Model):
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
-    """Ready (summary), ImagePinned, Progressing and Degraded."""
+    """Ready (summary), ImagePinned, Progressing, Degraded and DeadLetterClear."""
     image: ImageStatus | None = None
     """Image in use."""
     replicas: int | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from digest_operator.cli import crd, emulator, operator, render, rollout
+from digest_operator.cli import crd, dlq, emulator, operator, render, rollout
 from digest_worker import cli as worker_cli
 
 
@@ -23,3 +23,4 @@ main.add_command(worker_cli.worker)
 main.add_command(worker_cli.enqueue)
 main.add_command(worker_cli.references)
 main.add_command(worker_cli.items)
+main.add_command(dlq.dlq)

@@ -16,6 +16,9 @@ COMPONENT = "dlq-monitor"
 POLICY_DIR = "/etc/digest-pipelines"
 POLICY_KEY = "requeue-policy.json"
 POLICY_PATH = f"{POLICY_DIR}/{POLICY_KEY}"
+# The monitor writes its compact JSON report here; the operator reads it from the finished pod's status
+# (containerStatuses[].state.terminated.message) into status.deadLetter.
+TERMINATION_LOG = "/dev/termination-log"
 
 
 def policy_document(owner: Owner, spec: DigestPipelineSpec) -> dict[str, Any]:
@@ -45,7 +48,9 @@ def cronjob(owner: Owner, spec: DigestPipelineSpec, names: ChildNames, image: Im
         "name": "dlq-monitor",
         "image": str(image),
         "imagePullPolicy": "IfNotPresent",
-        "args": ["dlq", "monitor", "--policy", POLICY_PATH],
+        "args": ["dlq", "monitor", "--policy", POLICY_PATH, "--termination-log", TERMINATION_LOG, "--output", "json"],
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "File",
         "env": [*pod.service_bus_env(owner.name, spec), pod.value(contract.REQUEUE_POLICY_FILE, POLICY_PATH)],
         "resources": {"requests": {"cpu": "50m", "memory": "96Mi"}, "limits": {"memory": "192Mi"}},
         "securityContext": pod.container_security_context(),

@@ -147,7 +147,10 @@ def test_cel_rules_accept_the_samples(path: Path) -> None:
 def test_cel_rules_accept_a_minimal_pipeline_with_only_crd_defaults() -> None:
     # regression: a rule read `self.rules` on the defaulted `requeuePolicy: {}` and failed with "no such key"
     defaulted = _defaulted(minimal())
-    assert defaulted["spec"]["deadLetter"]["requeuePolicy"] == {"maxMessagesPerRun": 500}
+    assert defaulted["spec"]["deadLetter"]["requeuePolicy"] == {
+        "maxMessagesPerRun": 500, "maxMessagesPerSecond": 50, "mode": "Active", "defaultAction": "Skip",
+        "circuitBreaker": {"threshold": 10, "window": "15m"},
+    }
     assert _violations(defaulted) == []
 
 
@@ -158,6 +161,7 @@ def test_cel_rules_accept_a_minimal_pipeline_with_only_crd_defaults() -> None:
         ("spec.serviceBus.auth", {}, "set exactly one of workloadIdentity or connectionStringSecretRef"),
         ("spec.rollout", {"maxSurge": 0, "maxUnavailable": "0%"}, "maxSurge and maxUnavailable must not both be zero"),
         ("spec.deadLetter.requeuePolicy", {"rules": [{"name": "p", "action": "Park"}]}, "parkQueue is required"),
+        ("spec.deadLetter.requeuePolicy", {"defaultAction": "Park"}, "parkQueue is required"),
         ("spec.teams", {"appId": "x", "appType": "MultiTenant"}, "passwordSecretRef is required"),
         ("spec.teams", {"appId": "x", "appType": "SingleTenant", "passwordSecretRef": {}}, "tenantId is required"),
         ("metadata.name", "x" * 64, "metadata.name must be at most 63"),

@@ -40,6 +40,13 @@ class MemoryApi:
         self.writes.append(("delete", plural, name))
         self.objects.pop((api_version, plural, namespace, name), None)
 
+    async def list(self, api_version: str, plural: str, namespace: str | None, label_selector: str) \
+            -> list[dict[str, Any]]:
+        wanted = dict(pair.split("=", 1) for pair in label_selector.split(","))
+        return [copy.deepcopy(obj) for (v, p, ns, _), obj in self.objects.items()
+                if (v, p, ns) == (api_version, plural, namespace)
+                and wanted.items() <= (obj["metadata"].get("labels") or {}).items()]
+
 
 def _body(**spec: Any) -> dict[str, Any]:
     body = minimal(**spec)

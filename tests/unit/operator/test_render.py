@@ -156,7 +156,9 @@ def test_dlq_monitor_cronjob_and_policy() -> None:
     assert cron["concurrencyPolicy"] == "Forbid" and cron["schedule"] == "*/5 * * * *"
     pod = cron["jobTemplate"]["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    assert container["args"] == ["dlq", "monitor", "--policy", "/etc/digest-pipelines/requeue-policy.json"]
+    assert container["args"] == ["dlq", "monitor", "--policy", "/etc/digest-pipelines/requeue-policy.json",
+                                 "--termination-log", "/dev/termination-log", "--output", "json"]
+    assert container["terminationMessagePath"] == "/dev/termination-log"
     assert container["image"] == objects["Deployment"]["spec"]["template"]["spec"]["containers"][0]["image"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["restartPolicy"] == "Never"

@@ -1,0 +1,233 @@
+"""`digestctl dlq` against the emulator with the real SDK: conservation by message id and body hash over hundreds of
+varied messages, under injected faults (failing sends, lost locks, dropped connections), oversize messages,
+confirmation rules, JSON outputs and exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from azure.servicebus import ServiceBusClient
+from click.testing import CliRunner, Result
+
+from digest_operator.cli import main
+from digest_operator.cli.exitcodes import ExitCode
+from digest_sbemulator.server import EmulatorServer
+from digest_worker.dlq import bus, ops
+from digest_worker.dlq.select import Selection
+from tests.support.dlqdata import assert_conserved, dead_letter_all, inventory, now, peek_inventory, varied
+
+FAST = ["--max-wait", "0.5"]  # the emulator hands out what it has at once; no need to wait 2 s for an empty DLQ
+
+
+def dlq(cs: str, *args: str, queue: str = "orders") -> Result:
+    return CliRunner().invoke(main, ["dlq", *args, "--connection-string", cs, "--queue", queue, *FAST],
+                              catch_exceptions=False)
+
+
+def places(cs: str, queue: str, *extra: str) -> dict[str, list[tuple[str, str, dict[str, Any]]]]:
+    with ServiceBusClient.from_connection_string(cs) as client:
+        found = {"queue": peek_inventory(client, queue, dead_letter=False),
+                 "dlq": peek_inventory(client, queue, dead_letter=True)}
+        for name in extra:
+            found[name] = peek_inventory(client, name, dead_letter=False)
+    return found
+
+
+def ctx(cs: str, queue: str, retries: int = 3) -> ops.Context:
+    return ops.Context(bus.Endpoint(connection_string=cs), queue, {"retry_total": retries})
+
+
+def fast(**kwargs: Any) -> ops.RequeueOptions:
+    return ops.RequeueOptions(max_wait=0.5, **kwargs)
+
+
+def test_requeue_conserves_hundreds_of_varied_messages(cs: str) -> None:
+    expected = dead_letter_all(cs, "orders", varied(300))
+    result = dlq(cs, "requeue", "--reason", "Transient.*", "--yes", "-o", "json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert set(summary) == {"requeued", "parked", "purged", "skipped", "left", "failed", "leftReasons",
+                            "failedReasons", "errors"}  # the stable JSON summary of every destructive command
+    assert summary["requeued"] == 120 and summary["failed"] == 0 and summary["left"] == 0
+    found = places(cs, "orders")
+    assert_conserved(expected, found)
+    assert len(found["queue"]) == 120 and len(found["dlq"]) == 180
+    for _, _, app in found["queue"]:
+        assert "DeadLetterReason" not in app and "DeadLetterErrorDescription" not in app
+        assert app["x-requeue-count"] == 1
+    with ServiceBusClient.from_connection_string(cs) as client, client.get_queue_receiver("orders") as receiver:
+        copies = {str(m.message_id): m for m in receiver.peek_messages(max_message_count=250)}
+    copy = copies["m-00000:rq1"]  # the fixture has no management API: auto regenerates deterministic ids
+    assert copy.session_id == "s0" and copy.subject == "digest.0" and copy.correlation_id == "c-0"
+    assert copy.dead_letter_reason is None and copy.content_type == "application/json"
+
+
+def test_list_walks_past_the_peek_cap_and_changes_nothing(cs: str) -> None:
+    dead_letter_all(cs, "orders", varied(320))
+    before = dlq(cs, "list", "-o", "json")
+    assert before.exit_code == 0
+    rows = json.loads(before.stdout)
+    assert len(rows) == 320 and [r["sequenceNumber"] for r in rows] == sorted(r["sequenceNumber"] for r in rows)
+    assert set(rows[0]) == {"sequenceNumber", "messageId", "enqueuedTime", "ageSeconds", "deliveryCount", "reason",
+                            "description", "size", "requeueCount"}
+    assert all(r["deliveryCount"] == 0 for r in json.loads(dlq(cs, "list", "-o", "json").stdout))
+    filtered = dlq(cs, "list", "--reason", "Poison.*", "--description", "attempt", "--limit", "10", "-o", "jsonl")
+    lines = [json.loads(line) for line in filtered.stdout.splitlines()]
+    assert len(lines) == 10 and {r["reason"] for r in lines} == {"Poison.BadJson"}
+    table = dlq(cs, "list", "--from-sequence", "5", "--to-sequence", "7")
+    assert table.stdout.splitlines()[0].split()[:3] == ["SEQ", "MESSAGE-ID", "ENQUEUED"]
+    assert len(table.stdout.splitlines()) == 4
+
+
+def test_show_and_stats(cs: str) -> None:
+    dead_letter_all(cs, "orders", varied(12))
+    shown = dlq(cs, "show", "1", "-o", "json")
+    doc = json.loads(shown.stdout)
+    assert doc["body"]["encoding"] == "json" and doc["body"]["value"]["i"] == 0
+    assert doc["applicationProperties"]["DeadLetterReason"] == "Transient.Exhausted.Http"
+    assert json.loads(dlq(cs, "show", "2", "-o", "json").stdout)["body"]["encoding"] == "amqp-sequence"
+    assert dlq(cs, "show", "999").exit_code == ExitCode.NOT_FOUND
+    stats = json.loads(dlq(cs, "stats", "-o", "json").stdout)
+    assert set(stats) == {"queue", "selected", "groups", "runtime"}
+    assert set(stats["groups"][0]) == {"reason", "description", "count", "oldestAgeSeconds", "newestAgeSeconds",
+                                       "bytes"}
+    assert stats["selected"] == 12 and stats["runtime"]["deadLetterMessageCount"] == 12
+    assert stats["runtime"]["source"] == "peek"
+    assert {g["reason"]: g["count"] for g in stats["groups"]}["Poison.BadJson"] == 2
+    assert all(g["description"].endswith("attempt failed") for g in stats["groups"])  # first line only
+
+
+def test_send_failure_mid_run_leaves_those_messages_and_a_rerun_finishes(cs: str, sb: EmulatorServer) -> None:
+    expected = dead_letter_all(cs, "orders", varied(200, big_every=7))  # 40 KB messages force several batches
+    sb.fail_next_sends(1)
+    first = dlq(cs, "requeue", "--yes", "--retries", "0", "-o", "json")
+    assert first.exit_code == ExitCode.PARTIAL
+    summary = json.loads(first.stdout)
+    assert summary["failed"] > 0 and summary["requeued"] + summary["failed"] == 200
+    assert_conserved(expected, places(cs, "orders"))
+    second = dlq(cs, "requeue", "--yes", "-o", "json")
+    assert second.exit_code == 0 and json.loads(second.stdout)["requeued"] == summary["failed"]
+    found = places(cs, "orders")
+    assert_conserved(expected, found)
+    assert not found["dlq"]
+
+
+def test_lock_lost_after_send_is_reported_and_the_rerun_does_not_duplicate(cs: str, sb: EmulatorServer) -> None:
+    expected = dead_letter_all(cs, "dedupe", varied(150))
+    fired: list[int] = []
+
+    def lose_locks() -> None:
+        if not fired:
+            fired.append(sb.expire_locks("dedupe"))
+
+    first = ops.requeue(ctx(cs, "dedupe"), Selection(), fast(after_send=lose_locks), now())
+    assert fired and fired[0] > 0
+    assert first.failed and set(first.failed.values()) == {"lock lost after send (original not completed)"}
+    second = ops.requeue(ctx(cs, "dedupe"), Selection(), fast(), now())
+    assert second.clean and len(second.requeued) == 150 - len(first.requeued)
+    found = places(cs, "dedupe")
+    assert not found["dlq"]
+    assert_conserved(expected, found)  # the resent copies had the same ids and were deduplicated
+
+
+def test_connection_dropped_mid_run_then_rerun_finishes(cs: str, sb: EmulatorServer) -> None:
+    expected = dead_letter_all(cs, "dedupe", varied(200, big_every=5))
+    dropped: list[int] = []
+
+    def drop() -> None:
+        if not dropped:
+            dropped.append(sb.drop_connections())
+
+    first = ops.requeue(ctx(cs, "dedupe", retries=0), Selection(), fast(after_send=drop), now())
+    assert dropped and not first.clean
+    assert len(first.requeued) < 200
+    second = ops.requeue(ctx(cs, "dedupe"), Selection(), fast(), now())
+    assert second.clean
+    found = places(cs, "dedupe")
+    assert not found["dlq"]
+    assert_conserved(expected, found)
+
+
+def test_oversize_messages_are_never_completed(cs: str) -> None:
+    # messages 0 and 30 (40 KB data bodies) and 20 and 50 (20 KB value bodies) exceed a 20,000-byte batch
+    expected = dead_letter_all(cs, "orders", varied(60, big_every=10))
+    result = dlq(cs, "requeue", "--yes", "--max-batch-bytes", "20000", "-o", "json")
+    assert result.exit_code == ExitCode.PARTIAL
+    summary = json.loads(result.stdout)
+    assert summary["left"] == 4 and summary["leftReasons"] == {"oversize": 4} and summary["requeued"] == 56
+    found = places(cs, "orders")
+    assert_conserved(expected, found)
+    assert sorted(mid for mid, _, _ in found["dlq"]) == ["m-00000", "m-00020", "m-00030", "m-00050"]
+    parked = dlq(cs, "requeue", "--yes", "--max-batch-bytes", "20000", "--park-queue", "parked", "-o", "json")
+    assert parked.exit_code == 0 and json.loads(parked.stdout)["parked"] == 4
+    found = places(cs, "orders", "parked")
+    assert_conserved(expected, found)
+    assert len(found["parked"]) == 4 and not found["dlq"]
+
+
+def test_purge_refuses_without_yes_on_a_non_tty(cs: str) -> None:
+    dead_letter_all(cs, "orders", varied(5))
+    result = dlq(cs, "purge")
+    assert result.exit_code == ExitCode.REFUSED and "--yes" in result.stderr
+    assert dlq(cs, "requeue").exit_code == ExitCode.REFUSED
+    assert len(inventory(cs, "orders", dead_letter=True)) == 5
+
+
+def test_purge_with_export_then_import_restores(cs: str, tmp_path: Path) -> None:
+    expected = dead_letter_all(cs, "orders", varied(150))
+    backup = tmp_path / "backup.jsonl"
+    purged = dlq(cs, "purge", "--reason", "Poison.*", "--export", str(backup), "--yes", "-o", "json")
+    assert purged.exit_code == 0 and json.loads(purged.stdout)["purged"] == 30
+    records = [json.loads(line) for line in backup.read_text().splitlines()]
+    assert len(records) == 30 and {r["deadLetterReason"] for r in records} == {"Poison.BadJson"}
+    exported = [(str(r["messageId"]), r["bodySha256"], r["applicationProperties"]) for r in records]
+    assert_conserved(expected, {**places(cs, "orders"), "export": exported})
+    restored = dlq(cs, "import", "--file", str(backup), "--to", "other", "--yes", "-o", "json")
+    assert restored.exit_code == 0 and json.loads(restored.stdout)["sent"] == 30
+    found = places(cs, "orders", "other")
+    assert_conserved(expected, found)
+    assert {mid for mid, _, _ in found["other"]} == {r["messageId"] for r in records}
+
+
+def test_export_is_lossless_and_import_refuses_a_corrupted_file(cs: str, tmp_path: Path) -> None:
+    dead_letter_all(cs, "orders", varied(9))
+    out = tmp_path / "x.jsonl"
+    assert dlq(cs, "export", "--file", str(out)).exit_code == 0
+    lines = out.read_text().splitlines()
+    assert len(lines) == 9 and {json.loads(line)["bodyType"] for line in lines} == {"data", "sequence", "value"}
+    record = json.loads(lines[0])
+    record["body"] = [{"$bytes": "AAAA"}]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join([lines[1], json.dumps(record)]) + "\n")
+    result = dlq(cs, "import", "--file", str(bad), "--yes")
+    assert result.exit_code == ExitCode.INVALID_INPUT and "line 2" in result.stderr
+    assert inventory(cs, "orders", dead_letter=False) == []
+    unwritable = dlq(cs, "purge", "--yes", "--export", str(tmp_path / "missing-dir" / "f.jsonl"))
+    assert unwritable.exit_code == ExitCode.INVALID_INPUT
+    assert len(inventory(cs, "orders", dead_letter=True)) == 9  # nothing purged without its backup
+
+
+def test_dry_run_changes_nothing(cs: str) -> None:
+    dead_letter_all(cs, "orders", varied(20))
+    before = dlq(cs, "list", "-o", "json").stdout
+    preview = dlq(cs, "requeue", "--dry-run", "--reason", "Transient.*", "-o", "json")
+    rows = json.loads(preview.stdout)
+    assert preview.exit_code == 0 and len(rows) == 8 and rows[0]["newMessageId"] == "m-00000:rq1"
+    after = dlq(cs, "list", "-o", "json").stdout
+    assert [{k: v for k, v in r.items() if k != "ageSeconds"} for r in json.loads(before)] == \
+        [{k: v for k, v in r.items() if k != "ageSeconds"} for r in json.loads(after)]
+
+
+def test_invalid_input_and_usage_exit_codes(cs: str) -> None:
+    assert dlq(cs, "list", "--description", "(").exit_code == ExitCode.INVALID_INPUT
+    assert dlq(cs, "list", "--min-age", "5 minutes").exit_code == ExitCode.INVALID_INPUT
+    assert CliRunner().invoke(main, ["dlq", "list", "--connection-string", cs]).exit_code == ExitCode.USAGE
+    assert CliRunner().invoke(main, ["dlq", "list", "--queue", "q"], env={
+        "DIGEST_SERVICEBUS_NAMESPACE": "", "DIGEST_SERVICEBUS_CONNECTION_STRING": ""}).exit_code == ExitCode.USAGE
+
+
+def test_unknown_queue_is_unavailable(cs: str) -> None:
+    result = dlq(cs, "list", "--retries", "0", queue="nope")
+    assert result.exit_code == ExitCode.UNAVAILABLE and "Service Bus" in result.stderr

@@ -1,0 +1,120 @@
+"""The DLQ monitor report → status.deadLetter, the DeadLetterClear condition, Events, metrics; and the reconcile
+reading it from the newest finished monitor pod."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import Any
+
+from digest_operator import deadletter
+from digest_operator.conditions import find
+from digest_operator.metrics import OperatorMetrics
+from digest_operator.reconcile import reconcile
+from tests.support.samples import minimal
+from tests.unit.operator.test_reconcile import UID, MemoryApi
+
+NOW = datetime.datetime(2026, 11, 28, 12, 0, tzinfo=datetime.UTC)
+FIVE_MIN = datetime.timedelta(minutes=5)
+
+
+def report(time: str = "2026-11-28T11:55:00Z", count: int = 3, oldest: str | None = "2026-11-28T11:00:00Z",
+           **extra: Any) -> dict[str, Any]:
+    return {"v": 1, "pipeline": "default/demo", "queue": "digests", "time": time, "mode": "Active",
+            "count": count, "oldestEnqueuedTime": oldest, "oldestAgeSeconds": 3300,
+            "decisions": {"Requeue": 2, "Skip": 3}, "reasons": {}, "requeued": 2, "parked": 0, "left": 0,
+            "failed": 0, "circuit": {"state": "Closed", "returned": 0, "threshold": 10}, "errors": [], **extra}
+
+
+def pod(name: str, message: str | None, *, pipeline: str = "demo", container: str = "dlq-monitor") -> dict[str, Any]:
+    state = {"terminated": {"exitCode": 0, "message": message}} if message is not None else {"running": {}}
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "labels": {
+                "digest.dev/pipeline": pipeline, "app.kubernetes.io/component": "dlq-monitor"}},
+            "status": {"containerStatuses": [{"name": container, "state": state}]}}
+
+
+def test_the_newest_parseable_report_wins() -> None:
+    pods = [pod("a", json.dumps(report(time="2026-11-28T11:50:00Z", count=9))),
+            pod("b", json.dumps(report(count=3))), pod("c", "not json"), pod("d", None),
+            pod("e", json.dumps({"v": 99, "time": "2026-11-28T11:59:00Z"})),
+            pod("f", json.dumps(report(time="2026-11-28T11:58:00Z")), container="other")]
+    found = deadletter.latest_report(pods)
+    assert found is not None and found[0] == "b" and found[1]["count"] == 3
+    assert deadletter.latest_report([pod("x", None)]) is None
+
+
+def test_status_from_report_and_staleness() -> None:
+    status = deadletter.status_from_report(None, ("pod-b", report()))
+    assert status == {
+        "count": 3, "oldestEnqueuedTime": "2026-11-28T11:00:00Z", "lastCheckedTime": "2026-11-28T11:55:00Z",
+        "circuit": "Closed",
+        "lastRun": {"time": "2026-11-28T11:55:00Z", "pod": "pod-b", "mode": "Active",
+                    "decisions": {"Requeue": 2, "Skip": 3}, "requeued": 2, "parked": 0, "left": 0, "failed": 0},
+    }
+    older = ("pod-a", report(time="2026-11-28T11:00:00Z", count=99))
+    assert deadletter.status_from_report(status, older) is status  # an older report never overwrites
+    assert deadletter.status_from_report(status, None) is status
+    garbage = deadletter.status_from_report(None, ("p", report(count=-4, requeued="x", decisions=[1])))
+    assert garbage is not None and garbage["count"] == 0 and garbage["lastRun"]["requeued"] == 0
+
+
+def test_dead_letter_clear_condition() -> None:
+    unknown = deadletter.condition(None, FIVE_MIN, "5m", NOW)
+    assert (unknown.status, unknown.reason) == ("Unknown", "NoReport")
+    empty = deadletter.condition({"count": 0}, FIVE_MIN, "5m", NOW)
+    assert (empty.status, empty.reason) == ("True", "Empty")
+    recent = deadletter.condition({"count": 2, "oldestEnqueuedTime": "2026-11-28T11:58:00Z"}, FIVE_MIN, "5m", NOW)
+    assert (recent.status, recent.reason) == ("True", "WithinAlertAfter")
+    pending = deadletter.condition({"count": 2, "oldestEnqueuedTime": "2026-11-28T11:00:00Z"}, FIVE_MIN, "5m", NOW)
+    assert (pending.status, pending.reason) == ("False", "DeadLettersPending")
+    assert "2 message(s)" in pending.message and "alertAfter 5m" in pending.message
+
+
+def test_events_only_for_a_new_run() -> None:
+    first = deadletter.status_from_report(None, ("p1", report(parked=1, failed=2, errors=["connection lost"])))
+    reasons = [(e.type, e.reason) for e in deadletter.events(None, first)]
+    assert reasons == [("Normal", "DeadLettersRequeued"), ("Warning", "DeadLettersParked"),
+                       ("Warning", "DeadLetterMonitorIncomplete")]
+    assert deadletter.events(first, first) == []
+    opened = deadletter.status_from_report(first, ("p2", report(
+        time="2026-11-28T11:59:00Z", requeued=0, circuit={"state": "Open", "returned": 12, "threshold": 5})))
+    assert [e.reason for e in deadletter.events(first, opened)] == ["RequeueCircuitOpen"]
+    quiet = deadletter.status_from_report(first, ("p3", report(time="2026-11-28T11:59:30Z", requeued=0)))
+    assert deadletter.events(first, quiet) == []
+
+
+def test_metrics_export_the_report_and_count_each_run_once() -> None:
+    metrics = OperatorMetrics()
+    status = deadletter.status_from_report(None, ("p1", report(parked=1)))
+    for _ in range(3):
+        metrics.set_dead_letter("default", "demo", status)
+    labels = {"pipeline_namespace": "default", "pipeline": "demo"}
+
+    def value(name: str, **extra: str) -> float | None:
+        return metrics.registry.get_sample_value(name, {**labels, **extra})
+
+    assert value("digest_pipeline_dead_letter_handled_total", outcome="requeued") == 2
+    assert value("digest_pipeline_dead_letter_last_run_messages", outcome="parked") == 1
+    assert value("digest_pipeline_dead_letter_circuit_open") == 0
+    oldest = datetime.datetime(2026, 11, 28, 11, 0, tzinfo=datetime.UTC).timestamp()
+    assert value("digest_pipeline_dead_letter_oldest_enqueued_timestamp_seconds") == oldest
+    metrics.forget_pipeline("default", "demo")
+    assert value("digest_pipeline_dead_letter_last_run_messages", outcome="parked") is None
+
+
+async def test_reconcile_records_the_report_and_is_idempotent() -> None:
+    api = MemoryApi()
+    body = minimal()
+    body["metadata"].update(uid=UID, generation=1)
+    api.objects[("v1", "pods", "default", "demo-dlq-monitor-1")] = pod("demo-dlq-monitor-1", json.dumps(report()))
+    api.objects[("v1", "pods", "default", "other-dlq-monitor-1")] = pod(
+        "other-dlq-monitor-1", json.dumps(report(count=50, time="2026-11-28T11:59:00Z")), pipeline="other")
+    outcome = await reconcile(body, api, "2026-11-28T12:00:00Z")
+    dead = outcome.status["deadLetter"]
+    assert dead["count"] == 3 and dead["lastRun"]["pod"] == "demo-dlq-monitor-1"
+    clear = find(outcome.status["conditions"], "DeadLetterClear")
+    assert clear is not None and (clear["status"], clear["reason"]) == ("False", "DeadLettersPending")
+    assert {e.reason for e in outcome.events} >= {"DeadLettersRequeued", "DeadLettersPending"}
+    again = await reconcile({**body, "status": outcome.status}, api, "2026-11-28T12:00:30Z")
+    assert again.status_patch == {} and again.events == []
