@@ -284,6 +284,11 @@ class Queue:
         return message.sequence_number
 
     def schedule(self, message: Message, enqueue_at: float, now: float) -> int:
+        """Enqueue at `enqueue_at`; returns the sequence number. Duplicate detection applies as to any send: a
+        duplicate is accepted and dropped (it still gets a sequence number, which names nothing)."""
+        if self._duplicate(message, now):
+            self._next_sequence += 1
+            return self._next_sequence - 1
         self._stamp(message, now)
         if enqueue_at <= now:
             self.main.add(message)

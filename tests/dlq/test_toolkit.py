@@ -99,6 +99,17 @@ def test_show_and_stats(cs: str) -> None:
     assert all(g["description"].endswith("attempt failed") for g in stats["groups"])  # first line only
 
 
+def test_stats_reads_runtime_counts_from_the_management_api_given_the_emulators_ca(cs: str, sb: EmulatorServer) \
+        -> None:
+    dead_letter_all(cs, "orders", varied(5))
+    stats = json.loads(dlq(cs, "stats", "-o", "json", "--ca-file", str(sb.tls.ca_file)).stdout)
+    assert stats["runtime"]["source"] == "management"
+    assert (stats["runtime"]["deadLetterMessageCount"], stats["runtime"]["activeMessageCount"]) == (5, 0)
+    facts = bus.queue_facts(bus.Endpoint(connection_string=cs, ca_file=str(sb.tls.ca_file)), "orders")
+    assert facts.source == "management"
+    assert facts.max_delivery_count is not None
+
+
 def test_send_failure_mid_run_leaves_those_messages_and_a_rerun_finishes(cs: str, sb: EmulatorServer) -> None:
     expected = dead_letter_all(cs, "orders", varied(200, big_every=7))  # 40 KB messages force several batches
     sb.fail_next_sends(1)

@@ -48,6 +48,10 @@ def common(fn: F) -> F:
         click.option("--connection-string", envvar="DIGEST_SERVICEBUS_CONNECTION_STRING", metavar="TEXT",
                      help="Connection string (SAS; works with the local emulator). Env "
                           "DIGEST_SERVICEBUS_CONNECTION_STRING. Takes precedence over --namespace."),
+        click.option("--ca-file", envvar="DIGEST_SERVICEBUS_CA_FILE", metavar="PATH",
+                     help="CA bundle for the management API's certificate: the local emulator's ca.pem (printed by "
+                          "`digestctl emulator`) gives runtime counts and queue settings instead of peek counts. "
+                          "Env DIGEST_SERVICEBUS_CA_FILE."),
         click.option("--queue", envvar="DIGEST_SERVICEBUS_QUEUE", metavar="NAME",
                      help="Queue whose dead-letter queue is used. Env DIGEST_SERVICEBUS_QUEUE."),
         click.option("--output", "-o", type=click.Choice(["table", "json", "jsonl"]), default="table",
@@ -117,7 +121,8 @@ def _context(kw: dict[str, Any], label: str = "messages") -> tuple[Context, _Pro
     if not kw.get("connection_string") and not kw.get("namespace"):
         fail(ExitCode.USAGE, "give --namespace or --connection-string (or their DIGEST_SERVICEBUS_* variables)")
     progress = _Progress(label)
-    endpoint = bus.Endpoint(connection_string=kw.get("connection_string"), namespace=kw.get("namespace"))
+    endpoint = bus.Endpoint(connection_string=kw.get("connection_string"), namespace=kw.get("namespace"),
+                            ca_file=kw.get("ca_file"))
     return Context(endpoint, str(kw["queue"]), {"retry_total": kw.get("retries", 3)}, progress), progress
 
 
@@ -354,9 +359,9 @@ def show(sequence_number: int, **kw: Any) -> None:
 def stats(**kw: Any) -> None:
     """Counts by reason and first description line, with oldest/newest age, plus the queue's runtime counts.
 
-    Runtime counts come from ServiceBusAdministrationClient.get_queue_runtime_properties (needs Manage rights).
-    Against the local emulator (UseDevelopmentEmulator=true), which has no management API here, they are counted
-    by peeking the queue and its dead-letter queue (`"source": "peek"`; slow on big queues).
+    Runtime counts come from ServiceBusAdministrationClient.get_queue_runtime_properties (needs Manage rights;
+    against the local emulator, give its CA with --ca-file). Without the management API they are counted by
+    peeking the queue and its dead-letter queue (`"source": "peek"`; slow on big queues).
     """
     from digest_worker.dlq import bus, ops
     from digest_worker.dlq.report import stats as group_stats

@@ -264,3 +264,14 @@ def test_bookkeeping_stays_bounded_by_what_is_held_not_by_throughput() -> None:
     assert queue.counts().total == 0
     assert len(queue._expiry) <= 1024 + 2
     assert len(queue.main._lock_expiry) <= 1024 + 2
+
+
+def test_duplicate_detection_applies_to_scheduled_messages_too() -> None:
+    queue = _queue(RequiresDuplicateDetection=True)
+    queue.send(_msg(1), 0)
+    dropped = queue.schedule(_msg(1), 100, 0)  # the same id, scheduled: dropped like a resend
+    assert queue.counts().scheduled == 0
+    assert queue.peek(dropped, 1) == []
+    queue.schedule(_msg(2), 100, 0)
+    queue.send(_msg(2), 1)  # and a send after a scheduled one with that id
+    assert (queue.counts().scheduled, queue.counts().active) == (1, 1)

@@ -55,6 +55,8 @@ class Endpoint:
 
     connection_string: str | None = None
     namespace: str | None = None
+    ca_file: str | None = None
+    """A CA bundle the management endpoint's certificate chains to (the local emulator's `ca.pem`)."""
 
     def client(self, **kwargs: Any) -> ServiceBusClient:
         if self.connection_string:
@@ -66,16 +68,18 @@ class Endpoint:
         return ServiceBusClient(self.namespace, DefaultAzureCredential(), **kwargs)
 
     def admin(self) -> Any:
-        """A ServiceBusAdministrationClient, or None where the endpoint is the local emulator (no management API)."""
+        """A ServiceBusAdministrationClient, or None for the local emulator without its CA file (its management
+        endpoint is HTTPS with a certificate from its own CA: `digestctl emulator` prints the path)."""
         from azure.servicebus.management import ServiceBusAdministrationClient
 
+        verify: dict[str, Any] = {"connection_verify": self.ca_file} if self.ca_file else {}
         if self.connection_string:
-            if "usedevelopmentemulator=true" in self.connection_string.lower().replace(" ", ""):
+            if "usedevelopmentemulator=true" in self.connection_string.lower().replace(" ", "") and not self.ca_file:
                 return None
-            return ServiceBusAdministrationClient.from_connection_string(self.connection_string)
+            return ServiceBusAdministrationClient.from_connection_string(self.connection_string, **verify)
         from azure.identity import DefaultAzureCredential
 
-        return ServiceBusAdministrationClient(str(self.namespace), DefaultAzureCredential())
+        return ServiceBusAdministrationClient(str(self.namespace), DefaultAzureCredential(), **verify)
 
 
 # ---- conversion ----------------------------------------------------------------------------------------------
@@ -211,7 +215,7 @@ def queue_facts(endpoint: Endpoint, queue: str, *, runtime: bool = False) -> Que
 
 
 def peek_counts(client: ServiceBusClient, queue: str) -> dict[str, Any]:
-    """Runtime counts by peeking (the emulator has no management API): every message is read once."""
+    """Runtime counts by peeking, where the management API is not reachable: every message is read once."""
     active = scheduled = deferred = 0
     for message in peek_all(client, queue, dead_letter=False):
         state = message.annotations.get("x-opt-message-state")
