@@ -75,11 +75,10 @@ class Processor:
 
     async def process(self, request: DigestRequest, ctx: MessageContext) -> Outcome:
         store, rid = self.store, request.request_id
-        state = await store.begin(rid, ctx.message_id, request.conversation_id)
+        state, reference = await store.begin_with_reference(rid, ctx.message_id, request.conversation_id)
         if state in ledger.DONE:
             return Outcome(Result.DUPLICATE)
         ctx.phase = "building"
-        reference = await store.reference(request.conversation_id)
         if reference is None:
             await self._finish_failed(rid, "no stored conversation reference")
             raise failures.permanent("UnknownConversation",

@@ -98,6 +98,8 @@ async def test_references_and_items(store: Store) -> None:
     got = await store.reference("c1")
     assert got is not None and got.active
     assert await store.reference("missing") is None
+    assert await store.begin_with_reference("r9", "m", "c1") == ("received", got)
+    assert await store.begin_with_reference("r10", "m", "missing") == ("received", None)
     now = datetime.now(UTC)
     await store.put_items([
         (DigestItem("ana", "a", "", None, 1.0, now - timedelta(days=1)), "eng"),

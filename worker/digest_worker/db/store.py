@@ -82,6 +82,13 @@ def classify(exc: BaseException) -> failures.FailureError:
     return failures.transient("DatabaseUnavailable", f"{type(exc).__name__}: {_first_line(exc)}")
 
 
+def _reference(row: Any) -> StoredReference | None:
+    if row is None:
+        return None
+    return StoredReference(row["conversation_id"], row["service_url"], row["tenant_id"], row["bot_id"],
+                           row["channel_id"], json.loads(row["reference"]), bool(row["active"]))
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc) or type(exc).__name__
     return text.splitlines()[0][:300]
@@ -144,6 +151,23 @@ class Store:
             state = (await conn.execute(statement)).scalar_one()
         return str(state)
 
+    async def begin_with_reference(self, request_id: str, message_id: str | None,
+                                   conversation_id: str) -> tuple[str, StoredReference | None]:
+        """`begin` and `reference` in one transaction (one round trip fewer per message)."""
+        now = utcnow()
+        insert_ = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        statement = (insert_(digest_requests)
+                     .values(request_id=request_id, message_id=message_id, conversation_id=conversation_id,
+                             state=RECEIVED, attempts=1, created_at=now, updated_at=now)
+                     .on_conflict_do_update(index_elements=["request_id"],
+                                            set_={"attempts": digest_requests.c.attempts + 1, "updated_at": now})
+                     .returning(digest_requests.c.state))
+        async with self._tx() as conn:
+            state = (await conn.execute(statement)).scalar_one()
+            row = (await conn.execute(select(conversation_references).where(
+                conversation_references.c.conversation_id == conversation_id))).mappings().first()
+        return str(state), _reference(row)
+
     async def claim(self, request_id: str, lease_seconds: float) -> Claim:
         """Atomically move to `sending` unless already done or claimed by a live lease elsewhere."""
         now = time.time()
@@ -179,10 +203,7 @@ class Store:
         async with self._tx() as conn:
             row = (await conn.execute(select(conversation_references).where(
                 conversation_references.c.conversation_id == conversation_id))).mappings().first()
-        if row is None:
-            return None
-        return StoredReference(row["conversation_id"], row["service_url"], row["tenant_id"], row["bot_id"],
-                               row["channel_id"], json.loads(row["reference"]), bool(row["active"]))
+        return _reference(row)
 
     async def deactivate(self, conversation_id: str) -> None:
         async with self._tx() as conn:
