@@ -2,10 +2,9 @@
 
 Order per message is always: receive under lock → send the copy → only then complete the original. A message whose
 send failed, whose copy does not fit, or that is not selected is never completed; its lock is released at the end
-(abandon). What the aio SDK buys: the completes of a sent batch are issued concurrently (bounded by
-`ActOptions.settle_concurrency`) and stay in flight while the lane sends its next batch and receives its next page,
-so a settlement round trip per message no longer serialises the run. Everything runs on one event loop; `run` is
-the synchronous entry point the operations call.
+(abandon). What the aio SDK buys: once a page's copies are sent, the originals of every sent batch are completed
+concurrently (bounded by `ActOptions.settle_concurrency`), so a settlement round trip per message no longer
+serialises the run. Everything runs on one event loop; `run` is the synchronous entry point the operations call.
 """
 
 from __future__ import annotations
@@ -160,9 +159,10 @@ class _Settler:
     (at most `limit` in flight) and waits for every outcome. Each complete records its own result in the outcome.
 
     A lane flushes once per page, after all of the page's sends, and issues nothing else on the receiver's
-    connection while completes are in flight: with azure-servicebus 7.15 aio, a receive, peek, renew or send on the
-    same connection during pending completes stalls on the transport's socket lock (each waiter holds it for up to
-    0.1 s reading for its echo), which costs ~5x; a burst of completes alone settles in one round trip.
+    connection while completes are in flight: with azure-servicebus 7.15 aio, a receive or peek on that connection
+    during pending completes stalls on the transport's socket lock (each pending complete polls for its echo holding
+    it for up to 0.1 s), measured 5.7x (peek) and 6.5x (receive) slower; a burst of completes alone settles in about
+    one round trip. (Senders have connections of their own.)
     """
 
     def __init__(self, receiver: ServiceBusReceiver, outcome: Outcome, limit: int) -> None:
