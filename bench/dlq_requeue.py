@@ -8,7 +8,7 @@ messages (by message id and body hash).
 The emulator runs as a `digestctl emulator` process (one per method), so client and server do not share an
 interpreter.
 
-    uv run python -m bench.dlq_requeue [--messages 5000] [--seed 7] [--lanes 4]
+    uv run python -m bench.dlq_requeue [--messages 5000] [--seed 7] [--lanes 1]
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def naive(connection_string: str, queue: str) -> int:
             moved += len(got)
 
 
-def toolkit(connection_string: str, queue: str, lanes: int = 4) -> int:
+def toolkit(connection_string: str, queue: str, lanes: int = ops.RequeueOptions.lanes) -> int:
     ctx = ops.Context(bus.Endpoint(connection_string=connection_string), queue, {})
     outcome = ops.requeue(ctx, Selection(), ops.RequeueOptions(lanes=lanes), ops.utcnow())
     if not outcome.clean:
@@ -131,7 +131,7 @@ def _one(method: str, count: int, seed: int, lanes: int) -> tuple[int, float, di
         server.wait(timeout=20)
 
 
-def run(count: int, seed: int, lanes: int = 4) -> dict[str, Any]:
+def run(count: int, seed: int, lanes: int = ops.RequeueOptions.lanes) -> dict[str, Any]:
     moved_a, wall_a, check_a = _one("naive", count, seed, lanes)
     moved_b, wall_b, check_b = _one("toolkit", count, seed, lanes)
     rate_a, rate_b = moved_a / wall_a, moved_b / wall_b
@@ -151,7 +151,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--lanes", type=int, default=4, help="the toolkit's parallel lock-scans (--parallel)")
+    parser.add_argument("--lanes", type=int, default=ops.RequeueOptions.lanes,
+                        help="the toolkit's concurrent lock-scans (--parallel; default: the CLI's)")
     parsed = parser.parse_args()
     result = run(parsed.messages, parsed.seed, parsed.lanes)
     width = max(map(len, result))

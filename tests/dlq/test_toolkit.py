@@ -242,3 +242,13 @@ def test_invalid_input_and_usage_exit_codes(cs: str) -> None:
 def test_unknown_queue_is_unavailable(cs: str) -> None:
     result = dlq(cs, "list", "--retries", "0", queue="nope")
     assert result.exit_code == ExitCode.UNAVAILABLE and "Service Bus" in result.stderr
+
+
+def test_concurrent_lanes_conserve_and_settle_everything(cs: str) -> None:
+    # --parallel 3: three lock-scans compete for one DLQ, each completing its sent batches concurrently
+    expected = dead_letter_all(cs, "dedupe", varied(240, big_every=9))
+    outcome = ops.requeue(ctx(cs, "dedupe"), Selection(), fast(lanes=3), now())
+    assert outcome.clean and len(outcome.requeued) == 240
+    found = places(cs, "dedupe")
+    assert not found["dlq"] and len(found["queue"]) == 240
+    assert_conserved(expected, found)

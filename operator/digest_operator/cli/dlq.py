@@ -444,8 +444,9 @@ def send_options(fn: F) -> F:
         click.option("--max-batch-bytes", type=click.IntRange(1024),
                      help="Byte limit of one send batch (default and cap: what the link allows, 256 KB on "
                           "Standard, 1 MB on Premium)."),
-        click.option("--parallel", type=click.IntRange(1, 16), default=4, show_default=True,
-                     help="Parallel lock-scans, each on its own connection."),
+        click.option("--parallel", type=click.IntRange(1, 16), default=1, show_default=True,
+                     help="Concurrent lock-scans, each on its own connection (one scan already settles its "
+                          "completes concurrently; more help only when round trips, not CPU, dominate)."),
         click.option("--rate", type=click.FloatRange(0.1), help="At most this many messages per second."),
         click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (required on a non-TTY)."),
     ]

@@ -1,8 +1,7 @@
-"""The only Service Bus I/O of the toolkit (azure-servicebus, sync): peek, lock-scan-and-act, send, counts.
+"""Service Bus I/O of the toolkit on the sync SDK: conversion, peek, counts, plain sends (import).
 
-Order per message is always: receive under lock → send the copy → only then complete the original. A message whose
-send failed, whose copy does not fit, or that is not selected is never completed; its lock is released at the end
-(abandon). With the sync SDK nothing here is shared between threads.
+The lock-scan-and-act data path (requeue, park, purge) is `scan`, on the aio SDK; the decisions it takes per
+message (`Act`, `ActOptions`) are defined here.
 """
 
 from __future__ import annotations
@@ -10,9 +9,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,7 +23,6 @@ from azure.servicebus import (
 )
 from azure.servicebus.amqp import AmqpAnnotatedMessage, AmqpMessageBodyType
 from azure.servicebus.exceptions import (
-    MessageLockLostError,
     MessageSizeExceededError,
     ServiceBusConnectionError,
     ServiceBusError,
@@ -247,11 +243,6 @@ class Act:
 
 
 @dataclass
-class _Held:
-    message: ServiceBusReceivedMessage
-
-
-@dataclass
 class ActOptions:
     max_batch_bytes: int | None = None
     """Byte limit of one send batch; None = what the link allows (256 KB Standard, 1 MB Premium)."""
@@ -265,7 +256,11 @@ class ActOptions:
     """Called after each successful batch send, before its originals are completed (a seam for fault tests)."""
     seen: set[int] = field(default_factory=set)
     lanes: int = 1
-    """Parallel scans, each on its own connection."""
+    """Concurrent scans, each on its own connection."""
+    targets: tuple[str, ...] = ()
+    """Queues copies will likely go to: their senders open together with the receiver."""
+    settle_concurrency: int = 128
+    """Completes (and renewals, releases) in flight per scan; the lock-scan itself is `scan.act` (aio SDK)."""
 
 
 class _Senders:
@@ -293,247 +288,6 @@ class _Senders:
                 sender.close()
             except Exception:  # closing after a dropped connection may fail; nothing is held by a sender
                 log.debug("sender close failed", exc_info=True)
-
-
-class _Scan:
-    """What the lanes of one scan share: the sequence numbers seen, the acted count, the chooser (under a lock)."""
-
-    def __init__(self, choose: Chooser, options: ActOptions) -> None:
-        self._choose = choose
-        self.options = options
-        self._lock = threading.Lock()
-        self.acted = 0
-        self.max_seen = 0
-
-    def remaining(self) -> int | None:
-        stop = self.options.stop_after
-        return None if stop is None else max(stop - self.acted, 0)
-
-    def claim(self, received: ServiceBusReceivedMessage) -> tuple[DlqMessage | None, Act | None]:
-        """(message, decision); message None when this sequence number was already seen (the scan has cycled)."""
-        seq = int(received.sequence_number or 0)
-        with self._lock:
-            if seq in self.options.seen:
-                return None, None
-            self.options.seen.add(seq)
-            self.max_seen = max(self.max_seen, seq)
-        message = from_received(received)
-        with self._lock:
-            remaining = self.remaining()
-            decision = None if remaining == 0 else self._choose(message)
-            if decision is not None:
-                self.acted += 1
-        return message, decision
-
-
-def act(connect: Callable[[], ServiceBusClient], queue: str, choose: Chooser, options: ActOptions) -> Outcome:
-    """Lock-scan the dead-letter queue: act on chosen messages, hold the others, release everything at the end.
-
-    `options.lanes` scans run in parallel, each on its own connection (competing consumers of the DLQ), so the
-    round trips of settling overlap. A lane stops when a peek finds nothing beyond the highest sequence number seen
-    (checked after every page, instead of waiting for an empty receive), when the DLQ stays empty for
-    `max_wait_time`, when it receives a message already seen (everything left is locked by this scan), or after
-    `stop_after` acted messages. Messages below that sequence number that another consumer holds are not waited for.
-    """
-    scan = _Scan(choose, options)
-    lanes = max(1, options.lanes)
-    if lanes == 1:
-        return _lane(connect, queue, scan)
-    with ThreadPoolExecutor(lanes, thread_name_prefix="dlq-lane") as pool:
-        outcomes = list(pool.map(lambda _: _lane(connect, queue, scan), range(lanes)))
-    merged = Outcome()
-    for item in outcomes:
-        merged.requeued += item.requeued
-        merged.parked += item.parked
-        merged.purged += item.purged
-        merged.skipped += item.skipped
-        merged.left.update(item.left)
-        merged.failed.update(item.failed)
-        merged.errors += [e for e in item.errors if e not in merged.errors]
-    return merged
-
-
-def _lane(connect: Callable[[], ServiceBusClient], queue: str, scan: _Scan) -> Outcome:
-    outcome = Outcome()
-    held: list[_Held] = []
-    try:
-        with connect() as client:
-            senders = _Senders(client)
-            try:
-                with dead_letter_receiver(client, queue) as receiver:
-                    _scan(receiver, senders, scan, outcome, held)
-                    for item in held:
-                        try:
-                            receiver.abandon_message(item.message)
-                        except (MessageLockLostError, ServiceBusError) as exc:
-                            log.debug("releasing %s: %s", item.message.sequence_number, exc)
-            finally:
-                senders.close()
-    except ServiceBusConnectionError as exc:
-        outcome.errors.append(f"connection lost: {exc}; rerun to finish (completed originals are not resent)")
-    except ServiceBusError as exc:
-        outcome.errors.append(f"{type(exc).__name__}: {exc}")
-    return outcome
-
-
-def _scan(receiver: ServiceBusReceiver, senders: _Senders, scan: _Scan, outcome: Outcome,
-          held: list[_Held]) -> None:
-    options = scan.options
-    while True:
-        remaining = scan.remaining()
-        if remaining == 0:
-            return
-        _renew_if_due(receiver, held, options)
-        want = options.receive_page if remaining is None else max(1, min(options.receive_page, remaining))
-        batch = receiver.receive_messages(max_message_count=want, max_wait_time=options.max_wait_time)
-        if not batch:
-            return
-        todo: list[tuple[ServiceBusReceivedMessage, DlqMessage, Act]] = []
-        cycled = False
-        for received in batch:
-            message, decision = scan.claim(received)
-            if message is None:
-                cycled = True
-                held.append(_Held(received))
-            elif decision is None:
-                held.append(_Held(received))
-                outcome.skipped.append(message.sequence_number)
-            else:
-                todo.append((received, message, decision))
-        _execute(receiver, senders, todo, options, outcome, held)
-        if options.on_progress is not None:
-            options.on_progress(len(batch))
-        if cycled:
-            return
-        if not _unseen_remain(receiver, scan):
-            return  # drained: no need to wait max_wait_time for an empty receive
-
-
-def _unseen_remain(receiver: ServiceBusReceiver, scan: _Scan) -> bool:
-    """Whether the DLQ holds a message beyond the highest sequence number this scan has seen (one peek)."""
-    page = receiver.peek_messages(max_message_count=1, sequence_number=scan.max_seen + 1)
-    return bool(page)
-
-
-def _renew_if_due(receiver: ServiceBusReceiver, held: list[_Held], options: ActOptions) -> None:
-    now = datetime.datetime.now(datetime.UTC)
-    margin = datetime.timedelta(seconds=LOCK_SAFETY_SECONDS + options.max_wait_time)
-    keep: list[_Held] = []
-    for item in held:
-        until = item.message.locked_until_utc
-        if until is not None and until - now < margin:
-            try:
-                receiver.renew_message_lock(item.message)
-            except (MessageLockLostError, ServiceBusError):
-                continue  # back in the DLQ; a second sighting ends the scan
-        keep.append(item)
-    held[:] = keep
-
-
-def _execute(receiver: ServiceBusReceiver, senders: _Senders,
-             todo: list[tuple[ServiceBusReceivedMessage, DlqMessage, Act]], options: ActOptions,
-             outcome: Outcome, held: list[_Held]) -> None:
-    purges = [(r, m) for r, m, a in todo if a.kind == "purge"]
-    for received, message in purges:
-        _complete(receiver, received, message, outcome, outcome.purged, held)
-    by_target: dict[str, list[tuple[ServiceBusReceivedMessage, DlqMessage, Act]]] = {}
-    for item in todo:
-        if item[2].kind != "purge":
-            by_target.setdefault(str(item[2].target), []).append(item)
-    for target, items in by_target.items():
-        def key(item: tuple[ServiceBusReceivedMessage, DlqMessage, Act]) -> object:
-            copy = item[2].copy
-            assert copy is not None
-            return (copy.properties.get("group_id"), copy.annotations.get("x-opt-partition-key"))
-
-        packing = pack(items, lambda item: item[1].size, senders.limit(target, options), key)
-        for group in packing.batches:
-            _send_group(receiver, senders, target, group, options, outcome, held)
-        for received, message, decision in packing.oversize:
-            _oversize(receiver, senders, received, message, decision, options, outcome, held)
-
-
-def _send_group(receiver: ServiceBusReceiver, senders: _Senders, target: str,
-                group: list[tuple[ServiceBusReceivedMessage, DlqMessage, Act]], options: ActOptions,
-                outcome: Outcome, held: list[_Held]) -> None:
-    """Send `group` as few SDK batches as its real encoded size allows, completing each batch's originals after."""
-    sender = senders.get(target)
-    pending: list[tuple[ServiceBusReceivedMessage, DlqMessage, Act]] = []
-    batch: ServiceBusMessageBatch | None = None
-    for item in group:
-        if batch is None:
-            batch = sender.create_message_batch(max_size_in_bytes=senders.limit(target, options))
-        assert item[2].copy is not None
-        outgoing = to_amqp(item[2].copy)
-        try:
-            batch.add_message(outgoing)
-        except MessageSizeExceededError:
-            if pending:  # our estimate was low: send what fits, retry this one in a fresh batch
-                _flush(receiver, sender, batch, pending, options, outcome, held)
-                batch = sender.create_message_batch(max_size_in_bytes=senders.limit(target, options))
-                pending = []
-                try:
-                    batch.add_message(outgoing)
-                except MessageSizeExceededError:
-                    _oversize(receiver, senders, *item, options, outcome, held)
-                    continue
-            else:
-                _oversize(receiver, senders, *item, options, outcome, held)
-                continue
-        pending.append(item)
-    if batch is not None and pending:
-        _flush(receiver, sender, batch, pending, options, outcome, held)
-
-
-def _flush(receiver: ServiceBusReceiver, sender: ServiceBusSender, batch: ServiceBusMessageBatch,
-           pending: list[tuple[ServiceBusReceivedMessage, DlqMessage, Act]], options: ActOptions,
-           outcome: Outcome, held: list[_Held]) -> None:
-    if options.limiter is not None:
-        options.limiter.acquire(len(pending))
-    try:
-        sender.send_messages(batch)
-    except (ServiceBusError, OSError) as exc:  # a dead connection also fails the next receive, ending the run
-        for received, message, _ in pending:
-            outcome.failed[message.sequence_number] = f"send failed: {type(exc).__name__}"
-            held.append(_Held(received))
-        return
-    if options.after_send is not None:
-        options.after_send()
-    for received, message, decision in pending:
-        done = outcome.requeued if decision.kind == "requeue" else outcome.parked
-        _complete(receiver, received, message, outcome, done, held)
-
-
-def _complete(receiver: ServiceBusReceiver, received: ServiceBusReceivedMessage, message: DlqMessage,
-              outcome: Outcome, done: list[int], held: list[_Held]) -> None:
-    try:
-        receiver.complete_message(received)
-    except MessageLockLostError:
-        # The copy was sent but the original is back in the DLQ: a rerun re-sends it under the same
-        # deterministic id, which duplicate detection drops (or, without it, delivers twice: reported).
-        outcome.failed[message.sequence_number] = "lock lost after send (original not completed)"
-        return
-    done.append(message.sequence_number)
-
-
-def _oversize(receiver: ServiceBusReceiver, senders: _Senders, received: ServiceBusReceivedMessage,
-              message: DlqMessage, decision: Act, options: ActOptions, outcome: Outcome,
-              held: list[_Held]) -> None:
-    """Too large for one batch: try the fallback (park) as a single send, else leave it in the DLQ."""
-    fallback = decision.fallback
-    if fallback is not None and fallback.copy is not None and fallback.target is not None:
-        try:
-            senders.get(fallback.target).send_messages(to_amqp(fallback.copy))
-        except ServiceBusConnectionError:
-            raise
-        except (ServiceBusError, ValueError) as exc:
-            outcome.left[message.sequence_number] = f"oversize; park failed: {type(exc).__name__}"
-            held.append(_Held(received))
-            return
-        _complete(receiver, received, message, outcome, outcome.parked, held)
-        return
-    outcome.left[message.sequence_number] = "oversize"
-    held.append(_Held(received))
 
 
 def send_copies(client: ServiceBusClient, target: str, copies: list[tuple[DlqMessage, Copy]],

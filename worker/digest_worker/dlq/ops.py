@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from digest_operator.api.spec import RequeuePolicy
-from digest_worker.dlq import bus
+from digest_worker.dlq import bus, scan
 from digest_worker.dlq.copy import Copy, IdMode, build_copy
 from digest_worker.dlq.message import DlqMessage
 from digest_worker.dlq.policy import Plan, RateLimiter, plan
@@ -77,8 +77,8 @@ class RequeueOptions:
     max_batch_bytes: int | None = None
     """None: what the target's link allows."""
     rate: float | None = None
-    lanes: int = 4
-    """Parallel lock-scans, each on its own connection."""
+    lanes: int = 1
+    """Concurrent lock-scans, each on its own connection (`--parallel`)."""
     max_wait: float = 2.0
     """Seconds the dead-letter queue must stay empty before a scan ends."""
     lock_duration: float = 60.0
@@ -121,7 +121,9 @@ def requeue(ctx: Context, selection: Selection, options: RequeueOptions, now: da
             fallback = bus.Act("park", options.park_queue, build_copy(message, now=now, count_requeue=False))
         return bus.Act("requeue", target, copy, fallback)
 
-    return bus.act(ctx.client, ctx.queue, choose, _act_options(ctx, options, selection.limit))
+    act_options = _act_options(ctx, options, selection.limit)
+    act_options.targets = (target,)
+    return scan.run(ctx.endpoint, ctx.client_options, ctx.queue, choose, act_options)
 
 
 def _act_options(ctx: Context, options: RequeueOptions, stop_after: int | None) -> bus.ActOptions:
@@ -164,7 +166,8 @@ def purge(ctx: Context, selection: Selection, now: datetime.datetime, only: set[
         matched += 1
         return bus.Act("purge")
 
-    return bus.act(ctx.client, ctx.queue, choose, _act_options(ctx, options or RequeueOptions(), selection.limit))
+    return scan.run(ctx.endpoint, ctx.client_options, ctx.queue, choose,
+                    _act_options(ctx, options or RequeueOptions(), selection.limit))
 
 
 def import_file(ctx: Context, messages: list[DlqMessage], options: RequeueOptions,
@@ -230,9 +233,9 @@ def monitor(ctx: Context, document: PolicyDocument, now: datetime.datetime, max_
             return bus.Act("requeue", ctx.queue, copy, park)
 
         options = bus.ActOptions(limiter=RateLimiter(policy.max_messages_per_second), on_progress=ctx.progress,
-                                 stop_after=len(acting), lanes=2,
+                                 stop_after=len(acting), targets=(ctx.queue,),
                                  max_wait_time=max_wait)
-        outcome = bus.act(ctx.client, ctx.queue, choose, options)
+        outcome = scan.run(ctx.endpoint, ctx.client_options, ctx.queue, choose, options)
     done = set(outcome.requeued) | set(outcome.parked)
     remaining = [m for m in snapshot if m.sequence_number not in done]
     counts: dict[str, int] = dict(Counter(str(d.action) for d in the_plan.decisions))
