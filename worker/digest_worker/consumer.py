@@ -77,6 +77,8 @@ class Consumer:
         self._receiving_stopped = asyncio.Event()
         self._contexts: dict[asyncio.Task[None], MessageContext] = {}
         self._turns = LinkTurns()  # the current receiver: settlements share it; receive calls and renewals alone
+        # awaited once connected, before the first receive call: the start-up checks run while the client connects
+        self.gate: Callable[[], Awaitable[None]] | None = None
 
     # state
 
@@ -145,16 +147,32 @@ class Consumer:
                         task.add_done_callback(dispatch)
 
                 try:
+                    if self.gate is not None:
+                        gate, self.gate = self.gate, None
+                        await gate()
                     self.connected = True
                     log.info("receiving", extra={"queue": cfg.queue, "concurrency": cfg.concurrency})
+                    drained = False  # the last receive call got fewer messages than it asked for
                     while not self._stopping.is_set() and not self._pause_requested.is_set():
                         room = 2 * cfg.concurrency - len(inflight) - len(backlog)
                         if room <= 0 or (backlog and room < (cfg.concurrency + 1) // 2):
                             await self._wait_any(inflight)  # enough work at hand: receive in batches, not one by one
                             continue
                         busy = bool(inflight or backlog)
-                        messages = await self._receive(receiver, room,
+                        if busy and drained:
+                            # the queue looked empty: let in-flight work settle (a receive call would hold the link
+                            # for its whole wait) before asking again
+                            await self._wait_any(inflight, RECEIVE_WAIT_SECONDS)
+                            drained = False
+                            continue
+                        # idle: ask for one message, returned as soon as it arrives (asking for more makes the SDK
+                        # wait another 0.2 s for them); the next call, right after, asks for the rest
+                        count = room if busy else 1
+                        messages = await self._receive(receiver, count,
                                                        BUSY_RECEIVE_WAIT_SECONDS if busy else RECEIVE_WAIT_SECONDS)
+                        # after an idle call, too: the first message settles before the next call takes the link
+                        # (a receive call on an empty queue takes >= 0.2 s whatever its max_wait_time)
+                        drained = len(messages) < count or not busy
                         for message in messages:
                             # received during a pause: give it back (this costs it one delivery attempt); received
                             # while stopping: process it like the rest of the in-flight work
@@ -193,11 +211,11 @@ class Consumer:
             return list(await asyncio.wait_for(
                 receiver.receive_messages(max_message_count=count, max_wait_time=wait), WATCHDOG_SECONDS))
 
-    async def _wait_any(self, inflight: set[asyncio.Task[None]]) -> None:
+    async def _wait_any(self, inflight: set[asyncio.Task[None]], at_most: float | None = None) -> None:
         stop = asyncio.ensure_future(self._stopping.wait())
         pause = asyncio.ensure_future(self._pause_requested.wait())
         try:
-            await asyncio.wait({*inflight, stop, pause}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({*inflight, stop, pause}, timeout=at_most, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop.cancel()
             pause.cancel()
