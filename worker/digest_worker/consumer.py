@@ -170,9 +170,8 @@ class Consumer:
                         count = room if busy else 1
                         messages = await self._receive(receiver, count,
                                                        BUSY_RECEIVE_WAIT_SECONDS if busy else RECEIVE_WAIT_SECONDS)
-                        # after an idle call, too: the first message settles before the next call takes the link
                         # (a receive call on an empty queue takes >= 0.2 s whatever its max_wait_time)
-                        drained = len(messages) < count or not busy
+                        drained = len(messages) < count
                         for message in messages:
                             # received during a pause: give it back (this costs it one delivery attempt); received
                             # while stopping: process it like the rest of the in-flight work
