@@ -62,8 +62,9 @@ async def _fill(connection_string: str, queue: str, count: int) -> None:
 
 
 async def bare(connection_string: str, queue: str, count: int, concurrency: int) -> float:
-    """(a): receive up to `concurrency`, complete them one after the other (the fastest plain loop: concurrent
-    completes on one aio receiver are ~25x slower), repeat."""
+    """(a): receive up to `concurrency`, complete them one after the other, repeat (the baseline the issue's
+    numbers were measured against; completing a batch with `asyncio.gather` between receive calls is faster still on
+    the emulator, settling while a receive call is pending ~20x slower: see digest_worker.link)."""
     async with ServiceBusClient.from_connection_string(connection_string) as client, \
             client.get_queue_receiver(queue) as receiver:
         done = 0

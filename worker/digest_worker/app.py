@@ -58,13 +58,27 @@ class WorkerApp:
 
     # lifecycle
 
-    async def start(self) -> None:
-        """Prepare the database and serve probes; a failure here starts the worker paused, not crashed."""
+    async def start(self, check_while_connecting: bool = False) -> None:
+        """Prepare the database and serve probes; a failure here starts the worker paused, not crashed.
+
+        `check_while_connecting`: run the start-up check while the Service Bus client connects (scale-from-zero
+        latency); no message is received before it has passed."""
         # The Bot Framework SDK posts through `requests` in the default executor (and tokens are fetched there):
         # size it for `concurrency` posts at once instead of the default min(32, cpus + 4).
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max_workers=self.config.concurrency + 4, thread_name_prefix="digest-io"))
         await self._serve_http()
+        if check_while_connecting:
+            check = asyncio.create_task(self._startup_check())
+
+            async def gate() -> None:
+                await check
+
+            self.consumer.gate = gate
+        else:
+            await self._startup_check()
+
+    async def _startup_check(self) -> None:
         try:
             await self.systemic_check()
         except FailureError as exc:
@@ -122,7 +136,7 @@ async def serve(config: WorkerConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, app.stop)
-    await app.start()
+    await app.start(check_while_connecting=True)
     log.info("worker started", extra={"pipeline": config.pipeline, "queue": config.queue, "metrics_port": app.port})
     await app.run()
     return 0

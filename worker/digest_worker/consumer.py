@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -20,13 +21,15 @@ from azure.servicebus.exceptions import (
 
 from digest_worker.config import WorkerConfig
 from digest_worker.failures import Category, Failure, FailureError
+from digest_worker.link import LinkTurns
 from digest_worker.logs import log_context
 from digest_worker.metrics import Metrics
 from digest_worker.processing import MessageContext, Processor, message_context
 from digest_worker.settlement import Action, Decision, Outcome, Result, backoff, decide
 
 log = logging.getLogger(__name__)
-RECEIVE_WAIT_SECONDS = 1.0
+RECEIVE_WAIT_SECONDS = 1.0  # receive call while nothing is in flight
+BUSY_RECEIVE_WAIT_SECONDS = 0.05  # while work is in flight: settlements wait for the receive call to end
 WATCHDOG_SECONDS = 60.0
 SYSTEMIC_BACKOFF_CAP = 300.0
 SETTLE_GONE = (MessageLockLostError, MessageAlreadySettled, MessageNotFoundError)
@@ -40,17 +43,17 @@ class _RenewalCounter:
 
     One at a time: azure-servicebus 7.15 fails concurrent management requests issued while the receiver's
     `$management` link is still opening ("Management Operation error occurred", then the handler shuts down and every
-    settlement fails). The first renewals of a batch arrive together, so they are serialised per receiver.
+    settlement fails). The first renewals of a batch arrive together, so each renewal has the link alone.
     """
 
-    def __init__(self, receiver: ServiceBusReceiver, metrics: Metrics, lock: asyncio.Lock) -> None:
+    def __init__(self, receiver: ServiceBusReceiver, metrics: Metrics, turns: LinkTurns) -> None:
         self._receiver = receiver
         self._metrics = metrics
-        self._lock = lock
+        self._turns = turns
 
     async def renew_message_lock(self, message: Any, **kwargs: Any) -> Any:
         try:
-            async with self._lock:
+            async with self._turns.exclusive(urgent=True):
                 result = await self._receiver.renew_message_lock(message, **kwargs)
         except Exception:
             self._metrics.lock_renewals.labels("failed").inc()
@@ -73,7 +76,9 @@ class Consumer:
         self._pause_requested = asyncio.Event()
         self._receiving_stopped = asyncio.Event()
         self._contexts: dict[asyncio.Task[None], MessageContext] = {}
-        self._link_lock = asyncio.Lock()  # settlements and lock renewals of the current receiver take turns
+        self._turns = LinkTurns()  # the current receiver: settlements share it; receive calls and renewals alone
+        # awaited once connected, before the first receive call: the start-up checks run while the client connects
+        self.gate: Callable[[], Awaitable[None]] | None = None
 
     # state
 
@@ -124,17 +129,49 @@ class Consumer:
             receiver = client.get_queue_receiver(cfg.queue, prefetch_count=cfg.prefetch)
             async with receiver:
                 inflight: set[asyncio.Task[None]] = set()
-                self._link_lock = asyncio.Lock()
-                renewals = _RenewalCounter(receiver, self.metrics, self._link_lock)
+                # Received, lock held and renewed, not started yet: the next batch is received while the current one
+                # is processed, and a finished task starts the next message at once (`_dispatch`), even while a
+                # receive call is pending.
+                backlog: collections.deque[Any] = collections.deque()
+                self._turns = LinkTurns()
+                renewals = _RenewalCounter(receiver, self.metrics, self._turns)
                 self._receiving_stopped.clear()
+
+                def dispatch(_finished: asyncio.Task[None] | None = None) -> None:
+                    if _finished is not None:
+                        inflight.discard(_finished)
+                    while backlog and len(inflight) < cfg.concurrency and not self._stopping.is_set() \
+                            and not self._pause_requested.is_set():
+                        task = asyncio.create_task(self._handle(receiver, backlog.popleft()))
+                        inflight.add(task)
+                        task.add_done_callback(dispatch)
+
                 try:
+                    if self.gate is not None:
+                        gate, self.gate = self.gate, None
+                        await gate()
                     self.connected = True
                     log.info("receiving", extra={"queue": cfg.queue, "concurrency": cfg.concurrency})
+                    drained = False  # the last receive call got fewer messages than it asked for
                     while not self._stopping.is_set() and not self._pause_requested.is_set():
-                        if len(inflight) >= cfg.concurrency:
-                            await self._wait_any(inflight)
+                        room = 2 * cfg.concurrency - len(inflight) - len(backlog)
+                        if room <= 0 or (backlog and room < (cfg.concurrency + 1) // 2):
+                            await self._wait_any(inflight)  # enough work at hand: receive in batches, not one by one
                             continue
-                        messages = await self._receive(receiver, cfg.concurrency - len(inflight))
+                        busy = bool(inflight or backlog)
+                        if busy and drained:
+                            # the queue looked empty: let in-flight work settle (a receive call would hold the link
+                            # for its whole wait) before asking again
+                            await self._wait_any(inflight, RECEIVE_WAIT_SECONDS)
+                            drained = False
+                            continue
+                        # idle: ask for one message, returned as soon as it arrives (asking for more makes the SDK
+                        # wait another 0.2 s for them); the next call, right after, asks for the rest
+                        count = room if busy else 1
+                        messages = await self._receive(receiver, count,
+                                                       BUSY_RECEIVE_WAIT_SECONDS if busy else RECEIVE_WAIT_SECONDS)
+                        # (a receive call on an empty queue takes >= 0.2 s whatever its max_wait_time)
+                        drained = len(messages) < count
                         for message in messages:
                             # received during a pause: give it back (this costs it one delivery attempt); received
                             # while stopping: process it like the rest of the in-flight work
@@ -143,26 +180,41 @@ class Consumer:
                                 continue
                             if cfg.max_lock_renewal_seconds > 0:
                                 renewer.register(cast(ServiceBusReceiver, renewals), message)
-                            task = asyncio.create_task(self._handle(receiver, message))
-                            inflight.add(task)
-                            task.add_done_callback(inflight.discard)
+                            if self._stopping.is_set():
+                                task = asyncio.create_task(self._handle(receiver, message))
+                                inflight.add(task)
+                                task.add_done_callback(inflight.discard)
+                            else:
+                                backlog.append(message)
+                        dispatch()
                 finally:
                     self.connected = False
                     self._receiving_stopped.set()
+                    # not started yet: give them back at once (another worker may take them), then drain the rest
+                    await self._abandon_all(receiver, backlog)
                     await self._drain(inflight)
                     await renewer.close()
 
-    async def _receive(self, receiver: ServiceBusReceiver, count: int) -> list[Any]:
-        """One receive call (at most RECEIVE_WAIT_SECONDS), never cancelled: cancelling it breaks the receiver.
-        A watchdog turns a hung call into a reconnect."""
-        return list(await asyncio.wait_for(
-            receiver.receive_messages(max_message_count=count, max_wait_time=RECEIVE_WAIT_SECONDS), WATCHDOG_SECONDS))
+    async def _abandon_all(self, receiver: ServiceBusReceiver, backlog: collections.deque[Any]) -> None:
+        messages = list(backlog)
+        backlog.clear()
+        if messages:
+            log.info("giving back messages not started", extra={"count": len(messages)})
+            await asyncio.gather(*(self._settle(receiver, m, Decision(Action.ABANDON), Result.SHUTDOWN)
+                                   for m in messages))
 
-    async def _wait_any(self, inflight: set[asyncio.Task[None]]) -> None:
+    async def _receive(self, receiver: ServiceBusReceiver, count: int, wait: float) -> list[Any]:
+        """One receive call (at most `wait` seconds), alone on the link, never cancelled: cancelling it breaks the
+        receiver. A watchdog turns a hung call into a reconnect."""
+        async with self._turns.exclusive():
+            return list(await asyncio.wait_for(
+                receiver.receive_messages(max_message_count=count, max_wait_time=wait), WATCHDOG_SECONDS))
+
+    async def _wait_any(self, inflight: set[asyncio.Task[None]], at_most: float | None = None) -> None:
         stop = asyncio.ensure_future(self._stopping.wait())
         pause = asyncio.ensure_future(self._pause_requested.wait())
         try:
-            await asyncio.wait({*inflight, stop, pause}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({*inflight, stop, pause}, timeout=at_most, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop.cancel()
             pause.cancel()
@@ -233,9 +285,9 @@ class Consumer:
         if getattr(message, "auto_renew_error", None) is not None:
             extra["lock_renew_error"] = str(message.auto_renew_error)
         try:
-            # One settlement at a time per receiver: azure-servicebus 7.15 (aio) waits for each outcome, and
-            # concurrent waiters on one connection are ~25x slower than taking turns (bench/worker_throughput.py).
-            async with self._link_lock:
+            # Settlements run concurrently with each other but never during a receive call or a lock renewal on the
+            # same receiver (see digest_worker.link: settling during a pending receive is ~20x slower).
+            async with self._turns.shared():
                 if decision.action is Action.COMPLETE:
                     await receiver.complete_message(message)
                 elif decision.action is Action.DEAD_LETTER:
