@@ -31,7 +31,7 @@ class Tags:
 def _body(**spec: Any) -> dict[str, Any]:
     from tests.support.samples import minimal
 
-    body = minimal(image=TAG, imagePolicy={"mode": "Resolve"}, **spec)
+    body = minimal(image=TAG, **{"imagePolicy": {"mode": "Resolve"}, **spec})
     body["metadata"].update(uid=UID, generation=1)
     return body
 
@@ -113,3 +113,48 @@ async def test_unreadable_pull_secrets_resolve_anonymously_and_say_why() -> None
     message = _pinned(outcome.status)["message"]
     assert "reading imagePullSecrets failed (403 Forbidden)" in message
     assert "bind the ClusterRole digest-operator-pull-secrets" in message
+
+
+def _complete(api: MemoryApi) -> None:
+    """Play the Deployment controller: the live worker Deployment finished its rollout with ready pods."""
+    (deployment,) = [o for (_, plural, _, _), o in api.objects.items() if plural == "deployments"]
+    deployment["metadata"]["generation"] = 1
+    deployment["status"] = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1,
+                            "availableReplicas": 1}
+
+
+async def test_a_rollout_that_completed_just_before_the_tag_moved_is_recorded_complete() -> None:
+    """The race: the Deployment completes, and the first reconcile to see it also resolves a moved tag.
+
+    That reconcile replaces the template; the completion of the running revision must still reach the history,
+    or automatic rollback finds no good digest and the history reads Superseded."""
+    api, tags = MemoryApi(), Tags(D1)
+    body = _body(imagePolicy={"mode": "Track", "trackInterval": "1s"}, rollout={"autoRollback": True})
+    body["status"] = (await reconcile(body, api, T0, tags)).status
+    assert body["status"]["rollout"]["phase"] == "Progressing"
+    _complete(api)  # completes, but no reconcile ran in between ...
+    tags.digest = D2  # ... and the tag moved: the next one (track interval elapsed) rolls out D2
+    outcome = await reconcile(body, api, T1, tags)
+    assert _image(api) == f"{TAG}@{D2}"
+    history = [(h["revision"], h["digest"], h["result"]) for h in outcome.status["history"]]
+    assert history == [(2, D2, "Progressing"), (1, D1, "Complete")]
+    assert outcome.status["history"][1]["verified"] is True
+
+    # D2 fails: the rollback finds D1
+    body["status"] = outcome.status
+    (deployment,) = [o for (_, plural, _, _), o in api.objects.items() if plural == "deployments"]
+    deployment["status"] = {"observedGeneration": 0, "conditions": [
+        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "x"}]}
+    rolled_back = await reconcile(body, api, T1, tags)
+    assert _image(api) == f"{TAG}@{D1}"
+    assert rolled_back.status["rollback"]["failedImage"] == f"{TAG}@{D2}"
+
+
+async def test_a_rollout_still_progressing_when_the_tag_moves_is_superseded() -> None:
+    api, tags = MemoryApi(), Tags(D1)
+    body = _body(imagePolicy={"mode": "Track", "trackInterval": "1s"})
+    body["status"] = (await reconcile(body, api, T0, tags)).status
+    tags.digest = D2
+    outcome = await reconcile(body, api, T1, tags)
+    history = [(h["revision"], h["digest"], h["result"]) for h in outcome.status["history"]]
+    assert history == [(2, D2, "Progressing"), (1, D1, "Superseded")]
