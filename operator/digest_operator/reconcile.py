@@ -247,8 +247,28 @@ async def _finish_replaced(
     if (old is None or running is None or old.get("templateHash") != rollouts.template_hash(running)
             or rollouts.template_hash(running) == rollouts.template_hash(deployment)):
         return old, history  # not replaced here (or not the tracked revision): the usual tracking covers it
-    record = rollouts.track(old, running, await _observe_rollout(running, pods), now)
+    last = _as_replaced(running, deployment)
+    record = rollouts.track(old, last, await _observe_rollout(last, pods), now)
     return record, rollouts.record_history(history, record, limit)
+
+
+def _as_replaced(running: dict[str, Any], applied: dict[str, Any]) -> dict[str, Any]:
+    """The running revision with the newest status known: the one in the apply response, while it still describes
+    the old template (its `observedGeneration` predates the new template's generation).
+
+    The Deployment was read at the start of the reconcile; its rollout can complete while the registry is asked,
+    before the new template is applied.
+    """
+    status = applied.get("status") or {}
+    observed, generation = status.get("observedGeneration"), applied.get("metadata", {}).get("generation")
+    if observed is None or generation is None or int(observed) >= int(generation):
+        return running  # the status already describes the new template (or nothing): keep what was read
+    spec = dict(running.get("spec") or {})
+    if "replicas" in (applied.get("spec") or {}):
+        spec["replicas"] = applied["spec"]["replicas"]
+    meta = running.get("metadata") or {}
+    return {**running, "metadata": {**meta, "generation": max(int(observed), int(meta.get("generation") or 0))},
+            "spec": spec, "status": status}
 
 
 def _with_rollback(objects: list[dict[str, Any]], rollback: rollouts.Rollback | None) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from digest_operator.api.imageref import ImageRef
@@ -148,6 +149,50 @@ async def test_a_rollout_that_completed_just_before_the_tag_moved_is_recorded_co
     rolled_back = await reconcile(body, api, T1, tags)
     assert _image(api) == f"{TAG}@{D1}"
     assert rolled_back.status["rollback"]["failedImage"] == f"{TAG}@{D2}"
+
+
+class ServerApi(MemoryApi):
+    """Applies like the API server: the status subresource survives, a changed spec gets a new generation."""
+
+    async def apply(self, obj: dict[str, Any], plural: str) -> dict[str, Any]:
+        key = (obj["apiVersion"], plural, obj["metadata"]["namespace"], obj["metadata"]["name"])
+        live = self.objects.get(key)
+        await super().apply(obj, plural)
+        stored = self.objects[key]
+        generation = int((live or {}).get("metadata", {}).get("generation") or 0)
+        stored["metadata"]["generation"] = generation + (live is None or live.get("spec") != stored.get("spec"))
+        if live is not None and "status" in live:
+            stored["status"] = live["status"]
+        return copy.deepcopy(stored)
+
+
+class CompletesWhileResolving(Tags):
+    """The registry answers slowly: the Deployment controller reports the running rollout complete meanwhile."""
+
+    def __init__(self, digest: str, api: MemoryApi) -> None:
+        super().__init__(digest)
+        self.api = api
+
+    async def resolve(self, image: ImageRef, credentials: Credentials | None = None) -> Resolved:
+        if self.calls:
+            _complete(self.api)
+        return await super().resolve(image, credentials)
+
+
+async def test_a_rollout_that_completes_while_the_moved_tag_is_resolved_is_recorded_complete() -> None:
+    """The same race, one step later: the reconcile read the Deployment still progressing, the rollout completed
+    while the registry was asked, then the new digest replaced the template. The apply response still reports the
+    old template's completion (observedGeneration predates the new template): it is recorded."""
+    api = ServerApi()
+    tags = CompletesWhileResolving(D1, api)
+    body = _body(imagePolicy={"mode": "Track", "trackInterval": "1s"}, rollout={"autoRollback": True})
+    body["status"] = (await reconcile(body, api, T0, tags)).status
+    tags.digest = D2
+    outcome = await reconcile(body, api, T1, tags)
+    assert _image(api) == f"{TAG}@{D2}"
+    history = [(h["revision"], h["digest"], h["result"], h.get("verified")) for h in outcome.status["history"]]
+    assert history == [(2, D2, "Progressing", None), (1, D1, "Complete", True)]
+    assert outcome.status["rollout"]["revision"] == 2
 
 
 async def test_a_rollout_still_progressing_when_the_tag_moves_is_superseded() -> None:
