@@ -12,7 +12,7 @@ import datetime
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import kopf
 
@@ -87,8 +87,7 @@ async def run_reconcile(runtime: Runtime, body: Any, logger: logging.Logger | An
                 metrics.child_writes.labels(change.action, change.kind).inc()
             try:
                 if outcome.status_patch:
-                    await runtime.client.patch_status(API_VERSION, PLURAL, namespace, name, outcome.status_patch,
-                                                      resource_version=raw["metadata"].get("resourceVersion"))
+                    await write_status(runtime.client, raw, outcome.status_patch)
             except ApiError:
                 # the retry recomputes status transitions, but finds the children in sync: post the Events of
                 # the writes now, or they are lost
@@ -124,6 +123,40 @@ async def run_reconcile(runtime: Runtime, body: Any, logger: logging.Logger | An
     metrics.reconciles.labels("ok").inc()
     if outcome.changes:
         logger.info("reconciled: %s", ", ".join(f"{c.action} {c.kind}/{c.name}" for c in outcome.changes))
+
+
+class StatusClient(Protocol):
+    async def get(self, api_version: str, plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        ...
+
+    async def patch_status(
+        self, api_version: str, plural: str, namespace: str | None, name: str, patch: dict[str, Any],
+        resource_version: str | None = None,
+    ) -> dict[str, Any] | None:
+        ...
+
+
+async def write_status(client: StatusClient, raw: dict[str, Any], patch: dict[str, Any], attempts: int = 3) -> None:
+    """Merge-patch the status of the pipeline `raw`, guarded by the resourceVersion the patch was computed from.
+
+    A conflict from a change that left the status alone (Kopf's own annotations, a label, a spec edit) does not make
+    the patch wrong: it is written again against the new resourceVersion. Dropping it would lose what only this
+    reconcile saw, e.g. how a revision it replaced ended, or the rollback it applied.
+    """
+    meta = raw["metadata"]
+    namespace, name, version = meta.get("namespace"), meta.get("name", ""), meta.get("resourceVersion")
+    for attempt in range(1, attempts + 1):
+        try:
+            await client.patch_status(API_VERSION, PLURAL, namespace, name, patch, resource_version=version)
+            return
+        except ApiError as exc:
+            if exc.status != 409 or attempt == attempts:
+                raise
+            fresh = await client.get(API_VERSION, PLURAL, namespace, name)
+            if (fresh is None or fresh.get("metadata", {}).get("uid") != meta.get("uid")
+                    or fresh.get("status") != raw.get("status")):
+                raise  # someone else wrote the status: recompute from it
+            version = fresh["metadata"].get("resourceVersion")
 
 
 def _post(raw: dict[str, Any], events: list[Event]) -> None:

@@ -190,14 +190,18 @@ async def reconcile(
             rollback = None
         observation.rollback = rollback
         observation.image = target
+        running = state.deployment if state.deployment is not None and owned_by(state.deployment, pipeline.uid) \
+            else None
         await state.apply(_with_rollback(render_children(pipeline, target), rollback))
         await state.prune(children)
         limit = pipeline.spec.rollout.history_limit
         history = list(old_status.get("history") or [])
         deployment = state.deployment if by_kind["Deployment"] in state.desired_refs else None
         if deployment is not None:
+            old_record, history = await _finish_replaced(old_status.get("rollout"), running, deployment, history,
+                                                         limit, pods, now)
             observation.rollout = await _observe_rollout(deployment, pods)
-            record = rollouts.track(old_status.get("rollout"), deployment, observation.rollout, now)
+            record = rollouts.track(old_record, deployment, observation.rollout, now)
             history = rollouts.record_history(history, record, limit)
             if rollback is None:
                 rollback = rollouts.should_roll_back(record, history, auto_rollback=pipeline.spec.rollout.auto_rollback,
@@ -226,6 +230,45 @@ async def reconcile(
         failed=bool(observation.failures),
         retry_in=observation.retry_in,
     )
+
+
+async def _finish_replaced(
+    old: dict[str, Any] | None, running: dict[str, Any] | None, deployment: dict[str, Any],
+    history: list[dict[str, Any]], limit: int, pods: PodLister | None, now: str,
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The tracked revision's record and the history, updated from the Deployment as it ran before this reconcile
+    replaced its template.
+
+    A rollout can complete (or fail) and the tag move (Track, a resolution request, a spec change) before any
+    reconcile reads the Deployment in between: the reconcile that replaces the template is the only one that sees
+    how the running revision ended. Without this the revision would read Superseded, and automatic rollback would
+    find no good digest to return to.
+    """
+    if (old is None or running is None or old.get("templateHash") != rollouts.template_hash(running)
+            or rollouts.template_hash(running) == rollouts.template_hash(deployment)):
+        return old, history  # not replaced here (or not the tracked revision): the usual tracking covers it
+    last = _as_replaced(running, deployment)
+    record = rollouts.track(old, last, await _observe_rollout(last, pods), now)
+    return record, rollouts.record_history(history, record, limit)
+
+
+def _as_replaced(running: dict[str, Any], applied: dict[str, Any]) -> dict[str, Any]:
+    """The running revision with the newest status known: the one in the apply response, while it still describes
+    the old template (its `observedGeneration` predates the new template's generation).
+
+    The Deployment was read at the start of the reconcile; its rollout can complete while the registry is asked,
+    before the new template is applied.
+    """
+    status = applied.get("status") or {}
+    observed, generation = status.get("observedGeneration"), applied.get("metadata", {}).get("generation")
+    if observed is None or generation is None or int(observed) >= int(generation):
+        return running  # the status already describes the new template (or nothing): keep what was read
+    spec = dict(running.get("spec") or {})
+    if "replicas" in (applied.get("spec") or {}):
+        spec["replicas"] = applied["spec"]["replicas"]
+    meta = running.get("metadata") or {}
+    return {**running, "metadata": {**meta, "generation": max(int(observed), int(meta.get("generation") or 0))},
+            "spec": spec, "status": status}
 
 
 def _with_rollback(objects: list[dict[str, Any]], rollback: rollouts.Rollback | None) -> list[dict[str, Any]]:

@@ -58,8 +58,12 @@ def worker_image(deployment: dict[str, Any] | None) -> str:
 
 
 async def wait_for_image(kube_api: KubeApi, image: str, within: float = 30) -> dict[str, Any]:
-    deployment = await kube_api.wait_for(PATHS["Deployment"], lambda o: o is not None and worker_image(o) == image,
-                                         within=within)
+    try:
+        deployment = await kube_api.wait_for(PATHS["Deployment"], lambda o: o is not None and worker_image(o) == image,
+                                             within=within)
+    except TimeoutError:
+        print("DIAG pipeline status:", json.dumps((await kube_api.get(f"{DGP}/demo") or {}).get("status"), indent=1))
+        raise
     assert deployment is not None
     return deployment
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from digest_operator.api.imageref import ImageRef
@@ -31,7 +32,7 @@ class Tags:
 def _body(**spec: Any) -> dict[str, Any]:
     from tests.support.samples import minimal
 
-    body = minimal(image=TAG, imagePolicy={"mode": "Resolve"}, **spec)
+    body = minimal(image=TAG, **{"imagePolicy": {"mode": "Resolve"}, **spec})
     body["metadata"].update(uid=UID, generation=1)
     return body
 
@@ -113,3 +114,92 @@ async def test_unreadable_pull_secrets_resolve_anonymously_and_say_why() -> None
     message = _pinned(outcome.status)["message"]
     assert "reading imagePullSecrets failed (403 Forbidden)" in message
     assert "bind the ClusterRole digest-operator-pull-secrets" in message
+
+
+def _complete(api: MemoryApi) -> None:
+    """Play the Deployment controller: the live worker Deployment finished its rollout with ready pods."""
+    (deployment,) = [o for (_, plural, _, _), o in api.objects.items() if plural == "deployments"]
+    deployment["metadata"]["generation"] = 1
+    deployment["status"] = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1,
+                            "availableReplicas": 1}
+
+
+async def test_a_rollout_that_completed_just_before_the_tag_moved_is_recorded_complete() -> None:
+    """The race: the Deployment completes, and the first reconcile to see it also resolves a moved tag.
+
+    That reconcile replaces the template; the completion of the running revision must still reach the history,
+    or automatic rollback finds no good digest and the history reads Superseded."""
+    api, tags = MemoryApi(), Tags(D1)
+    body = _body(imagePolicy={"mode": "Track", "trackInterval": "1s"}, rollout={"autoRollback": True})
+    body["status"] = (await reconcile(body, api, T0, tags)).status
+    assert body["status"]["rollout"]["phase"] == "Progressing"
+    _complete(api)  # completes, but no reconcile ran in between ...
+    tags.digest = D2  # ... and the tag moved: the next one (track interval elapsed) rolls out D2
+    outcome = await reconcile(body, api, T1, tags)
+    assert _image(api) == f"{TAG}@{D2}"
+    history = [(h["revision"], h["digest"], h["result"]) for h in outcome.status["history"]]
+    assert history == [(2, D2, "Progressing"), (1, D1, "Complete")]
+    assert outcome.status["history"][1]["verified"] is True
+
+    # D2 fails: the rollback finds D1
+    body["status"] = outcome.status
+    (deployment,) = [o for (_, plural, _, _), o in api.objects.items() if plural == "deployments"]
+    deployment["status"] = {"observedGeneration": 0, "conditions": [
+        {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "x"}]}
+    rolled_back = await reconcile(body, api, T1, tags)
+    assert _image(api) == f"{TAG}@{D1}"
+    assert rolled_back.status["rollback"]["failedImage"] == f"{TAG}@{D2}"
+
+
+class ServerApi(MemoryApi):
+    """Applies like the API server: the status subresource survives, a changed spec gets a new generation."""
+
+    async def apply(self, obj: dict[str, Any], plural: str) -> dict[str, Any]:
+        key = (obj["apiVersion"], plural, obj["metadata"]["namespace"], obj["metadata"]["name"])
+        live = self.objects.get(key)
+        await super().apply(obj, plural)
+        stored = self.objects[key]
+        generation = int((live or {}).get("metadata", {}).get("generation") or 0)
+        stored["metadata"]["generation"] = generation + (live is None or live.get("spec") != stored.get("spec"))
+        if live is not None and "status" in live:
+            stored["status"] = live["status"]
+        return copy.deepcopy(stored)
+
+
+class CompletesWhileResolving(Tags):
+    """The registry answers slowly: the Deployment controller reports the running rollout complete meanwhile."""
+
+    def __init__(self, digest: str, api: MemoryApi) -> None:
+        super().__init__(digest)
+        self.api = api
+
+    async def resolve(self, image: ImageRef, credentials: Credentials | None = None) -> Resolved:
+        if self.calls:
+            _complete(self.api)
+        return await super().resolve(image, credentials)
+
+
+async def test_a_rollout_that_completes_while_the_moved_tag_is_resolved_is_recorded_complete() -> None:
+    """The same race, one step later: the reconcile read the Deployment still progressing, the rollout completed
+    while the registry was asked, then the new digest replaced the template. The apply response still reports the
+    old template's completion (observedGeneration predates the new template): it is recorded."""
+    api = ServerApi()
+    tags = CompletesWhileResolving(D1, api)
+    body = _body(imagePolicy={"mode": "Track", "trackInterval": "1s"}, rollout={"autoRollback": True})
+    body["status"] = (await reconcile(body, api, T0, tags)).status
+    tags.digest = D2
+    outcome = await reconcile(body, api, T1, tags)
+    assert _image(api) == f"{TAG}@{D2}"
+    history = [(h["revision"], h["digest"], h["result"], h.get("verified")) for h in outcome.status["history"]]
+    assert history == [(2, D2, "Progressing", None), (1, D1, "Complete", True)]
+    assert outcome.status["rollout"]["revision"] == 2
+
+
+async def test_a_rollout_still_progressing_when_the_tag_moves_is_superseded() -> None:
+    api, tags = MemoryApi(), Tags(D1)
+    body = _body(imagePolicy={"mode": "Track", "trackInterval": "1s"})
+    body["status"] = (await reconcile(body, api, T0, tags)).status
+    tags.digest = D2
+    outcome = await reconcile(body, api, T1, tags)
+    history = [(h["revision"], h["digest"], h["result"]) for h in outcome.status["history"]]
+    assert history == [(2, D2, "Progressing"), (1, D1, "Superseded")]
