@@ -86,6 +86,18 @@ async def wait_for_reconciles(op: OperatorThread, count: int, within: float = 30
         await asyncio.sleep(0.05)
 
 
+async def wait_until_quiet(kube_api: KubeApi, op: OperatorThread, within: float = 30.0) -> None:
+    """Until two whole reconciles pass with no write at all (ours, or Kopf's own annotation and finalizer
+    patches, which land asynchronously after convergence)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        mark, runs = kube_api.mark(), op.runtime.reconcile_count
+        await wait_for_reconciles(op, runs + 2, within=within)
+        if not kube_api.writes(mark):
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"still writing: {kube_api.writes(mark)}"
+
+
 async def complete_rollout(kube_api: KubeApi, replicas: int = 0) -> None:
     """Play KEDA (scale to `replicas`) and the Deployment controller (report the generation as rolled out)."""
     await kube_api.patch(PATHS["Deployment"], {"spec": {"replicas": replicas}})
@@ -153,7 +165,7 @@ async def test_steady_state_and_restart_make_zero_writes(
     kube_api: KubeApi, operator: OperatorThread, operators: list[OperatorThread],
 ) -> None:
     await create_ready_pipeline(kube_api)
-    await asyncio.sleep(0.5)  # let the last status write of the convergence land
+    await wait_until_quiet(kube_api, operator)  # the last writes of the convergence have landed
     mark, runs = kube_api.mark(), operator.runtime.reconcile_count
     await asyncio.sleep(STEADY_WINDOW)
     await wait_for_reconciles(operator, runs + 2)  # the resync timer reconciled in the window
