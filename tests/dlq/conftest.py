@@ -6,9 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from digest_sbemulator.config import build_config
 from digest_sbemulator.server import EmulatorServer
-from tests.support.kubeconfig import free_port
+from tests.support.sbemulator import running_emulator
 
 DLQ_QUEUES = [
     "orders:MaxDeliveryCount=3,LockDuration=PT30S",
@@ -20,11 +19,8 @@ DLQ_QUEUES = [
 
 @pytest.fixture
 def sb() -> Iterator[EmulatorServer]:
-    server = EmulatorServer(build_config(queue_flags=DLQ_QUEUES), port=free_port()).start()
-    try:
+    with running_emulator(DLQ_QUEUES) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

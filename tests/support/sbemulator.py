@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,13 +18,20 @@ QUEUES = ["orders:MaxDeliveryCount=3,LockDuration=PT5S", "short-locks:LockDurati
           "DeadLetteringOnMessageExpiration=true"]
 
 
-@pytest.fixture
-def emulator() -> Iterator[EmulatorServer]:
-    server = EmulatorServer(build_config(queue_flags=QUEUES), port=free_port()).start()
+@contextlib.contextmanager
+def running_emulator(queue_flags: list[str]) -> Iterator[EmulatorServer]:
+    """An emulator with these ad-hoc queues on a free port, stopped afterwards."""
+    server = EmulatorServer(build_config(queue_flags=queue_flags), port=free_port()).start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def emulator() -> Iterator[EmulatorServer]:
+    with running_emulator(QUEUES) as server:
+        yield server
 
 
 @pytest.fixture

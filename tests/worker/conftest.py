@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from digest_sbemulator.config import build_config
 from digest_sbemulator.server import EmulatorServer
-from tests.support.kubeconfig import free_port
+from tests.support.sbemulator import running_emulator
 from tests.worker.fakes import FakeConnector, FakeTokenEndpoint
 from tests.worker.harness import QUEUES, SECRET, Stack
 from tests.worker.postgres import PostgresServer, create_database, postgres_server
@@ -24,11 +23,8 @@ def pg_server() -> Iterator[PostgresServer]:
 
 @pytest.fixture
 def worker_emulator() -> Iterator[EmulatorServer]:
-    server = EmulatorServer(build_config(queue_flags=QUEUES), port=free_port()).start()
-    try:
+    with running_emulator(QUEUES) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
