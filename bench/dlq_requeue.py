@@ -26,6 +26,7 @@ from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusSubQ
 
 from digest_worker.dlq import bus, ops
 from digest_worker.dlq.select import Selection
+from tests.support.dlqdata import send_in_batches
 from tests.support.kubeconfig import free_port
 
 QUEUE_FLAGS = ["naive:LockDuration=PT60S,MaxDeliveryCount=10", "toolkit:LockDuration=PT60S,MaxDeliveryCount=10"]
@@ -46,15 +47,7 @@ def fill(connection_string: str, queue: str, count: int, seed: int) -> dict[str,
     expected: dict[str, str] = {}
     with ServiceBusClient.from_connection_string(connection_string) as client:
         with client.get_queue_sender(queue) as sender:
-            batch = sender.create_message_batch()
-            for message in messages(count, seed):
-                try:
-                    batch.add_message(message)
-                except ValueError:
-                    sender.send_messages(batch)
-                    batch = sender.create_message_batch()
-                    batch.add_message(message)
-            sender.send_messages(batch)
+            send_in_batches(sender, messages(count, seed))
         with client.get_queue_receiver(queue, prefetch_count=0) as receiver:
             while len(expected) < count:
                 got = receiver.receive_messages(max_message_count=250, max_wait_time=5)

@@ -8,10 +8,11 @@ import hashlib
 import json
 import random
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusSubQueue
+from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusSender, ServiceBusSubQueue
 from azure.servicebus.amqp import AmqpAnnotatedMessage
 
 from digest_worker.dlq.bus import from_received
@@ -75,15 +76,7 @@ def dead_letter_all(connection_string: str, queue: str, items: list[tuple[Any, S
     hashes: dict[str, str] = {}
     with ServiceBusClient.from_connection_string(connection_string) as client:
         with client.get_queue_sender(queue) as sender:
-            batch = sender.create_message_batch()
-            for message, _ in items:
-                try:
-                    batch.add_message(message)
-                except ValueError:
-                    sender.send_messages(batch)
-                    batch = sender.create_message_batch()
-                    batch.add_message(message)
-            sender.send_messages(batch)
+            send_in_batches(sender, (message for message, _ in items))
         with client.get_queue_receiver(queue, prefetch_count=0) as receiver:
             while len(hashes) < len(items):
                 got = receiver.receive_messages(max_message_count=100, max_wait_time=5)
@@ -135,3 +128,16 @@ def assert_conserved(expected: dict[str, str], places: dict[str, list[tuple[str,
 
 def now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
+
+
+def send_in_batches(sender: ServiceBusSender, messages: Iterable[ServiceBusMessage]) -> None:
+    """Send `messages` in as few `ServiceBusMessageBatch`es as their sizes allow."""
+    batch = sender.create_message_batch()
+    for message in messages:
+        try:
+            batch.add_message(message)
+        except ValueError:  # the batch is full
+            sender.send_messages(batch)
+            batch = sender.create_message_batch()
+            batch.add_message(message)
+    sender.send_messages(batch)
