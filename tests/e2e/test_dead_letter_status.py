@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from digest_operator.crd import PRINTER_COLUMNS
-from tests.e2e.test_operator import DGP, NS, condition, create_ready_pipeline, operator, operators, wait_for_event
+from tests.e2e.test_operator import DGP, NS, condition, create_ready_pipeline, operator, wait_for_event
 from tests.support.kubeapi import KubeApi
 from tests.support.operator_thread import OperatorThread
 
 pytestmark = pytest.mark.e2e
-__all__ = ["operator", "operators"]  # fixtures
+__all__ = ["operator"]  # fixtures
 
 
 def monitor_pod(name: str, report: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -32,15 +31,6 @@ PATHS = {
     "PrometheusRule": f"/apis/monitoring.coreos.com/v1/namespaces/{NS}/prometheusrules/demo-dead-letter",
 }
 STEADY_WINDOW = 2.5  # seconds of observation; the timer runs every 0.5 s
-
-
-@pytest.fixture
-async def operators(kube_api: KubeApi) -> AsyncIterator[list[OperatorThread]]:
-    """Operators started by a test; stopped while the emulator's event loop still serves their last requests."""
-    started: list[OperatorThread] = []
-    yield started
-    for op in started:
-        await asyncio.to_thread(op.stop)
 
 
 @pytest.fixture

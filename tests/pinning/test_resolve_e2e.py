@@ -9,7 +9,6 @@ import asyncio
 import base64
 import dataclasses
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -36,14 +35,6 @@ pytestmark = pytest.mark.e2e
 def config_for(*registries: Registry) -> OperatorConfig:
     return dataclasses.replace(FAST, insecure_registries=tuple(r.host for r in registries), registry_timeout=3,
                                resolve_backoff=0.2, resolve_backoff_max=1.0)
-
-
-@pytest.fixture
-async def operators(kube_api: KubeApi) -> AsyncIterator[list[OperatorThread]]:
-    started: list[OperatorThread] = []
-    yield started
-    for op in started:
-        await asyncio.to_thread(op.stop)
 
 
 async def start(kube_api: KubeApi, operators: list[OperatorThread], *registries: Registry) -> OperatorThread:
