@@ -6,12 +6,12 @@ properties, body sections, footer), so typed ids, several data sections, VALUE a
 
 from __future__ import annotations
 
-import uuid
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
 from digest_sbemulator import amqp
-from digest_sbemulator.amqp import Described, Symbol, UInt
+from digest_sbemulator.amqp import Described, Symbol
 
 BATCH_MESSAGE_FORMAT = 0x80013700
 """The transfer message-format of a `ServiceBusMessageBatch`: one data section per encoded message."""
@@ -138,21 +138,60 @@ def annotation_entries(annotations: dict[Any, Any]) -> bytes:
 
 def annotations_section(entries: bytes, count: int) -> bytes:
     """A message-annotations section from `count` encoded key/value pairs."""
-    out = bytearray(b"\x00\x53\x72")
-    amqp.map_header(bytearray(entries), 2 * count, out)
-    return bytes(out)
+    if len(entries) < 255 and count < 128:
+        return b"\x00\x53\x72\xc1%c%c%s" % (len(entries) + 1, 2 * count, entries)
+    return b"\x00\x53\x72\xd1" + _map32(len(entries) + 4, 2 * count) + entries
+
+
+_map32 = struct.Struct(">II").pack
+_int64 = struct.Struct(">q").pack
+_LOCKED_UNTIL = amqp.encode(Symbol("x-opt-locked-until")) + b"\x83"
+
+
+_SEQUENCE_NUMBER = amqp.encode(Symbol("x-opt-sequence-number")) + b"\x81"
+_ENQUEUED_TIME = amqp.encode(Symbol("x-opt-enqueued-time")) + b"\x83"
+
+
+def stamp_entries(sequence_number: int, enqueued_ms: int) -> bytes:
+    """The `x-opt-sequence-number` (long) and `x-opt-enqueued-time` (timestamp) annotation entries."""
+    return b"%s%s%s%s" % (_SEQUENCE_NUMBER, _int64(sequence_number), _ENQUEUED_TIME, _int64(enqueued_ms))
+
+
+def locked_until_entry(milliseconds: int) -> bytes:
+    """The `x-opt-locked-until` annotation entry (key and timestamp), written on every locked delivery."""
+    return _LOCKED_UNTIL + _int64(milliseconds)
+
+
+def delivery_sections(header_fields: bytes, entries: bytes, count: int, tail: bytes) -> bytes:
+    """Header (its encoded fields) + message annotations (`count` encoded entries) + the rest, in one piece."""
+    if len(entries) < 255 and count < 128 and len(header_fields) < 255:
+        return b"\x00\x53\x70\xc0%c\x05%s\x00\x53\x72\xc1%c%c%s%s" % (
+            len(header_fields) + 1, header_fields, len(entries) + 1, 2 * count, entries, tail)
+    return b"\x00\x53\x70\xc0%c\x05%s%s%s" % (len(header_fields) + 1, header_fields,
+                                                annotations_section(entries, count), tail)
+
+
+def header_fields(ttl_ms: int | None) -> bytes:
+    """The header's fields up to its delivery count: durable, priority (null), ttl, first-acquirer (null)."""
+    return b"\x41\x40%s\x40" % (b"\x40" if ttl_ms is None else uint(ttl_ms))
 
 
 def header_section(ttl_ms: int | None, delivery_count: int) -> bytes:
     """The header section the broker writes: durable, ttl, delivery-count (hand-encoded: once per delivery)."""
-    fields = b"\x41\x40" + (_uint(ttl_ms) if ttl_ms is not None else b"\x40") + b"\x40" + _uint(delivery_count)
+    fields = b"\x41\x40%s\x40%s" % (b"\x40" if ttl_ms is None else uint(ttl_ms), uint(delivery_count))
     return b"\x00\x53\x70\xc0%c\x05%s" % (len(fields) + 1, fields)
 
 
-def _uint(value: int) -> bytes:
-    out = bytearray()
-    amqp.encode_value(UInt(value), out)
-    return bytes(out)
+_uint32 = struct.Struct(">I").pack
+
+
+def uint(value: int) -> bytes:
+    """An AMQP uint, the smallest encoding; values past its range are capped (a TTL beyond 49 days)."""
+    if value == 0:
+        return b"\x43"
+    if value < 256:
+        return b"\x52%c" % value
+    return b"\x70" + _uint32(min(value, 0xFFFFFFFF))
 
 
 def with_application_properties(bare: bytes, application_properties: dict[str, Any]) -> bytes:
@@ -184,8 +223,3 @@ def encode_for_delivery(
     if annotations:
         out += annotations_section(annotation_entries(annotations), len(annotations))
     return out + (with_application_properties(bare, application_properties) if application_properties else bare)
-
-
-def lock_token_tag(token: uuid.UUID) -> bytes:
-    """The delivery tag the SDK turns into the lock token: `uuid.UUID(bytes_le=tag)`."""
-    return token.bytes_le

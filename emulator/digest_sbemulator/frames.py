@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 from typing import Any
 
@@ -77,13 +78,18 @@ def _uint(value: int) -> bytes:
     return b"\x70" + _uint32(value)
 
 
-def transfer_frame(channel: int, handle: int, delivery_id: int, tag: bytes, settled: bool, payload: bytes) -> bytes:
-    """The first (and usually only) transfer frame of a delivery, encoded without the generic encoder (the hot
-    path of every receive): handle, delivery-id, delivery-tag (< 256 bytes), message-format 0, settled."""
+def transfer_head(channel: int, handle: int, delivery_id: int, tag: bytes, settled: bool, payload_size: int) -> bytes:
+    """The first (and usually only) transfer frame of a delivery up to its payload, encoded without the generic
+    encoder (the hot path of every receive): handle, delivery-id, delivery-tag (< 256 bytes), message-format 0,
+    settled."""
     fields = b"%s%s\xa0%c%s\x43%s" % (_uint(handle), _uint(delivery_id), len(tag), tag,
                                          b"\x41" if settled else b"\x42")
-    body = b"\x00\x53\x14\xc0%c\x05%s" % (len(fields) + 1, fields)
-    return _header.pack(HEADER_SIZE + len(body) + len(payload), 2, AMQP_FRAME, channel) + body + payload
+    return b"%s\x00\x53\x14\xc0%c\x05%s" % (
+        _header.pack(HEADER_SIZE + len(fields) + 6 + payload_size, 2, AMQP_FRAME, channel), len(fields) + 1, fields)
+
+
+def transfer_frame(channel: int, handle: int, delivery_id: int, tag: bytes, settled: bool, payload: bytes) -> bytes:
+    return transfer_head(channel, handle, delivery_id, tag, settled, len(payload)) + payload
 
 
 def settled_disposition_frame(channel: int, role_receiver: bool, delivery_id: int, state: bytes) -> bytes:
@@ -97,3 +103,85 @@ def settled_disposition_frame(channel: int, role_receiver: bool, delivery_id: in
 
 EMPTY_FRAME = frame(b"")
 """A heartbeat: a frame with no body."""
+
+
+class _NotPlain(Exception):
+    """The disposition uses an encoding the fast parser does not read: decode it generically."""
+
+
+_BOOLS = {0x41: True, 0x42: False, 0x40: None}
+
+
+def _bool(body: bytes, pos: int) -> tuple[bool | None, int]:
+    code = body[pos]
+    if code == 0x56:
+        return body[pos + 1] == 1, pos + 2
+    if code in _BOOLS:
+        return _BOOLS[code], pos + 1
+    raise _NotPlain
+
+
+def _uint_at(body: bytes, pos: int) -> tuple[int | None, int]:
+    code = body[pos]
+    if code == 0x52:
+        return body[pos + 1], pos + 2
+    if code == 0x70:
+        return int.from_bytes(body[pos + 1:pos + 5], "big"), pos + 5
+    if code == 0x43:
+        return 0, pos + 1
+    if code == 0x40:
+        return None, pos + 1
+    raise _NotPlain
+
+
+def _plain_outcome(body: bytes, pos: int) -> tuple[int | None, int]:
+    """An outcome without fields (`0x00 0x53 code` + an empty list), or null."""
+    if body[pos] == 0x40:
+        return None, pos + 1
+    if body[pos] == 0x00 and body[pos + 1] == 0x53:
+        code = body[pos + 2]
+        if body[pos + 3] == 0x45:
+            return code, pos + 4
+        if body[pos + 3:pos + 6] == b"\xc0\x01\x00":
+            return code, pos + 6
+    raise _NotPlain
+
+
+def plain_disposition(body: bytes) -> tuple[bool, int, int, bool, int | None] | None:
+    """Role (receiver?), first, last, settled and outcome code of a disposition frame body whose outcome carries no
+    fields (what the SDK sends to complete a message), read without the generic decoder; None for any other frame
+    or encoding (decode it generically)."""
+    if body[:4] != b"\x00\x53\x15\xc0" or len(body) < 7:
+        return None
+    count, pos = body[5], 6
+    if body[4] != len(body) - 5 or count < 2:
+        return None
+    try:
+        role, pos = _bool(body, pos)
+        first, pos = _uint_at(body, pos)
+        last, settled, state = first, False, None
+        if count > 2:
+            value, pos = _uint_at(body, pos)
+            last = first if value is None else value
+        if count > 3:
+            flag, pos = _bool(body, pos)
+            settled = bool(flag)
+        if count > 4:
+            state, pos = _plain_outcome(body, pos)
+        if count > 5:
+            _, pos = _bool(body, pos)  # batchable
+    except (_NotPlain, IndexError):
+        return None
+    if count > 6 or pos != len(body) or first is None:
+        return None
+    return bool(role), first, last if last is not None else first, settled, state
+
+
+SDK_COMPLETE = re.compile(
+    rb"....\x02\x00(..)"  # frame header: size, doff 2, AMQP, channel
+    rb"\x00\x53\x15\xc0.\x06"  # disposition, a list8 of 6 fields
+    rb"\x56\x01(\x43|\x52.|\x70....)\x40\x56\x00"  # role receiver, first (uint), last null, settled false
+    rb"\x00\x53\x24\x45\x40",  # accepted, batchable null
+    re.DOTALL).fullmatch
+"""One whole frame exactly as the SDK completes one delivery (groups: channel, encoded delivery id): what most of a
+receiver's traffic is. Any other form of a disposition is read by `plain_disposition` or the generic decoder."""

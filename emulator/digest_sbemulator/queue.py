@@ -67,9 +67,10 @@ class Message:
     delivery_count: int = 0
     state: State = State.ACTIVE
     scheduled_time: float | None = None
-    lock_token: uuid.UUID | None = None
+    lock_token: int | None = None
+    """The lock's key (see `lock_tag`), while locked."""
     locked_until: float | None = None
-    encoded: tuple[bytes, int, bytes] | None = None
+    encoded: tuple[bytes, bytes, int, bytes] | None = None
     """The server's cache of what every delivery of this message repeats; cleared when that changes."""
 
 
@@ -85,9 +86,24 @@ class Counts:
         return self.active + self.dead_letter + self.scheduled + self.deferred
 
 
-def _key(message: Message) -> int | None:
-    """Locks are indexed by the token's integer: hashing and comparing UUID objects runs Python code."""
-    return message.lock_token.int if message.lock_token is not None else None
+def lock_tag(key: int) -> bytes:
+    """The delivery tag of lock `key`. Locks are plain 128-bit integers (hashing and comparing UUID objects runs
+    Python code); the SDK reads a delivery's lock token as `uuid.UUID(bytes_le=tag)`, so a key is its tag's
+    big-endian integer."""
+    return key.to_bytes(16, "big")
+
+
+def lock_token(key: int) -> uuid.UUID:
+    """Lock `key` as the SDK shows it (and sends it back in management requests)."""
+    return uuid.UUID(bytes_le=lock_tag(key))
+
+
+def lock_key(token: uuid.UUID) -> int:
+    return int.from_bytes(token.bytes_le, "big")
+
+
+def _lost(key: int, path: str) -> LockLost:
+    return LockLost(f"the lock {lock_token(key)} on {path} is lost or expired")
 
 
 class SubQueue:
@@ -99,8 +115,8 @@ class SubQueue:
         self.messages: OrderedDict[int, Message] = OrderedDict()  # by sequence number, for peeking in order
         self._available: list[int] = []  # heap of sequence numbers that may be delivered
         self._available_set: set[int] = set()
-        self.locks: dict[int, int] = {}  # token.int → sequence number
-        self._lock_expiry: list[tuple[float, int]] = []  # (deadline, token.int)
+        self.locks: dict[int, int] = {}  # lock key → sequence number
+        self._lock_expiry: list[tuple[float, int]] = []  # (deadline, lock key)
         self.deferred = 0
         self.scheduled = 0
         self.soonest = float("inf")
@@ -139,7 +155,7 @@ class SubQueue:
         self.messages.pop(message.sequence_number, None)
         self._available_set.discard(message.sequence_number)  # the heap entry is skipped lazily
         if message.lock_token is not None:
-            self.locks.pop(message.lock_token.int, None)
+            self.locks.pop(message.lock_token, None)
             message.lock_token = message.locked_until = None
         if message.state is State.SCHEDULED:
             self.scheduled -= 1
@@ -147,39 +163,40 @@ class SubQueue:
             self.deferred -= 1
 
     # --- locks ---
-    def lock(self, message: Message, now: float) -> uuid.UUID:
-        token = uuid.UUID(int=_random_bits(128))  # cheaper than uuid4
-        message.lock_token = token
-        message.locked_until = now + self.lock_duration
-        self.locks[token.int] = message.sequence_number
-        heapq.heappush(self._lock_expiry, (message.locked_until, token.int))
-        self.soonest = min(self.soonest, message.locked_until)
-        self._compact_lock_expiry()
-        return token
+    def lock(self, message: Message, now: float) -> int:
+        key = _random_bits(128)
+        message.lock_token = key
+        message.locked_until = until = now + self.lock_duration
+        self.locks[key] = message.sequence_number
+        heapq.heappush(self._lock_expiry, (until, key))
+        if until < self.soonest:
+            self.soonest = until
+        if len(self._lock_expiry) > 2 * len(self.locks) + 1024:
+            self._compact_lock_expiry()
+        return key
 
     def _compact_lock_expiry(self) -> None:
-        """Settled locks leave stale heap entries until their deadline; rebuild when they dominate, so memory
-        follows the locks held, not the throughput."""
-        if len(self._lock_expiry) > 2 * len(self.locks) + 1024:
-            live = []
-            for key, seq in self.locks.items():
-                message = self.messages.get(seq)
-                if message is not None and _key(message) == key and message.locked_until is not None:
-                    live.append((message.locked_until, key))
-            heapq.heapify(live)
-            self._lock_expiry = live
+        """Settled locks leave stale heap entries until their deadline; rebuilt (by `lock`) when they dominate, so
+        memory follows the locks held, not the throughput."""
+        live = []
+        for key, seq in self.locks.items():
+            message = self.messages.get(seq)
+            if message is not None and message.lock_token == key and message.locked_until is not None:
+                live.append((message.locked_until, key))
+        heapq.heapify(live)
+        self._lock_expiry = live
 
-    def locked(self, token: uuid.UUID, now: float) -> Message:
-        seq = self.locks.get(token.int)
+    def locked(self, token: int, now: float) -> Message:
+        seq = self.locks.get(token)
         message = self.messages.get(seq) if seq is not None else None
-        if message is None or _key(message) != token.int or message.locked_until is None \
+        if message is None or message.lock_token != token or message.locked_until is None \
                 or message.locked_until <= now:
-            raise LockLost(f"the lock {token} on {self.path} is lost or expired")
+            raise _lost(token, self.path)
         return message
 
     def unlock(self, message: Message) -> None:
         if message.lock_token is not None:
-            self.locks.pop(message.lock_token.int, None)
+            self.locks.pop(message.lock_token, None)
         message.lock_token = message.locked_until = None
 
     def expired_locks(self, now: float) -> Iterator[Message]:
@@ -187,7 +204,7 @@ class SubQueue:
             _, key = heapq.heappop(self._lock_expiry)
             seq = self.locks.get(key)
             message = self.messages.get(seq) if seq is not None else None
-            if message is not None and _key(message) == key and message.locked_until is not None \
+            if message is not None and message.lock_token == key and message.locked_until is not None \
                     and message.locked_until <= now:
                 yield message
 
@@ -196,30 +213,53 @@ class SubQueue:
             deadline, key = self._lock_expiry[0]
             seq = self.locks.get(key)
             message = self.messages.get(seq) if seq is not None else None
-            if message is not None and _key(message) == key and message.locked_until == deadline:
+            if message is not None and message.lock_token == key and message.locked_until == deadline:
                 return deadline
             heapq.heappop(self._lock_expiry)  # stale: settled, renewed or released
         return None
 
-    def renew(self, token: uuid.UUID, now: float) -> float:
+    def renew(self, token: int, now: float) -> float:
         message = self.locked(token, now)
         message.locked_until = now + self.lock_duration
-        heapq.heappush(self._lock_expiry, (message.locked_until, token.int))
+        heapq.heappush(self._lock_expiry, (message.locked_until, token))
         self.soonest = min(self.soonest, message.locked_until)
         return message.locked_until
 
-    def hand_out(self, message: Message, now: float, *, lock: bool) -> tuple[Message, uuid.UUID | None]:
+    def hand_out(self, message: Message, now: float, *, lock: bool) -> tuple[Message, int | None]:
         """Deliver: PEEK_LOCK locks the message, RECEIVE_AND_DELETE removes it at once."""
         if lock:
             return message, self.lock(message, now)
         self.remove(message)
         return message, None
 
-    def take(self, now: float, count: int, *, lock: bool) -> list[tuple[Message, uuid.UUID | None]]:
-        taken: list[tuple[Message, uuid.UUID | None]] = []
-        while len(taken) < count and (message := self._pop_available()) is not None:
-            taken.append(self.hand_out(message, now, lock=lock))
+    def take(self, now: float, count: int, *, lock: bool) -> list[tuple[Message, int | None]]:
+        taken: list[tuple[Message, int | None]] = []
+        pop = self._pop_available
+        hand_out = self.lock if lock else self._take_away
+        for _ in range(count):
+            message = pop()
+            if message is None:
+                break
+            taken.append((message, hand_out(message, now)))
         return taken
+
+    def _take_away(self, message: Message, now: float) -> None:
+        self.remove(message)
+
+    def complete(self, token: int, now: float) -> Message:
+        """Settle a locked message for good (the hot path of every completion: `locked` + `remove` inlined)."""
+        seq = self.locks.get(token)
+        message = self.messages.get(seq) if seq is not None else None
+        if seq is None or message is None or message.lock_token != token or message.locked_until is None \
+                or message.locked_until <= now:
+            raise _lost(token, self.path)
+        del self.locks[token]
+        del self.messages[seq]
+        self._available_set.discard(seq)
+        message.lock_token = message.locked_until = None
+        if message.state is State.DEFERRED:
+            self.deferred -= 1
+        return message
 
     def peek(self, from_sequence: int, count: int) -> list[Message]:
         result = []
@@ -316,12 +356,12 @@ class Queue:
         return self.dead_letter if dead_letter else self.main
 
     def receive(self, now: float, count: int, *, lock: bool, dead_letter: bool = False) \
-            -> list[tuple[Message, uuid.UUID | None]]:
+            -> list[tuple[Message, int | None]]:
         self.tick(now)
         return self.sub(dead_letter).take(now, count, lock=lock)
 
     def receive_deferred(self, sequence_numbers: list[int], now: float, *, lock: bool,
-                         dead_letter: bool = False) -> list[tuple[Message, uuid.UUID | None]]:
+                         dead_letter: bool = False) -> list[tuple[Message, int | None]]:
         sub = self.sub(dead_letter)
         messages = []
         for seq in sequence_numbers:
@@ -338,19 +378,16 @@ class Queue:
         return self.sub(dead_letter).peek(from_sequence, count)
 
     # --- settling ---
-    def complete(self, token: uuid.UUID, now: float, *, dead_letter: bool = False) -> Message:
-        sub = self.sub(dead_letter)
-        message = sub.locked(token, now)
-        sub.remove(message)
-        return message
+    def complete(self, token: int, now: float, *, dead_letter: bool = False) -> Message:
+        return (self.dead_letter if dead_letter else self.main).complete(token, now)
 
-    def abandon(self, token: uuid.UUID, now: float, *, dead_letter: bool = False) -> Message:
+    def abandon(self, token: int, now: float, *, dead_letter: bool = False) -> Message:
         sub = self.sub(dead_letter)
         message = sub.locked(token, now)
         self._failed_delivery(sub, message, now)
         return message
 
-    def release(self, token: uuid.UUID, now: float, *, dead_letter: bool = False) -> None:
+    def release(self, token: int, now: float, *, dead_letter: bool = False) -> None:
         """Unlock without counting a failed delivery (the receiver never handed it to the application)."""
         sub = self.sub(dead_letter)
         try:
@@ -361,7 +398,7 @@ class Queue:
         if message.state is State.ACTIVE:
             sub.make_available(message)
 
-    def defer(self, token: uuid.UUID, now: float, *, dead_letter: bool = False) -> Message:
+    def defer(self, token: int, now: float, *, dead_letter: bool = False) -> Message:
         sub = self.sub(dead_letter)
         message = sub.locked(token, now)
         sub.unlock(message)
@@ -370,7 +407,7 @@ class Queue:
             sub.deferred += 1
         return message
 
-    def dead_letter_message(self, token: uuid.UUID, now: float, reason: str | None, description: str | None, *,
+    def dead_letter_message(self, token: int, now: float, reason: str | None, description: str | None, *,
                             dead_letter: bool = False) -> Message:
         sub = self.sub(dead_letter)
         message = sub.locked(token, now)
@@ -381,7 +418,7 @@ class Queue:
         self._move_to_dead_letter(message, reason, description)
         return message
 
-    def renew_lock(self, token: uuid.UUID, now: float, *, dead_letter: bool = False) -> float:
+    def renew_lock(self, token: int, now: float, *, dead_letter: bool = False) -> float:
         return self.sub(dead_letter).renew(token, now)
 
     def _failed_delivery(self, sub: SubQueue, message: Message, now: float) -> None:
@@ -450,7 +487,7 @@ class Queue:
                 message = sub.messages.get(seq)
                 if message is not None and message.lock_token is not None:
                     message.locked_until = now
-                    heapq.heappush(sub._lock_expiry, (now, message.lock_token.int))
+                    heapq.heappush(sub._lock_expiry, (now, message.lock_token))
                     sub.soonest = now
                     count += 1
         self.tick(now)

@@ -24,15 +24,25 @@ from digest_sbemulator.amqp import Described, Symbol, Timestamp, described_list
 from digest_sbemulator.broker import Namespace
 from digest_sbemulator.config import EmulatorConfig
 from digest_sbemulator.connection import Connection, Link
-from digest_sbemulator.frames import ACCEPTED, MODIFIED, REJECTED, RELEASED, code_of, error, field, outcome
+from digest_sbemulator.frames import (
+    ACCEPTED,
+    MODIFIED,
+    REJECTED,
+    RELEASED,
+    encoded_outcome,
+    error,
+    field,
+    outcome,
+)
 from digest_sbemulator.management import AdminApi, HttpsChannel
-from digest_sbemulator.queue import LockLost, NotDeferred, Queue, State
+from digest_sbemulator.queue import LockLost, NotDeferred, Queue, State, lock_key, lock_tag, lock_token
 from digest_sbemulator.queue import Message as Stored
 
 log = logging.getLogger("digest_sbemulator")
 
 LOCK_LOST = "com.microsoft:message-lock-lost"
 NOT_IMPLEMENTED = "amqp:not-implemented"
+_ACCEPTED, _RELEASED = encoded_outcome(outcome(ACCEPTED)), encoded_outcome(outcome(RELEASED))
 
 
 class Broker:
@@ -53,6 +63,9 @@ class Broker:
         """Makes the handler of a connection that opens with TLS (the management endpoint), if enabled."""
         self.failing_sends = 0
         """Fault injection: this many upcoming sends to queues are refused (nothing is stored)."""
+        self.pending = True
+        """Something may have become deliverable or got a deadline since the last pump (anything but a
+        completion): the next `run` pumps and re-arms the timer. Completions, the bulk of the traffic, skip both."""
 
     # ---- endpoints ----
     def link_attached(self, link: Link) -> None:
@@ -63,19 +76,19 @@ class Broker:
     def release_link(self, link: Link) -> None:
         """The link is gone: locks of what it held and did not settle are released (not counted as attempts)."""
         self.senders.pop(link, None)
+        self.pending = True
         if link.address is None or link.address.queue is None or not link.unsettled:
             link.unsettled.clear()
             return
         now = self.clock()
-        for token in list(link.unsettled.values()):
+        for token in list(link.unsettled):
             link.address.queue.release(token, now, dead_letter=link.address.dead_letter)
         link.unsettled.clear()
 
     def flush(self) -> None:
-        """Write what each connection buffered, once, then re-arm the timer."""
+        """Write what each connection buffered, once."""
         while self.dirty:
             self.dirty.pop().flush()
-        self._arm_timer()
 
     # ---- incoming transfers ----
     def incoming(self, link: Link, message_format: int, raw: bytes) -> Described | None:
@@ -126,49 +139,51 @@ class Broker:
             assert address.queue is not None
             queue = address.queue
             session = link.session
-            while link.credit > 0 and session.remote_incoming_window > 0 and not link.detached:
-                got = queue.receive(now, 1, lock=not link.presettled, dead_letter=address.dead_letter)
-                if not got:
-                    break
-                message, token = got[0]
-                token = token or uuid.uuid4()
-                link.connection.transfer(link, token.bytes_le, _encode_stored(queue, message),
-                                         None if link.presettled else token)
+            wanted = min(link.credit, session.remote_incoming_window)
+            if wanted > 0 and not link.detached:
+                transfer = link.connection.transfer
+                for message, token in queue.receive(now, wanted, lock=not link.presettled,
+                                                    dead_letter=address.dead_letter):
+                    if token is None:  # receive-and-delete: pre-settled, the tag is only an identifier
+                        transfer(link, uuid.uuid4().bytes_le, _encode_stored(queue, message), None)
+                    else:
+                        transfer(link, lock_tag(token), _encode_stored(queue, message), token)
             if link.drain:  # answered even with no credit left: the client waits for this flow
                 link.connection.drained(link)
 
     # ---- settlement ----
-    def settle(self, link: Link, token: uuid.UUID, state: Any) -> Described:
-        """Apply a client's outcome; returns the outcome to echo (an error only for a real failure)."""
+    def settle(self, link: Link, token: int, code: int | None, fields: list[Any]) -> bytes:
+        """Apply a client's outcome (`code` with its `fields`); returns the encoded outcome to echo (an error only
+        for a real failure). Anything but a completion may make a message available again."""
         queue = link.address.queue if link.address is not None else None
-        link.unsettled.pop(token.int, None)
-        code = code_of(state)
+        link.unsettled.discard(token)
+        if code != ACCEPTED:
+            self.pending = True
         if queue is None or code is None:
-            return outcome(RELEASED) if code is None else state
+            return _RELEASED if code is None else encoded_outcome(outcome(code, fields))
         assert link.address is not None
         dlq = link.address.dead_letter
         now = self.clock()
-        fields = state.value if isinstance(state.value, list) else []
         try:
             if code == ACCEPTED:
                 queue.complete(token, now, dead_letter=dlq)
-                return outcome(ACCEPTED)
+                return _ACCEPTED
             if code == MODIFIED:
                 if field(fields, 1, False):  # undeliverable-here: the SDK's defer
                     queue.defer(token, now, dead_letter=dlq)
                 else:
                     queue.abandon(token, now, dead_letter=dlq)
-                return outcome(MODIFIED, [field(fields, 0, False), field(fields, 1, False)])
+                return encoded_outcome(outcome(MODIFIED, [field(fields, 0, False), field(fields, 1, False)]))
             if code == REJECTED:
                 err = field(fields, 0)
                 info = _as_dict(field(err.value, 2) if isinstance(err, Described) else None)
                 queue.dead_letter_message(token, now, _text(info.get("DeadLetterReason")),
                                           _text(info.get("DeadLetterErrorDescription")), dead_letter=dlq)
-                return outcome(REJECTED)
+                return encoded_outcome(outcome(REJECTED))
             queue.release(token, now, dead_letter=dlq)
-            return outcome(RELEASED)
+            return _RELEASED
         except LockLost as exc:
-            return outcome(REJECTED, [error(LOCK_LOST, str(exc))])
+            return encoded_outcome(outcome(REJECTED, [error(LOCK_LOST, str(exc))]))
 
     # ---- $cbs ----
     def _cbs(self, link: Link, raw: bytes) -> None:
@@ -205,15 +220,16 @@ class Broker:
                 else:
                     reply_body = {"messages": [{"message": _encode_stored(queue, m)} for m in found]}
             elif operation == "com.microsoft:renew-lock":
-                tokens = [_uuid(t) for t in body.get("lock-tokens", [])]
+                tokens = [_lock_key(t) for t in body.get("lock-tokens", [])]
                 reply_body = {"expirations": [_ms(queue.renew_lock(t, now, dead_letter=dlq)) for t in tokens]}
             elif operation == "com.microsoft:receive-by-sequence-number":
                 lock = int(body.get("receiver-settle-mode", 1)) != 0  # 0: receive-and-delete
                 deferred = queue.receive_deferred([int(n) for n in body.get("sequence-numbers", [])], now,
                                                   lock=lock, dead_letter=dlq)
                 reply_body = {"messages": [
-                    {"message": _encode_stored(queue, m), **({"lock-token": lock_token} if lock_token else {})}
-                    for m, lock_token in deferred]}
+                    {"message": _encode_stored(queue, m),
+                     **({"lock-token": lock_token(key)} if key is not None else {})}
+                    for m, key in deferred]}
             elif operation == "com.microsoft:update-disposition":
                 _settle_by_management(queue, body, now, dlq)
             elif operation == "com.microsoft:schedule-message":
@@ -255,6 +271,7 @@ class Broker:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_deadline = float("inf")
+        self.pending = True
         self.run(lambda: None)
 
     def run(self, fn: Callable[[], Any]) -> Any:
@@ -262,10 +279,13 @@ class Broker:
         try:
             return fn()
         finally:
-            try:
-                self.pump()
-            except Exception:  # never leave the loop with buffered output unwritten
-                log.exception("emulator pump failed")
+            if self.pending:
+                self.pending = False
+                try:
+                    self.pump()
+                except Exception:  # never leave the loop with buffered output unwritten
+                    log.exception("emulator pump failed")
+                self._arm_timer()
             self.flush()
 
     # ---- faults ----
@@ -280,7 +300,7 @@ class Broker:
 def _settle_by_management(queue: Queue, body: dict[str, Any], now: float, dlq: bool) -> None:
     """Settlement of messages received by sequence number (they have no link): the SDK's fallback too."""
     status = _text(body.get("disposition-status"))
-    for token in (_uuid(t) for t in body.get("lock-tokens", [])):
+    for token in (_lock_key(t) for t in body.get("lock-tokens", [])):
         if status == "completed":
             queue.complete(token, now, dead_letter=dlq)
         elif status == "abandoned":
@@ -311,30 +331,36 @@ def _encode_stored(queue: Queue, message: Stored) -> bytes:
     """A stored message as the SDK receives it: header and annotations written by the broker, the rest as sent.
 
     What every delivery repeats (the client's annotations, sequence number, enqueued time, the bare message with
-    broker-set application properties) is encoded once and kept on the message."""
+    broker-set application properties, the effective TTL) is encoded once and kept on the message."""
     cached = message.encoded
     if cached is None:
-        static = {**message.annotations, "x-opt-sequence-number": message.sequence_number,
-                  "x-opt-enqueued-time": _ms(message.enqueued_time)}
+        entries = codec.stamp_entries(message.sequence_number, int(message.enqueued_time * 1000))
+        if message.annotations:
+            entries = codec.annotation_entries(message.annotations) + entries
         tail = codec.with_application_properties(message.body, message.application_properties) \
             if message.application_properties else message.body
-        cached = message.encoded = (codec.annotation_entries(static), len(static), tail)
-    entries, count, tail = cached
-    dynamic: dict[str, Any] = {}
+        cached = message.encoded = (codec.header_fields(_ttl_ms(queue, message)), entries,
+                                    len(message.annotations) + 2, tail)
+    fields, entries, count, tail = cached
     if message.locked_until is not None:
-        dynamic["x-opt-locked-until"] = _ms(message.locked_until)
+        entries += codec.locked_until_entry(int(message.locked_until * 1000))
+        count += 1
     if message.state is not State.ACTIVE:
-        dynamic["x-opt-message-state"] = int(message.state)
-    if dynamic:
-        entries += codec.annotation_entries(dynamic)
-        count += len(dynamic)
-    return (codec.header_section(_ttl_ms(queue, message), message.delivery_count)
-            + codec.annotations_section(entries, count) + tail)
+        entries += codec.annotation_entries({"x-opt-message-state": int(message.state)})
+        count += 1
+    return codec.delivery_sections(fields + codec.uint(message.delivery_count), entries, count, tail)
+
+
+_BROKER_ANNOTATIONS = frozenset({"x-opt-sequence-number", "x-opt-enqueued-time", "x-opt-locked-until",
+                                 "x-opt-message-state"})
+"""Annotations the broker writes on every delivery: a client's own values for them are dropped."""
 
 
 def _stored(part: codec.Sections) -> Stored:
-    return Stored(body=part.bare, message_id=part.message_id,
-                  annotations={str(k): v for k, v in part.message_annotations.items()},
+    annotations = {str(k): v for k, v in part.message_annotations.items()}
+    if not _BROKER_ANNOTATIONS.isdisjoint(annotations):
+        annotations = {k: v for k, v in annotations.items() if k not in _BROKER_ANNOTATIONS}
+    return Stored(body=part.bare, message_id=part.message_id, annotations=annotations,
                   time_to_live=part.ttl_seconds)
 
 
@@ -359,8 +385,9 @@ def _seconds(value: Any) -> float:
     return float(int(value)) / 1000
 
 
-def _uuid(value: Any) -> uuid.UUID:
-    return value if isinstance(value, uuid.UUID) else uuid.UUID(bytes=bytes(value))
+def _lock_key(value: Any) -> int:
+    """A lock token from a management request (an AMQP uuid) as the queue's lock key."""
+    return lock_key(value if isinstance(value, uuid.UUID) else uuid.UUID(bytes=bytes(value)))
 
 
 def _new_event_loop() -> asyncio.AbstractEventLoop:
@@ -413,6 +440,7 @@ class EmulatorServer:
         result: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
         def run() -> None:
+            self.broker.pending = True
             try:
                 result.set_result(self.broker.run(fn))
             except BaseException as exc:  # delivered to the calling thread

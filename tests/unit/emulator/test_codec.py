@@ -13,7 +13,7 @@ from azure.servicebus._pyamqp.message import BatchMessage
 from azure.servicebus._transport._pyamqp_transport import PyamqpTransport
 from azure.servicebus.amqp import AmqpAnnotatedMessage, AmqpMessageBodyType
 
-from digest_sbemulator import codec
+from digest_sbemulator import codec, queue
 
 
 def _sdk_encode(message: ServiceBusMessage | AmqpAnnotatedMessage) -> bytes:
@@ -106,6 +106,8 @@ def test_garbage_is_a_codec_error() -> None:
         codec.split(b"\x00\x53\x77\xff\xff")
 
 
-def test_lock_token_tag_is_what_the_sdk_reads() -> None:
-    token = uuid.uuid4()
-    assert uuid.UUID(bytes_le=codec.lock_token_tag(token)) == token
+def test_lock_keys_tags_and_tokens_agree_with_what_the_sdk_reads() -> None:
+    key = 0x0123456789ABCDEF_FEDCBA9876543210
+    token = queue.lock_token(key)
+    assert uuid.UUID(bytes_le=queue.lock_tag(key)) == token  # the SDK's lock token of a delivery with that tag
+    assert queue.lock_key(token) == key  # what comes back in management requests names the same lock

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import uuid
 
 import pytest
 
@@ -28,7 +27,7 @@ def _msg(n: int = 0, **kw: object) -> Message:
     return Message(body=f"body-{n}".encode(), message_id=f"id-{n}", **kw)  # type: ignore[arg-type]
 
 
-def _lock_one(queue: Queue, now: float, dead_letter: bool = False) -> tuple[Message, uuid.UUID]:
+def _lock_one(queue: Queue, now: float, dead_letter: bool = False) -> tuple[Message, int]:
     ((message, token),) = queue.receive(now, 1, lock=True, dead_letter=dead_letter)
     assert token is not None
     return message, token
