@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
-import struct
 import uuid
 from typing import TYPE_CHECKING, Any, cast
 
@@ -18,6 +18,7 @@ from digest_sbemulator.amqp import Array, Described, Symbol, UByte, UInt, UShort
 from digest_sbemulator.broker import Address, UnknownEntity, entity_path
 from digest_sbemulator.frames import (
     ACCEPTED,
+    ACCEPTED_OUTCOME,
     AMQP_FRAME,
     ATTACH,
     BEGIN,
@@ -36,6 +37,7 @@ from digest_sbemulator.frames import (
     SASL_OUTCOME,
     SDK_COMPLETE,
     TRANSFER,
+    accepted_echo,
     code_of,
     encoded_outcome,
     error,
@@ -46,6 +48,7 @@ from digest_sbemulator.frames import (
     transfer_head,
     unpack_header,
 )
+from digest_sbemulator.queue import lock_tag
 
 if TYPE_CHECKING:
     from digest_sbemulator.management import HttpsChannel
@@ -63,13 +66,6 @@ _TRANSFER_OVERHEAD = 64
 SESSION_FILTER = "com.microsoft:session-filter"
 _TLS_HANDSHAKE = 0x16
 """The first byte of a TLS record: an HTTPS client (the administration client) rather than AMQP."""
-
-
-_size = struct.Struct(">I").unpack_from
-
-
-def _frame_size(data: bytes) -> int:
-    return int(_size(data)[0])
 
 
 class ProtocolError(Exception):
@@ -175,7 +171,8 @@ class Connection(asyncio.Protocol):
             self._https(data)
             return
         try:
-            if self.buffer or self.phase != "open" or not self._complete_alone(data):
+            match = None if self.buffer else SDK_COMPLETE(data)
+            if match is None or data[3] != len(data) or not self._complete_alone(match):
                 self.buffer += data
                 self.broker.run(self._consume)
         except ProtocolError as exc:
@@ -187,21 +184,21 @@ class Connection(asyncio.Protocol):
             log.exception("closing a connection after an internal error")
             self.abort()
 
-    def _complete_alone(self, data: bytes) -> bool:
-        """The bulk of the traffic: a read that is exactly the SDK's completion of one delivery (see
+    def _complete_alone(self, match: re.Match[bytes]) -> bool:
+        """The bulk of the traffic: a read that is exactly the SDK's completion of one delivery (`match` of
         `frames.SDK_COMPLETE`), handled without the frame loop and the broker's pump (a completion makes nothing
-        deliverable). False: not that; `data` takes the general path, which reads every other form."""
-        match = SDK_COMPLETE(data)
-        if match is None or _frame_size(data) != len(data):
+        deliverable). False: not a delivery of this connection; the read takes the general path."""
+        channel, encoded_id = match.groups()
+        session = self.sessions.get(int.from_bytes(channel, "big"))
+        if session is None:
             return False
-        channel_bytes, id_bytes = match.groups()
-        session = self.sessions.get(int.from_bytes(channel_bytes, "big"))
-        delivery_id = 0 if len(id_bytes) == 1 else int.from_bytes(id_bytes[1:], "big")
-        if session is None or delivery_id not in session.outgoing:
+        delivery_id = 0 if len(encoded_id) == 1 else int.from_bytes(encoded_id[1:], "big")
+        entry = session.outgoing.pop(delivery_id, None)
+        if entry is None:
             return False
-        link, token = session.outgoing.pop(delivery_id)
-        self.out += settled_disposition_frame(session.channel, False, delivery_id,
-                                              self.broker.settle(link, token, ACCEPTED, []))
+        echo = self.broker.settle(entry[0], entry[1], ACCEPTED, [])
+        self.out += accepted_echo(channel, encoded_id) if echo is ACCEPTED_OUTCOME \
+            else settled_disposition_frame(session.channel, False, delivery_id, echo)
         self.flush()
         return True
 
@@ -445,6 +442,35 @@ class Connection(asyncio.Protocol):
         self._link_flow(link, drain=True)
 
     # ---- transfers ----
+    def deliver(self, link: Link, deliveries: list[tuple[int, bytes]]) -> None:
+        """Send locked deliveries (lock key, encoded message) on `link`: the hot path of every receive. Each that
+        fits one frame is written here, the link and session counters moved once for all; a larger one goes
+        through `transfer`."""
+        session = link.session
+        out, outgoing, unsettled, channel, handle = self.out, session.outgoing, link.unsettled, session.channel, \
+            link.handle
+        room = self.remote_max_frame - _TRANSFER_OVERHEAD - 16
+        delivery_id = session.next_delivery_id
+        sent = 0
+        for token, payload in deliveries:
+            if len(payload) > room:
+                session.next_delivery_id = delivery_id
+                self.transfer(link, lock_tag(token), payload, token)
+                delivery_id = session.next_delivery_id
+                continue
+            outgoing[delivery_id] = (link, token)
+            unsettled.add(token)
+            out += transfer_head(channel, handle, delivery_id, lock_tag(token), False, len(payload))
+            out += payload
+            delivery_id = (delivery_id + 1) & 0xFFFFFFFF
+            sent += 1
+        session.next_delivery_id = delivery_id
+        link.delivery_count += sent
+        link.credit -= sent
+        session.next_outgoing_id += sent
+        session.remote_incoming_window -= sent
+        self.broker.dirty.add(self)
+
     def transfer(self, link: Link, tag: bytes, payload: bytes, token: int | None) -> None:
         """Send one delivery (split into frames the client accepts); `token` None means pre-settled."""
         session = link.session

@@ -41,6 +41,8 @@ def outcome(code: int, fields: list[Any] | None = None) -> Described:
 
 
 _PLAIN_OUTCOMES = {code: encode(outcome(code)) for code in (ACCEPTED, REJECTED, RELEASED)}
+ACCEPTED_OUTCOME = _PLAIN_OUTCOMES[ACCEPTED]
+"""The encoded `accepted` outcome: `Broker.settle` answers a completion with this very object."""
 
 
 def encoded_outcome(state: Described) -> bytes:
@@ -178,10 +180,16 @@ def plain_disposition(body: bytes) -> tuple[bool, int, int, bool, int | None] | 
 
 
 SDK_COMPLETE = re.compile(
-    rb"....\x02\x00(..)"  # frame header: size, doff 2, AMQP, channel
+    rb"\x00\x00\x00.\x02\x00(..)"  # frame header: size (< 256: check it), doff 2, AMQP, channel
     rb"\x00\x53\x15\xc0.\x06"  # disposition, a list8 of 6 fields
     rb"\x56\x01(\x43|\x52.|\x70....)\x40\x56\x00"  # role receiver, first (uint), last null, settled false
     rb"\x00\x53\x24\x45\x40",  # accepted, batchable null
     re.DOTALL).fullmatch
 """One whole frame exactly as the SDK completes one delivery (groups: channel, encoded delivery id): what most of a
 receiver's traffic is. Any other form of a disposition is read by `plain_disposition` or the generic decoder."""
+
+
+def accepted_echo(channel: bytes, encoded_id: bytes) -> bytes:
+    """The settled `accepted` disposition answering `SDK_COMPLETE` (its encoded channel and delivery id)."""
+    return b"\x00\x00\x00%c\x02\x00%s\x00\x53\x15\xc0%c\x05\x42%s\x40\x41\x00\x53\x24\x45" % (
+        len(encoded_id) + 21, channel, len(encoded_id) + 8, encoded_id)

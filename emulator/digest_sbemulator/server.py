@@ -26,6 +26,7 @@ from digest_sbemulator.config import EmulatorConfig
 from digest_sbemulator.connection import Connection, Link
 from digest_sbemulator.frames import (
     ACCEPTED,
+    ACCEPTED_OUTCOME,
     MODIFIED,
     REJECTED,
     RELEASED,
@@ -35,14 +36,14 @@ from digest_sbemulator.frames import (
     outcome,
 )
 from digest_sbemulator.management import AdminApi, HttpsChannel
-from digest_sbemulator.queue import LockLost, NotDeferred, Queue, State, lock_key, lock_tag, lock_token
+from digest_sbemulator.queue import LockLost, NotDeferred, Queue, State, lock_key, lock_token
 from digest_sbemulator.queue import Message as Stored
 
 log = logging.getLogger("digest_sbemulator")
 
 LOCK_LOST = "com.microsoft:message-lock-lost"
 NOT_IMPLEMENTED = "amqp:not-implemented"
-_ACCEPTED, _RELEASED = encoded_outcome(outcome(ACCEPTED)), encoded_outcome(outcome(RELEASED))
+_RELEASED = encoded_outcome(outcome(RELEASED))
 
 
 class Broker:
@@ -141,13 +142,13 @@ class Broker:
             session = link.session
             wanted = min(link.credit, session.remote_incoming_window)
             if wanted > 0 and not link.detached:
-                transfer = link.connection.transfer
-                for message, token in queue.receive(now, wanted, lock=not link.presettled,
-                                                    dead_letter=address.dead_letter):
-                    if token is None:  # receive-and-delete: pre-settled, the tag is only an identifier
-                        transfer(link, uuid.uuid4().bytes_le, _encode_stored(queue, message), None)
-                    else:
-                        transfer(link, lock_tag(token), _encode_stored(queue, message), token)
+                got = queue.receive(now, wanted, lock=not link.presettled, dead_letter=address.dead_letter)
+                if link.presettled:  # receive-and-delete: pre-settled, the tag is only an identifier
+                    for message, _ in got:
+                        link.connection.transfer(link, uuid.uuid4().bytes_le, _encode_stored(queue, message), None)
+                elif got:
+                    link.connection.deliver(link, [(token, _encode_stored(queue, message))
+                                                   for message, token in got if token is not None])
             if link.drain:  # answered even with no credit left: the client waits for this flow
                 link.connection.drained(link)
 
@@ -155,19 +156,22 @@ class Broker:
     def settle(self, link: Link, token: int, code: int | None, fields: list[Any]) -> bytes:
         """Apply a client's outcome (`code` with its `fields`); returns the encoded outcome to echo (an error only
         for a real failure). Anything but a completion may make a message available again."""
-        queue = link.address.queue if link.address is not None else None
+        address = link.address
         link.unsettled.discard(token)
-        if code != ACCEPTED:
-            self.pending = True
+        if code == ACCEPTED and address is not None and address.queue is not None:  # most settlements
+            try:
+                address.queue.complete(token, self.clock(), dead_letter=address.dead_letter)
+            except LockLost as exc:
+                return encoded_outcome(outcome(REJECTED, [error(LOCK_LOST, str(exc))]))
+            return ACCEPTED_OUTCOME
+        self.pending = True
+        queue = address.queue if address is not None else None
         if queue is None or code is None:
             return _RELEASED if code is None else encoded_outcome(outcome(code, fields))
         assert link.address is not None
         dlq = link.address.dead_letter
         now = self.clock()
         try:
-            if code == ACCEPTED:
-                queue.complete(token, now, dead_letter=dlq)
-                return _ACCEPTED
             if code == MODIFIED:
                 if field(fields, 1, False):  # undeliverable-here: the SDK's defer
                     queue.defer(token, now, dead_letter=dlq)

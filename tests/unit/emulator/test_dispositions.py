@@ -71,3 +71,12 @@ def test_outcomes_with_fields_and_other_frames_are_left_to_the_generic_decoder()
     truncated = _sdk_frame(0, role=True, first=1, last=None, settled=False, state=Accepted(), batchable=None)
     assert frames.plain_disposition(truncated[8:-1]) is None
     assert frames.SDK_COMPLETE(truncated[:-1]) is None
+
+
+@pytest.mark.parametrize("delivery_id", [0, 200, 70_000])
+def test_the_echo_of_a_fast_completion_is_the_generic_settled_disposition(delivery_id: int) -> None:
+    match = frames.SDK_COMPLETE(_sdk_frame(258, role=True, first=delivery_id, last=None, settled=False,
+                                           state=Accepted(), batchable=None))
+    assert match is not None
+    assert frames.accepted_echo(*match.groups()) == frames.settled_disposition_frame(
+        258, False, delivery_id, frames.ACCEPTED_OUTCOME)
