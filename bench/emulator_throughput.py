@@ -5,6 +5,11 @@ client's CPU time per message, both measured in the same run (goal: the server c
 client, i.e. the SDK is the bottleneck). The emulator runs as a `digestctl emulator` process so that its CPU time is
 its own (read from /proc).
 
+The receive phase is also run against a *floor* server (`bench.emulator_floor`): the emulator with every completion
+answered by a pre-shaped echo before any broker work. Its CPU per message is what one event costs the process (the
+wake-up, the read and the write of a round trip) whatever the broker does; the difference to the emulator's is the
+broker's own share.
+
     uv run python -m bench.emulator_throughput [--messages 20000] [--prefetch 0]
     uv run python -m bench.emulator_throughput --steady 100000     # memory over a long steady stream
 """
@@ -37,9 +42,9 @@ def _rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def run(messages: int, prefetch: int) -> dict[str, float]:
-    digestctl = Path(sys.executable).parent / "digestctl"
-    server = subprocess.Popen([str(digestctl), "emulator", "--port", str(free_port()), "--queue", "bench"],
+def _phases(command: list[str], messages: int, prefetch: int) -> dict[str, float]:
+    """Send `messages` in batches of 100, then receive + complete them, against the server `command` starts."""
+    server = subprocess.Popen([*command, "--port", str(free_port()), "--queue", "bench"],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert server.stdout is not None
@@ -75,15 +80,34 @@ def run(messages: int, prefetch: int) -> dict[str, float]:
     finally:
         server.terminate()
         server.wait(timeout=20)
+    return {"send_wall": send_wall, "send_server": send_server, "send_client": send_client,
+            "receive_wall": receive_wall, "receive_server": recv_server, "receive_client": recv_client,
+            "received": received, "rss_after_send": rss_after_send, "rss_end": rss_end}
+
+
+def run(messages: int, prefetch: int) -> dict[str, float]:
+    emulator = _phases([str(Path(sys.executable).parent / "digestctl"), "emulator"], messages, prefetch)
+    floor = _phases([sys.executable, "-m", "bench.emulator_floor"], messages, prefetch)
+    received = emulator["received"]
+
+    def per_message_us(seconds: float) -> float:
+        return round(seconds / received * 1e6, 1)
+
     return {
         "messages": messages,
-        "send_msgs_per_s": round(messages / send_wall),
-        "send_server_cpu_vs_client_cpu": round(send_server / max(send_client, 1e-9), 3),
-        "receive_complete_msgs_per_s": round(received / receive_wall),
-        "receive_server_cpu_vs_client_cpu": round(recv_server / max(recv_client, 1e-9), 3),
+        "send_msgs_per_s": round(messages / emulator["send_wall"]),
+        "send_server_cpu_vs_client_cpu": round(emulator["send_server"] / max(emulator["send_client"], 1e-9), 3),
+        "receive_complete_msgs_per_s": round(received / emulator["receive_wall"]),
+        "receive_server_cpu_vs_client_cpu": round(emulator["receive_server"] / max(emulator["receive_client"], 1e-9),
+                                                  3),
+        "receive_server_cpu_us_per_msg": per_message_us(emulator["receive_server"]),
+        "receive_client_cpu_us_per_msg": per_message_us(emulator["receive_client"]),
+        "floor_receive_server_cpu_vs_client_cpu": round(floor["receive_server"] / max(floor["receive_client"], 1e-9),
+                                                        3),
+        "floor_receive_server_cpu_us_per_msg": round(floor["receive_server"] / max(floor["received"], 1) * 1e6, 1),
         "received": received,
-        "server_rss_mib_after_send": round(rss_after_send, 1),
-        "server_rss_mib_at_end": round(rss_end, 1),
+        "server_rss_mib_after_send": round(emulator["rss_after_send"], 1),
+        "server_rss_mib_at_end": round(emulator["rss_end"], 1),
     }
 
 

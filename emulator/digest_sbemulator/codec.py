@@ -171,9 +171,18 @@ def delivery_sections(header_fields: bytes, entries: bytes, count: int, tail: by
                                                 annotations_section(entries, count), tail)
 
 
+_HEADER_FIELDS: dict[int | None, bytes] = {}
+
+
 def header_fields(ttl_ms: int | None) -> bytes:
-    """The header's fields up to its delivery count: durable, priority (null), ttl, first-acquirer (null)."""
-    return b"\x41\x40%s\x40" % (b"\x40" if ttl_ms is None else uint(ttl_ms))
+    """The header's fields up to its delivery count: durable, priority (null), ttl, first-acquirer (null). Most
+    messages share their queue's default TTL: the encodings of a few TTLs are kept."""
+    fields = _HEADER_FIELDS.get(ttl_ms)
+    if fields is None:
+        fields = b"\x41\x40%s\x40" % (b"\x40" if ttl_ms is None else uint(ttl_ms))
+        if len(_HEADER_FIELDS) < 64:
+            _HEADER_FIELDS[ttl_ms] = fields
+    return fields
 
 
 def header_section(ttl_ms: int | None, delivery_count: int) -> bytes:

@@ -164,16 +164,24 @@ class SubQueue:
 
     # --- locks ---
     def lock(self, message: Message, now: float) -> int:
-        key = _random_bits(128)
-        message.lock_token = key
-        message.locked_until = until = now + self.lock_duration
-        self.locks[key] = message.sequence_number
-        heapq.heappush(self._lock_expiry, (until, key))
+        return self._lock_all([message], now)[0][1]
+
+    def _lock_all(self, messages: list[Message], now: float) -> list[tuple[Message, int]]:
+        """Lock each message with a new key; every delivery of a peek-lock receiver comes through here."""
+        until, locks, expiry = now + self.lock_duration, self.locks, self._lock_expiry
+        taken = []
+        for message in messages:
+            key = _random_bits(128)
+            message.lock_token = key
+            message.locked_until = until
+            locks[key] = message.sequence_number
+            heapq.heappush(expiry, (until, key))
+            taken.append((message, key))
         if until < self.soonest:
             self.soonest = until
-        if len(self._lock_expiry) > 2 * len(self.locks) + 1024:
+        if len(expiry) > 2 * len(locks) + 1024:
             self._compact_lock_expiry()
-        return key
+        return taken
 
     def _compact_lock_expiry(self) -> None:
         """Settled locks leave stale heap entries until their deadline; rebuilt (by `lock`) when they dominate, so
@@ -233,18 +241,15 @@ class SubQueue:
         return message, None
 
     def take(self, now: float, count: int, *, lock: bool) -> list[tuple[Message, int | None]]:
-        taken: list[tuple[Message, int | None]] = []
         pop = self._pop_available
-        hand_out = self.lock if lock else self._take_away
-        for _ in range(count):
-            message = pop()
-            if message is None:
-                break
-            taken.append((message, hand_out(message, now)))
-        return taken
-
-    def _take_away(self, message: Message, now: float) -> None:
-        self.remove(message)
+        messages: list[Message] = []
+        while len(messages) < count and (message := pop()) is not None:
+            messages.append(message)
+        if lock:
+            return [*self._lock_all(messages, now)]
+        for message in messages:
+            self.remove(message)
+        return [(message, None) for message in messages]
 
     def complete(self, token: int, now: float) -> Message:
         """Settle a locked message for good (the hot path of every completion: `locked` + `remove` inlined)."""

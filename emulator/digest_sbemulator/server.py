@@ -160,7 +160,8 @@ class Broker:
         link.unsettled.discard(token)
         if code == ACCEPTED and address is not None and address.queue is not None:  # most settlements
             try:
-                address.queue.complete(token, self.clock(), dead_letter=address.dead_letter)
+                target = address.queue
+                (target.dead_letter if address.dead_letter else target.main).complete(token, self.clock())
             except LockLost as exc:
                 return encoded_outcome(outcome(REJECTED, [error(LOCK_LOST, str(exc))]))
             return ACCEPTED_OUTCOME
@@ -406,6 +407,9 @@ def _new_event_loop() -> asyncio.AbstractEventLoop:
 class EmulatorServer:
     """The emulator on a loopback port, served by an event loop in a background thread."""
 
+    connection_class: type[Connection] = Connection
+    """The protocol of each client connection (a subclass may specialise it, e.g. for measurements)."""
+
     def __init__(self, config: EmulatorConfig, host: str = "127.0.0.1", port: int = 5672,
                  tls_dir: Path | None = None) -> None:
         """`tls_dir` keeps the management endpoint's CA and certificate (made when absent); default: a
@@ -435,7 +439,7 @@ class EmulatorServer:
     def start(self) -> EmulatorServer:
         self._thread.start()
         listening = asyncio.run_coroutine_threadsafe(
-            self.loop.create_server(lambda: Connection(self.broker), self.host, self.port), self.loop)
+            self.loop.create_server(lambda: self.connection_class(self.broker), self.host, self.port), self.loop)
         self._server = listening.result(10)
         return self
 
