@@ -197,9 +197,13 @@ class Connection(asyncio.Protocol):
         if entry is None:
             return False
         echo = self.broker.settle(entry[0], entry[1], ACCEPTED, [])
-        self.out += accepted_echo(channel, encoded_id) if echo is ACCEPTED_OUTCOME \
+        reply = accepted_echo(channel, encoded_id) if echo is ACCEPTED_OUTCOME \
             else settled_disposition_frame(session.channel, False, delivery_id, echo)
-        self.flush()
+        if self.out or self.transport is None or self.transport.is_closing():
+            self.out += reply
+            self.flush()
+        else:
+            self.transport.write(reply)
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
