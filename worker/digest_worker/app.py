@@ -98,6 +98,7 @@ class WorkerApp:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await self.teams.close()
         await self.store.close()
 
     # HTTP: /metrics /healthz /readyz
