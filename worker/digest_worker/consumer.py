@@ -9,7 +9,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from azure.servicebus.aio import AutoLockRenewer, ServiceBusClient, ServiceBusReceiver
 from azure.servicebus.exceptions import (
@@ -20,12 +20,15 @@ from azure.servicebus.exceptions import (
 )
 
 from digest_worker.config import WorkerConfig
+from digest_worker.context import MessageContext, message_context
 from digest_worker.failures import Category, Failure, FailureError
 from digest_worker.link import LinkTurns
 from digest_worker.logs import log_context
 from digest_worker.metrics import Metrics
-from digest_worker.processing import MessageContext, Processor, message_context
 from digest_worker.settlement import Action, Decision, Outcome, Result, backoff, decide
+
+if TYPE_CHECKING:
+    from digest_worker.processing import Processor
 
 log = logging.getLogger(__name__)
 RECEIVE_WAIT_SECONDS = 1.0  # receive call while nothing is in flight
@@ -63,11 +66,11 @@ class _RenewalCounter:
 
 
 class Consumer:
-    def __init__(self, config: WorkerConfig, client_factory: ClientFactory, processor: Processor, metrics: Metrics,
-                 systemic_check: Check) -> None:
+    def __init__(self, config: WorkerConfig, client_factory: ClientFactory, processor: Processor | None,
+                 metrics: Metrics, systemic_check: Check) -> None:
         self.config = config
         self.client_factory = client_factory
-        self.processor = processor
+        self.processor = processor  # None until the application has built it (before the gate opens)
         self.metrics = metrics
         self.systemic_check = systemic_check
         self.connected = False
@@ -170,8 +173,10 @@ class Consumer:
                         count = room if busy else 1
                         messages = await self._receive(receiver, count,
                                                        BUSY_RECEIVE_WAIT_SECONDS if busy else RECEIVE_WAIT_SECONDS)
-                        # (a receive call on an empty queue takes >= 0.2 s whatever its max_wait_time)
-                        drained = len(messages) < count
+                        # (a receive call on an empty queue takes >= 0.2 s whatever its max_wait_time). After the
+                        # idle one-message call too, that message settles before the next call takes the link: else
+                        # a lone message (scale from zero) waits out a 0.2 s receive call on the empty queue
+                        drained = len(messages) < count or not busy
                         for message in messages:
                             # received during a pause: give it back (this costs it one delivery attempt); received
                             # while stopping: process it like the rest of the in-flight work
@@ -251,6 +256,7 @@ class Consumer:
             settled = False
             try:
                 try:
+                    assert self.processor is not None
                     outcome = await self.processor.handle(message, ctx)
                 except asyncio.CancelledError:
                     raise

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -22,36 +23,32 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
-from sqlalchemy import (
-    Connection,
-    Float,
-    Integer,
-    and_,
-    bindparam,
-    func,
-    insert,
-    make_url,
-    or_,
-    select,
-    update,
-)
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.sql import Executable
-
 from digest_worker import failures
 from digest_worker.card import DigestItem
 from digest_worker.db import migrate
 from digest_worker.db.sqlite_ledger import SqliteLedger, Statement
-from digest_worker.db.tables import conversation_references, digest_items, digest_requests
+from digest_worker.db.sqlite_sql import STATEMENTS
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 MISSING_TABLE_HINTS = ("no such table", "does not exist", "undefinedtable")
 
 RECEIVED, SENDING, SENT, SKIPPED, FAILED = "received", "sending", "sent", "skipped", "failed"
 DONE = (SENT, SKIPPED)
-DB_ERRORS = (DBAPIError, SQLAlchemyError, sqlite3.Error, OSError, TimeoutError)
+TABLES = ("digest_requests", "conversation_references", "digest_items")
+
+
+def db_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean "the database failed" (SQLAlchemy's only once it is imported: without it, none of
+    them can be raised)."""
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error, OSError, TimeoutError)
+    if "sqlalchemy" in sys.modules:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        errors += (SQLAlchemyError,)
+    return errors
 T = TypeVar("T")
 
 
@@ -82,74 +79,6 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-# statements: built once, with bound parameters
-
-
-def _now() -> Any:
-    return bindparam("p_now", type_=digest_requests.c.updated_at.type)
-
-
-def _upsert_received(dialect: str) -> Executable:
-    from sqlalchemy.dialects.postgresql import insert as pg_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    insert_: Any = pg_insert if dialect == "postgresql" else sqlite_insert
-    now = _now()
-    statement: Executable = (
-        insert_(digest_requests)
-        .values(request_id=bindparam("p_request"), message_id=bindparam("p_message"),
-                conversation_id=bindparam("p_conversation"), state=RECEIVED, attempts=1, created_at=now,
-                updated_at=now)
-        .on_conflict_do_update(index_elements=["request_id"],
-                               set_={"attempts": digest_requests.c.attempts + 1, "updated_at": now})
-        .returning(digest_requests.c.state))
-    return statement
-
-
-def _items(owner: bool, audience: bool) -> Executable:
-    query = select(digest_items).where(digest_items.c.created_at >= bindparam("p_since",
-                                                                             type_=digest_items.c.created_at.type))
-    if owner:
-        query = query.where(digest_items.c.owner == bindparam("p_owner"))
-    if audience:
-        query = query.where(digest_items.c.audience == bindparam("p_audience"))
-    return query.order_by(digest_items.c.score.desc(), digest_items.c.created_at.desc(),
-                          digest_items.c.id).limit(bindparam("p_limit", type_=Integer()))
-
-
-@cache
-def _statements(dialect: str) -> dict[str, Executable]:
-    requests, refs = digest_requests.c, conversation_references.c
-    now = _now()
-    lease_now = bindparam("p_lease_now", type_=Float())
-    statements: dict[str, Executable] = {
-        "upsert_received": _upsert_received(dialect),
-        "reference": select(conversation_references).where(refs.conversation_id == bindparam("p_conversation")),
-        "claim": (update(digest_requests)
-                  .where(requests.request_id == bindparam("p_request"))
-                  .where(or_(requests.state == RECEIVED, requests.state == FAILED,
-                             and_(requests.state == SENDING, requests.lease_until < lease_now)))
-                  .values(state=SENDING, lease_until=bindparam("p_lease_until", type_=Float()), updated_at=now)),
-        "claim_state": select(requests.state, requests.activity_id).where(
-            requests.request_id == bindparam("p_request")),
-        "finish": (update(digest_requests).where(requests.request_id == bindparam("p_request"))
-                   .values(state=bindparam("p_state"), activity_id=bindparam("p_activity"),
-                           last_error=bindparam("p_error"), lease_until=None, updated_at=now)),
-        "request_row": select(digest_requests).where(requests.request_id == bindparam("p_request")),
-        "deactivate": (update(conversation_references).where(refs.conversation_id == bindparam("p_conversation"))
-                       .values(active=False, updated_at=now)),
-    }
-    for owner in (False, True):
-        for audience in (False, True):
-            statements[f"items:{owner}:{audience}"] = _items(owner, audience)
-    return statements
-
-
-@cache
-def _compiled() -> dict[str, Statement]:
-    return {name: Statement(statement) for name, statement in _statements("sqlite").items()}
-
-
 class _Sql(Protocol):
     """The named statements, on one connection inside one transaction."""
 
@@ -177,8 +106,10 @@ class _SqliteSql:
 
 class _AlchemySql:
     def __init__(self, conn: Connection) -> None:
+        from digest_worker.db.statements import statements
+
         self._conn = conn
-        self._statements = _statements(conn.dialect.name)
+        self._statements = statements(conn.dialect.name)
 
     def first(self, name: str, values: dict[str, Any]) -> dict[str, Any] | None:
         row = self._conn.execute(self._statements[name], values).mappings().first()
@@ -215,18 +146,21 @@ def create_engine(url: str) -> AsyncEngine:
 
 
 def sqlite_file(url: str) -> str | None:
-    """The path of a SQLite database file, or None (another database, `:memory:`, a `file:` URI)."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:") \
-            or str(parsed.database).startswith("file:"):
+    """The path of a SQLite database file, or None (another database, `:memory:`, a `file:` URI, a URL with query
+    options: those go through SQLAlchemy). Parsed like SQLAlchemy's `make_url` without importing it."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.partition("+")[0] != "sqlite" or "?" in rest or not rest.startswith("/"):
         return None
-    return str(parsed.database)
+    database = rest[1:]
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    return database
 
 
 def classify(exc: BaseException) -> failures.FailureError:
     text = str(exc).lower().replace("_", "")
-    if isinstance(exc, SQLAlchemyError | sqlite3.Error) and any(h.replace("_", "") in text
-                                                                for h in MISSING_TABLE_HINTS):
+    database_error = isinstance(exc, db_errors()) and not isinstance(exc, OSError | TimeoutError)
+    if database_error and any(h.replace("_", "") in text for h in MISSING_TABLE_HINTS):
         return failures.systemic("DatabaseSchemaMissing", f"the worker's tables are missing: {_first_line(exc)}")
     return failures.transient("DatabaseUnavailable", f"{type(exc).__name__}: {_first_line(exc)}")
 
@@ -252,8 +186,8 @@ def _sqlite_revision(conn: sqlite3.Connection) -> str | None:
 
 
 def _sqlite_tables_readable(conn: sqlite3.Connection) -> None:
-    for table in (digest_requests, conversation_references, digest_items):
-        conn.execute(f"SELECT 1 FROM {table.name} LIMIT 1").fetchall()
+    for table in TABLES:
+        conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchall()
 
 
 class Store:
@@ -278,11 +212,6 @@ class Store:
     def ledger(self) -> SqliteLedger | None:
         return self._ledger
 
-    def warm_up(self) -> None:
-        """Build and compile the statements now (start-up, off the first message's path)."""
-        if self._ledger is not None:
-            _compiled()
-
     async def close(self) -> None:
         if self._engine is not None:
             await self._engine.dispose()
@@ -294,7 +223,7 @@ class Store:
         try:
             async with self.engine.begin() as conn:
                 yield conn
-        except DB_ERRORS as exc:
+        except db_errors() as exc:
             raise classify(exc) from exc
 
     async def _run(self, work: Callable[[_Sql], T]) -> T:
@@ -305,7 +234,7 @@ class Store:
                 return await self._ledger.run(lambda conn: work(_SqliteSql(conn)))
             async with self.engine.begin() as conn:
                 return await conn.run_sync(lambda sync: work(_AlchemySql(sync)))
-        except DB_ERRORS as exc:
+        except db_errors() as exc:
             raise classify(exc) from exc
 
     # schema
@@ -315,7 +244,7 @@ class Store:
             if self._ledger is not None:
                 return await self._ledger.run_alone(_sqlite_revision)
             return await migrate.current_revision(self.engine)
-        except DB_ERRORS as exc:
+        except db_errors() as exc:
             raise classify(exc) from exc
 
     async def upgrade(self) -> None:
@@ -323,7 +252,7 @@ class Store:
             return
         try:
             await migrate.upgrade(self.engine)
-        except DB_ERRORS as exc:
+        except db_errors() as exc:
             raise classify(exc) from exc
 
     async def check_schema(self) -> None:
@@ -336,12 +265,14 @@ class Store:
         if self._ledger is not None:  # the tables are really there
             try:
                 await self._ledger.run_alone(_sqlite_tables_readable)
-            except DB_ERRORS as exc:
+            except db_errors() as exc:
                 raise classify(exc) from exc
             return
+        from sqlalchemy import text
+
         async with self._tx() as conn:
-            for table in (digest_requests, conversation_references, digest_items):
-                await conn.execute(select(func.count()).select_from(table).limit(1))
+            for table in TABLES:
+                await conn.execute(text(f"SELECT 1 FROM {table} LIMIT 1"))
 
     # ledger
 
@@ -404,6 +335,10 @@ class Store:
         await self._run(lambda sql: sql.rowcount("deactivate", values))
 
     async def put_references(self, refs: Iterable[StoredReference]) -> int:
+        from sqlalchemy import insert, update
+
+        from digest_worker.db.tables import conversation_references
+
         count = 0
         async with self._tx() as conn:
             for ref in refs:
@@ -423,6 +358,10 @@ class Store:
     async def put_items(self, items: Iterable[tuple[DigestItem, str | None]]) -> int:
         rows = [{"owner": i.owner, "audience": audience, "title": i.title, "summary": i.summary, "url": i.url,
                  "score": i.score, "created_at": i.created_at} for i, audience in items]
+        from sqlalchemy import insert
+
+        from digest_worker.db.tables import digest_items
+
         if rows:
             async with self._tx() as conn:
                 await conn.execute(insert(digest_items), rows)
@@ -440,3 +379,13 @@ class Store:
         return [DigestItem(r["owner"], r["title"], r["summary"], r["url"], float(r["score"]), _aware(r["created_at"]))
                 for r in rows]
 
+
+
+@cache
+def _compiled() -> dict[str, Statement]:
+    return {name: Statement(*spec) for name, spec in STATEMENTS.items()}
+
+
+def warm_up() -> None:
+    """Prepare the SQLite statements now (start-up, off the first message's path)."""
+    _compiled()
