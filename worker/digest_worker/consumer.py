@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 RECEIVE_WAIT_SECONDS = 1.0  # receive call while nothing is in flight
 BUSY_RECEIVE_WAIT_SECONDS = 0.05  # while work is in flight: settlements wait for the receive call to end
+LONE_MESSAGE_WAIT_SECONDS = 0.25  # after idleness, the first message may settle before the next receive call
 WATCHDOG_SECONDS = 60.0
 SYSTEMIC_BACKOFF_CAP = 300.0
 SETTLE_GONE = (MessageLockLostError, MessageAlreadySettled, MessageNotFoundError)
@@ -156,6 +157,7 @@ class Consumer:
                     self.connected = True
                     log.info("receiving", extra={"queue": cfg.queue, "concurrency": cfg.concurrency})
                     drained = False  # the last receive call got fewer messages than it asked for
+                    after_idle = False  # the last receive call was the idle one-message call and got it
                     while not self._stopping.is_set() and not self._pause_requested.is_set():
                         room = 2 * cfg.concurrency - len(inflight) - len(backlog)
                         if room <= 0 or (backlog and room < (cfg.concurrency + 1) // 2):
@@ -168,15 +170,22 @@ class Consumer:
                             await self._wait_any(inflight, RECEIVE_WAIT_SECONDS)
                             drained = False
                             continue
+                        if after_idle:
+                            # a message after idleness (scale from zero): let it settle before the next call, which
+                            # on an empty queue would hold the link >= 0.2 s; but that call asks for a batch whether
+                            # or not it has (a burst is then taken in batches, not one message at a time)
+                            after_idle = False
+                            await self._wait_any(inflight, LONE_MESSAGE_WAIT_SECONDS)
+                            busy = True
+                            room = 2 * cfg.concurrency - len(inflight) - len(backlog)
                         # idle: ask for one message, returned as soon as it arrives (asking for more makes the SDK
-                        # wait another 0.2 s for them); the next call, right after, asks for the rest
+                        # wait another 0.2 s for them); the next call asks for the rest
                         count = room if busy else 1
                         messages = await self._receive(receiver, count,
                                                        BUSY_RECEIVE_WAIT_SECONDS if busy else RECEIVE_WAIT_SECONDS)
-                        # (a receive call on an empty queue takes >= 0.2 s whatever its max_wait_time). After the
-                        # idle one-message call too, that message settles before the next call takes the link: else
-                        # a lone message (scale from zero) waits out a 0.2 s receive call on the empty queue
-                        drained = len(messages) < count or not busy
+                        # (a receive call on an empty queue takes >= 0.2 s whatever its max_wait_time)
+                        drained = len(messages) < count
+                        after_idle = not busy and bool(messages)
                         for message in messages:
                             # received during a pause: give it back (this costs it one delivery attempt); received
                             # while stopping: process it like the rest of the in-flight work
