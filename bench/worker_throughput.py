@@ -8,6 +8,9 @@
 (d) cold start: `python -m digest_worker` process start to the first message settled, median of 5 (goal < 1.5 s).
 
 The emulator and the Bot Connectors run as their own processes. Teams auth is disabled (no token traffic).
+Fairness: (a) and (b) use the same settings — prefetch 0 (the SDK's and the worker's default) and receive calls of up
+to `concurrency` (a) / `2 x concurrency` minus what is held (b). Each cold start (d) consumes a request of its own,
+so every one of them posts to the connector (none is completed as a duplicate).
 
     uv run python -m bench.worker_throughput [--messages 2000] [--concurrency 16]
 """
