@@ -97,3 +97,33 @@ async def test_user_assigned_msi_with_workload_identity(stack: Stack, tmp_path: 
     assert len(grants) == 1  # azure-identity caches the token
     assert grants[0]["client_assertion_type"] == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
     assert grants[0]["client_id"] == APP_ID
+
+
+async def test_connector_client_reused_replaced_after_a_failure_and_closed(stack: Stack) -> None:
+    """Posts share one aiohttp session per service URL; a failed post retires it (closed later) and the next post
+    gets a new one; closing the delivery closes every session, retired or current."""
+    from digest_worker.config import load
+    from digest_worker.teams import TeamsDelivery
+    from tests.worker.fakes import Reply
+
+    await stack.seed()
+    async with stack.store() as store:
+        reference = await store.reference(CONVERSATIONS[0])
+    assert reference is not None
+    activity = {"type": "message", "text": "hi"}
+    teams = TeamsDelivery(load(stack.env()))
+    try:
+        assert await teams.send(reference, activity) == "activity-1"
+        assert await teams.send(reference, activity) == "activity-2"
+        first = teams._connectors[reference.service_url][2]
+        stack.connector.script(CONVERSATIONS[0], Reply(503))
+        with pytest.raises(Exception, match="503"):
+            await teams.send(reference, activity)
+        assert await teams.send(reference, activity) == "activity-3"
+        current = teams._connectors[reference.service_url][2]
+        assert current is not first and list(teams._retired.values()) == [first]
+        assert not first.driver._session.closed  # a post still using it may be in flight
+    finally:
+        await teams.close()
+    assert first.driver._session.closed and current.driver._session.closed
+    assert teams.credentials.token_fetches == 2  # one per client built, from MSAL's cache after the first

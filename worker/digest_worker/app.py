@@ -1,42 +1,79 @@
-"""Wiring of the worker process: config → database, Teams, source, consumer; HTTP probes and metrics; signals."""
+"""Wiring of the worker process: config → database, Teams, source, consumer; HTTP probes and metrics; signals.
+
+Scale-from-zero latency: the process imports only what connecting to Service Bus needs, starts connecting, and
+meanwhile imports the rest in a thread (`import_runtime`: database, Teams/Bot Framework, request model, HTTP
+server); the consumer receives nothing before those are built and the start-up check has passed.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
 from azure.servicebus.aio import ServiceBusClient
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from digest_worker.config import WorkerConfig
 from digest_worker.consumer import Consumer
-from digest_worker.db.store import Store
 from digest_worker.failures import FailureError
 from digest_worker.metrics import Metrics
-from digest_worker.processing import Processor
-from digest_worker.source import DigestSource, TableSource, load_source
-from digest_worker.teams import TeamsDelivery
-from digest_worker.teams_errors import status_class
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from digest_worker.db.store import Store
+    from digest_worker.processing import Processor
+    from digest_worker.source import DigestSource
+    from digest_worker.teams import TeamsDelivery
 
 log = logging.getLogger(__name__)
 
 
+def import_runtime() -> None:
+    """Import (and warm up) everything processing a message needs; run in a thread while Service Bus connects."""
+    import aiohttp.web  # noqa: F401
+
+    import digest_worker.processing
+    import digest_worker.source  # noqa: F401
+    from digest_worker.db import store
+
+    store.warm_up()
+
+
 class WorkerApp:
-    def __init__(self, config: WorkerConfig, metrics: Metrics | None = None) -> None:
+    store: Store
+    teams: TeamsDelivery
+    source: DigestSource
+    processor: Processor
+
+    def __init__(self, config: WorkerConfig, metrics: Metrics | None = None, *, build: bool = True) -> None:
+        """`build=False`: the database, Teams and source objects are built by `start` (after `import_runtime`)."""
         self.config = config
         self.metrics = metrics or Metrics()
-        self.store = Store.open(config.database_url)
-        self.teams = TeamsDelivery(config, on_status=self._count_teams_status)
-        self.source: DigestSource = load_source(config.source, self.store) if config.source else TableSource(self.store)
-        self.processor = Processor(config, self.store, self.source, self.teams)
-        self.consumer = Consumer(config, self._client, self.processor, self.metrics, self.systemic_check)
+        self.consumer = Consumer(config, self._client, None, self.metrics, self.systemic_check)
+        self._built = False
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
         self._task: asyncio.Task[None] | None = None
+        if build:
+            self._build()
+
+    def _build(self) -> None:
+        from digest_worker.db.store import Store
+        from digest_worker.processing import Processor
+        from digest_worker.source import TableSource, load_source
+        from digest_worker.teams import TeamsDelivery
+
+        config = self.config
+        self.store = Store.open(config.database_url)
+        self.teams = TeamsDelivery(config, on_status=self._count_teams_status)
+        self.source = load_source(config.source, self.store) if config.source else TableSource(self.store)
+        self.processor = Processor(config, self.store, self.source, self.teams)
+        self.consumer.processor = self.processor
+        self._built = True
 
     def _client(self) -> ServiceBusClient:
         cfg = self.config
@@ -48,6 +85,8 @@ class WorkerApp:
         return ServiceBusClient(cfg.namespace, DefaultAzureCredential())
 
     def _count_teams_status(self, status: int | None) -> None:
+        from digest_worker.teams_errors import status_class
+
         self.metrics.teams_requests.labels(status_class(status)).inc()
 
     async def systemic_check(self) -> None:
@@ -58,25 +97,36 @@ class WorkerApp:
 
     # lifecycle
 
-    async def start(self, check_while_connecting: bool = False) -> None:
+    async def start(self, check_while_connecting: bool = False, runtime: Awaitable[None] | None = None) -> None:
         """Prepare the database and serve probes; a failure here starts the worker paused, not crashed.
 
         `check_while_connecting`: run the start-up check while the Service Bus client connects (scale-from-zero
-        latency); no message is received before it has passed."""
-        # The Bot Framework SDK posts through `requests` in the default executor (and tokens are fetched there):
-        # size it for `concurrency` posts at once instead of the default min(32, cpus + 4).
+        latency); no message is received before it has passed. `runtime`: the imports still under way (an app made
+        with `build=False`); building, serving probes and the check then all wait for them, off the connect path."""
+        # Lock renewals and token fetches run in the default executor: size it for `concurrency` at once.
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max_workers=self.config.concurrency + 4, thread_name_prefix="digest-io"))
-        await self._serve_http()
-        if check_while_connecting:
+        if runtime is not None:
+            async def prepare() -> None:
+                await runtime
+                if not self._built:
+                    self._build()
+                await self._serve_http()
+                await self._startup_check()
+
+            check = asyncio.create_task(prepare())
+        elif check_while_connecting:
+            await self._serve_http()
             check = asyncio.create_task(self._startup_check())
-
-            async def gate() -> None:
-                await check
-
-            self.consumer.gate = gate
         else:
+            await self._serve_http()
             await self._startup_check()
+            return
+
+        async def gate() -> None:
+            await check
+
+        self.consumer.gate = gate
 
     async def _startup_check(self) -> None:
         try:
@@ -98,11 +148,15 @@ class WorkerApp:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        await self.store.close()
+        if self._built:
+            await self.teams.close()
+            await self.store.close()
 
     # HTTP: /metrics /healthz /readyz
 
     async def _serve_http(self) -> None:
+        from aiohttp import web
+
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
@@ -116,13 +170,20 @@ class WorkerApp:
         self.port = sockets[0].getsockname()[1] if sockets else self.config.metrics_port
 
     async def _metrics(self, _request: web.Request) -> web.Response:
+        from aiohttp import web
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
         return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, _request: web.Request) -> web.Response:
+        from aiohttp import web
+
         alive = self._task is None or not self._task.done()
         return web.json_response({"alive": alive}, status=200 if alive else 503)
 
     async def _readyz(self, _request: web.Request) -> web.Response:
+        from aiohttp import web
+
         consumer = self.consumer
         body: dict[str, Any] = {"ready": consumer.ready, "connected": consumer.connected}
         if consumer.pause is not None:
@@ -132,11 +193,12 @@ class WorkerApp:
 
 async def serve(config: WorkerConfig) -> int:
     """Run until SIGTERM/SIGINT; drain; exit 0."""
-    app = WorkerApp(config)
+    app = WorkerApp(config, build=False)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, app.stop)
-    await app.start(check_while_connecting=True)
-    log.info("worker started", extra={"pipeline": config.pipeline, "queue": config.queue, "metrics_port": app.port})
+    await app.start(check_while_connecting=True, runtime=loop.run_in_executor(None, import_runtime))
+    log.info("worker started", extra={"pipeline": config.pipeline, "queue": config.queue,
+                                      "metrics_port": config.metrics_port})
     await app.run()
     return 0

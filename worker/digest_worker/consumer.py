@@ -9,7 +9,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from azure.servicebus.aio import AutoLockRenewer, ServiceBusClient, ServiceBusReceiver
 from azure.servicebus.exceptions import (
@@ -20,16 +20,20 @@ from azure.servicebus.exceptions import (
 )
 
 from digest_worker.config import WorkerConfig
+from digest_worker.context import MessageContext, message_context
 from digest_worker.failures import Category, Failure, FailureError
 from digest_worker.link import LinkTurns
 from digest_worker.logs import log_context
 from digest_worker.metrics import Metrics
-from digest_worker.processing import MessageContext, Processor, message_context
 from digest_worker.settlement import Action, Decision, Outcome, Result, backoff, decide
+
+if TYPE_CHECKING:
+    from digest_worker.processing import Processor
 
 log = logging.getLogger(__name__)
 RECEIVE_WAIT_SECONDS = 1.0  # receive call while nothing is in flight
 BUSY_RECEIVE_WAIT_SECONDS = 0.05  # while work is in flight: settlements wait for the receive call to end
+LONE_MESSAGE_WAIT_SECONDS = 0.25  # after idleness, the first message may settle before the next receive call
 WATCHDOG_SECONDS = 60.0
 SYSTEMIC_BACKOFF_CAP = 300.0
 SETTLE_GONE = (MessageLockLostError, MessageAlreadySettled, MessageNotFoundError)
@@ -63,11 +67,11 @@ class _RenewalCounter:
 
 
 class Consumer:
-    def __init__(self, config: WorkerConfig, client_factory: ClientFactory, processor: Processor, metrics: Metrics,
-                 systemic_check: Check) -> None:
+    def __init__(self, config: WorkerConfig, client_factory: ClientFactory, processor: Processor | None,
+                 metrics: Metrics, systemic_check: Check) -> None:
         self.config = config
         self.client_factory = client_factory
-        self.processor = processor
+        self.processor = processor  # None until the application has built it (before the gate opens)
         self.metrics = metrics
         self.systemic_check = systemic_check
         self.connected = False
@@ -153,6 +157,7 @@ class Consumer:
                     self.connected = True
                     log.info("receiving", extra={"queue": cfg.queue, "concurrency": cfg.concurrency})
                     drained = False  # the last receive call got fewer messages than it asked for
+                    after_idle = False  # the last receive call was the idle one-message call and got it
                     while not self._stopping.is_set() and not self._pause_requested.is_set():
                         room = 2 * cfg.concurrency - len(inflight) - len(backlog)
                         if room <= 0 or (backlog and room < (cfg.concurrency + 1) // 2):
@@ -165,13 +170,22 @@ class Consumer:
                             await self._wait_any(inflight, RECEIVE_WAIT_SECONDS)
                             drained = False
                             continue
+                        if after_idle:
+                            # a message after idleness (scale from zero): let it settle before the next call, which
+                            # on an empty queue would hold the link >= 0.2 s; but that call asks for a batch whether
+                            # or not it has (a burst is then taken in batches, not one message at a time)
+                            after_idle = False
+                            await self._wait_any(inflight, LONE_MESSAGE_WAIT_SECONDS)
+                            busy = True
+                            room = 2 * cfg.concurrency - len(inflight) - len(backlog)
                         # idle: ask for one message, returned as soon as it arrives (asking for more makes the SDK
-                        # wait another 0.2 s for them); the next call, right after, asks for the rest
+                        # wait another 0.2 s for them); the next call asks for the rest
                         count = room if busy else 1
                         messages = await self._receive(receiver, count,
                                                        BUSY_RECEIVE_WAIT_SECONDS if busy else RECEIVE_WAIT_SECONDS)
                         # (a receive call on an empty queue takes >= 0.2 s whatever its max_wait_time)
                         drained = len(messages) < count
+                        after_idle = not busy and bool(messages)
                         for message in messages:
                             # received during a pause: give it back (this costs it one delivery attempt); received
                             # while stopping: process it like the rest of the in-flight work
@@ -251,6 +265,7 @@ class Consumer:
             settled = False
             try:
                 try:
+                    assert self.processor is not None
                     outcome = await self.processor.handle(message, ctx)
                 except asyncio.CancelledError:
                     raise

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +11,7 @@ from digest_worker import failures
 from digest_worker.body import normalise
 from digest_worker.card import CardTooLarge, Digest, default_title, render
 from digest_worker.config import WorkerConfig
+from digest_worker.context import MessageContext, message_context
 from digest_worker.db import store as ledger
 from digest_worker.db.store import Store
 from digest_worker.failures import Category, FailureError
@@ -22,26 +22,9 @@ from digest_worker.source import DigestSource
 from digest_worker.teams import TeamsDelivery
 
 log = logging.getLogger(__name__)
+__all__ = ["MessageContext", "Processor", "message_context", "parse_message"]
 DEACTIVATING_STATUSES = (403, 404)
 RECORD_ATTEMPTS = 3
-
-
-@dataclass
-class MessageContext:
-    """What the worker knows about one received message; the parsed request is kept here once."""
-
-    message_id: str | None
-    correlation_id: str | None
-    delivery_count: int | None
-    request: DigestRequest | None = None
-    phase: str = "received"  # received → building → sending → done
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def message_context(message: Any) -> MessageContext:
-    mid, cid = message.message_id, message.correlation_id
-    return MessageContext(str(mid) if mid is not None else None, str(cid) if cid is not None else None,
-                          message.delivery_count)
 
 
 def parse_message(message: Any, ctx: MessageContext) -> DigestRequest:

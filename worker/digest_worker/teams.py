@@ -15,6 +15,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+import aiohttp
 import requests
 from azure.core.exceptions import DeserializationError
 from botbuilder.core import TurnContext
@@ -23,11 +24,20 @@ from botbuilder.integration.aiohttp import (
     ConfigurationBotFrameworkAuthentication,
     ConfigurationServiceClientCredentialFactory,
 )
-from botbuilder.schema import Activity, ChannelAccount, ConversationAccount, ConversationReference
-from botframework.connector.auth import MicrosoftAppCredentials, ServiceClientCredentialsFactory
+from botbuilder.schema import Activity, Attachment, ChannelAccount, ConversationAccount, ConversationReference
+from botframework.connector.aio import ConnectorClient
+from botframework.connector.aiohttp_bf_pipeline import AsyncBfPipeline
+from botframework.connector.auth import ServiceClientCredentialsFactory
+from botframework.connector.bot_framework_sdk_client_async import BotFrameworkConnectorConfiguration
 from msrest.authentication import Authentication
 from msrest.exceptions import ClientRequestError, HttpOperationError
+from msrest.pipeline import SansIOHTTPPolicy
+from msrest.pipeline.aiohttp import AioHTTPSender
+from msrest.pipeline.universal import UserAgentPolicy
+from msrest.universal_http import ClientRequest
 from msrest.universal_http import requests as msrest_requests
+from msrest.universal_http.aiohttp import AioHttpClientResponse
+from msrest.universal_http.async_abc import AsyncHTTPSender as AsyncHTTPDriver
 
 from digest_worker import failures
 from digest_worker.config import WorkerConfig
@@ -53,16 +63,77 @@ def _fast_msrest_retry_policy() -> None:
 _fast_msrest_retry_policy()
 
 
-class BearerToken(Authentication):
-    """Credentials holding a token fetched beforehand: signing a session never calls the token endpoint."""
+class BearerToken(SansIOHTTPPolicy, Authentication):  # type: ignore[type-arg]
+    """Credentials holding a token fetched beforehand: signing a request never calls the token endpoint.
 
-    def __init__(self, token: str) -> None:
-        self._header = f"Bearer {token}"
+    A pipeline policy (it sets the header on each request, whatever the transport) as well as the `requests`
+    session signer msrest's older interface expects. `None`: authentication disabled (no header)."""
+
+    def __init__(self, token: str | None) -> None:
+        self._header = f"Bearer {token}" if token else None
+
+    def on_request(self, request: Any, **kwargs: Any) -> None:
+        if self._header is not None:
+            request.http_request.headers["Authorization"] = self._header
 
     def signed_session(self, session: requests.Session | None = None) -> requests.Session:
         session = session or requests.Session()
-        session.headers["Authorization"] = self._header
+        if self._header is not None:
+            session.headers["Authorization"] = self._header
         return session
+
+
+class AiohttpDriver(AsyncHTTPDriver):
+    """An msrest HTTP driver on one aiohttp session (msrest 0.7.1's own aiohttp driver sends neither headers nor
+    body), with a total timeout per request."""
+
+    def __init__(self, timeout: float) -> None:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout))
+
+    async def __aexit__(self, *exc_details: Any) -> None:
+        await self._session.close()
+
+    async def send(self, request: ClientRequest, **config: Any) -> AioHttpClientResponse:
+        result = await self._session.request(request.method, request.url, headers=request.headers,
+                                             data=request.data)
+        response = AioHttpClientResponse(request, result)
+        await response.load_body()
+        return response
+
+
+def aiohttp_connector_client(sdk_client: Any, service_url: str, timeout: float) -> tuple[Any, AioHTTPSender]:
+    """The connector client the SDK's connector factory built (its credentials, audience and user agent), on msrest's
+    aiohttp transport instead of `requests` run in a thread per post (the SDK's own `AsyncBfPipeline` with a custom
+    sender, as `BotFrameworkConnectorConfiguration` allows). Returns the client and its sender (to close it)."""
+    sender = AioHTTPSender(cast(Any, AiohttpDriver(timeout)))
+    configuration = BotFrameworkConnectorConfiguration(sdk_client.config.credentials, service_url, sender=sender)
+    configuration.user_agent_policy = UserAgentPolicy(sdk_client.config.user_agent)
+    configuration.custom_pipeline = AsyncBfPipeline(configuration)
+    client = ConnectorClient(sdk_client.config.credentials, base_url=service_url,
+                             custom_configuration=configuration)
+    # msrest re-validates every model it serializes against its schema (~0.25 ms per post); the activities posted
+    # here are built by `message_model` from our own rendering, so the check has nothing to find
+    client.conversations._serialize.client_side_validation = False
+    return client, sender
+
+
+async def _close(sender: AioHTTPSender) -> None:
+    await sender.__aexit__(None, None, None)  # type: ignore[no-untyped-call]
+
+
+_MESSAGE_KEYS = {"type": "type", "summary": "summary", "text": "text", "attachmentLayout": "attachment_layout"}
+
+
+def message_model(activity: dict[str, Any]) -> Activity:
+    """The `Activity` of a message activity dict: built directly for the shape `card.message_activity` renders
+    (msrest's generic deserialisation walks the whole card), through the SDK's deserialiser for anything else."""
+    attachments = activity.get("attachments", [])
+    if set(activity) - {*_MESSAGE_KEYS, "attachments"} or any(set(a) - {"contentType", "content"}
+                                                                for a in attachments):
+        return Activity().deserialize(activity)
+    fields = {name: activity[key] for key, name in _MESSAGE_KEYS.items() if key in activity}
+    return Activity(**fields, attachments=[Attachment(content_type=a.get("contentType"), content=a.get("content"))
+                                           for a in attachments] or None)
 
 
 class AzureIdentityAppCredentials:
@@ -103,7 +174,7 @@ class CachingCredentialsFactory(ServiceClientCredentialsFactory):  # type: ignor
     async def create_credentials(self, app_id: str, oauth_scope: str, login_endpoint: str,
                                  validate_authority: bool) -> Authentication:
         if await self.is_authentication_disabled():
-            return cast(Authentication, MicrosoftAppCredentials.empty())
+            return BearerToken(None)
         key = (app_id, oauth_scope, login_endpoint, validate_authority)
         credentials = self._cache.get(key)
         if credentials is None:
@@ -171,8 +242,11 @@ class TeamsDelivery:
             self.settings, credentials_factory=self.credentials))
         self.adapter.on_turn_error = None  # errors propagate; never post an error message to the user
         self._not_before = 0.0
-        self._connectors: dict[str, tuple[float, Any]] = {}  # service URL → (created, ConnectorClient)
+        # service URL → (created, ConnectorClient, its aiohttp sender)
+        self._connectors: dict[str, tuple[float, Any, AioHTTPSender]] = {}
         self._connector_lock = asyncio.Lock()
+        self._retired: dict[asyncio.Task[None], AioHTTPSender] = {}  # replaced clients, closed a timeout later
+        self._closing: set[asyncio.Future[None]] = set()
         self._on_status = on_status or (lambda _status: None)
 
     async def check(self) -> None:
@@ -186,9 +260,9 @@ class TeamsDelivery:
 
     async def _connector(self, service_url: str) -> Any:
         """The connector client for `service_url`, built by the adapter's connector factory (so the configured
-        credentials and audience apply) and reused for CONNECTOR_REUSE_SECONDS: building one per post (what
-        `CloudAdapter.continue_conversation` does, with a user-token client and a `requests` session each) cost
-        ~2.5 ms of CPU and a new TCP connection per post."""
+        credentials and audience apply), moved onto the aiohttp transport, and reused for CONNECTOR_REUSE_SECONDS:
+        building one per post (what `CloudAdapter.continue_conversation` does, with a user-token client and a
+        `requests` session each) cost ~2.5 ms of CPU and a new TCP connection per post."""
         entry = self._connectors.get(service_url)
         if entry is not None and time.monotonic() - entry[0] < CONNECTOR_REUSE_SECONDS:
             return entry[1]
@@ -198,10 +272,36 @@ class TeamsDelivery:
                 return entry[1]
             factory = self.adapter.bot_framework_authentication.create_connector_factory(
                 self.adapter.create_claims_identity(self.config.teams_app_id))
-            client = await factory.create(service_url, None)
-            client.config.connection.timeout = self.config.teams_timeout_seconds
-            self._connectors[service_url] = (time.monotonic(), client)
+            client, sender = aiohttp_connector_client(await factory.create(service_url, None), service_url,
+                                                      self.config.teams_timeout_seconds)
+            self._drop(service_url)
+            self._connectors[service_url] = (time.monotonic(), client, sender)
             return client
+
+    def _drop(self, service_url: str) -> None:
+        """Forget the client of `service_url`; its connections close once posts still using it are over."""
+        entry = self._connectors.pop(service_url, None)
+        if entry is not None:
+            sender = entry[2]
+            task = asyncio.create_task(asyncio.sleep(self.config.teams_timeout_seconds + 10))
+            self._retired[task] = sender
+
+            def closed(_task: asyncio.Task[None]) -> None:
+                if self._retired.pop(task, None) is not None:
+                    closing = asyncio.ensure_future(_close(sender))
+                    self._closing.add(closing)
+                    closing.add_done_callback(self._closing.discard)
+
+            task.add_done_callback(closed)
+
+    async def close(self) -> None:
+        senders = [entry[2] for entry in self._connectors.values()] + list(self._retired.values())
+        self._connectors.clear()
+        tasks = list(self._retired)
+        self._retired.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, *self._closing, *(_close(s) for s in senders), return_exceptions=True)
 
     async def send(self, stored: StoredReference, activity: dict[str, Any]) -> str | None:
         """Post `activity` (a message activity dict) into the stored conversation; return the activity id.
@@ -215,7 +315,7 @@ class TeamsDelivery:
         reference = conversation_reference(stored)
         try:
             client = await self._connector(reference.service_url)
-            message = Activity().deserialize(activity)
+            message = message_model(activity)
             message = TurnContext.apply_conversation_reference(message, reference)
             message.reply_to_id = None
             if stored.tenant_id:
@@ -224,7 +324,7 @@ class TeamsDelivery:
                 client.conversations.send_to_conversation(reference.conversation.id, message),
                 self.config.teams_timeout_seconds + 5)
         except Exception as exc:
-            self._connectors.pop(reference.service_url, None)  # a rejected token or a broken client: rebuild it
+            self._drop(reference.service_url)  # a rejected token or a broken client: rebuild it
             error = classify(exc)
             self._on_status(error.failure.status)
             if error.failure.retry_after:
@@ -241,7 +341,8 @@ def classify(exc: BaseException) -> failures.FailureError:
         return exc
     if isinstance(exc, HttpOperationError) and exc.response is not None:
         response = exc.response
-        status = int(response.status_code)
+        # a `requests` response, or the aiohttp one (`status`) the aiohttp transport hands to msrest's error
+        status = int(getattr(response, "status_code", None) or response.status)
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         code = ""
         error = getattr(getattr(exc, "error", None), "error", None)
@@ -257,6 +358,8 @@ def classify(exc: BaseException) -> failures.FailureError:
         if "timed out" in text.lower() or "timeout" in text.lower():
             return failures.transient("TeamsTimeout", f"no answer from the connector in time: {text[:200]}")
         return failures.transient("TeamsUnreachable", text[:300])
+    if isinstance(exc, aiohttp.ClientError):
+        return failures.transient("TeamsUnreachable", f"{type(exc).__name__}: {str(exc)[:200]}")
     if isinstance(exc, PermissionError):
         return failures.systemic("TeamsCredentialsRejected", str(exc)[:300])
     if isinstance(exc, requests.RequestException | OSError):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
+import aiohttp
 import pytest
 from azure.core.exceptions import DeserializationError
 from msrest.exceptions import ClientRequestError
@@ -64,6 +66,8 @@ def test_status_class() -> None:
     (TimeoutError(), Category.TRANSIENT, "TeamsTimeout"),
     (ConnectionRefusedError("token endpoint"), Category.TRANSIENT, "TeamsTokenEndpointUnreachable"),
     (KeyError("surprise"), Category.TRANSIENT, "TeamsUnexpected"),
+    (aiohttp.ServerTimeoutError("read"), Category.TRANSIENT, "TeamsTimeout"),
+    (aiohttp.ServerDisconnectedError(), Category.TRANSIENT, "TeamsUnreachable"),
 ])
 def test_sdk_exceptions(error: Exception, category: Category, kind: str) -> None:
     failure = classify(error).failure
@@ -86,3 +90,21 @@ def test_msrest_retry_policy_is_unchanged_by_the_speed_up() -> None:
     assert isinstance(ClientRetryPolicy.safe_codes, frozenset)
     assert sorted(ClientRetryPolicy.safe_codes) == sorted(original_safe)
     assert policy.status_forcelist == expected
+
+
+def test_message_model_posts_what_the_sdk_deserialiser_would() -> None:
+    from botbuilder import schema
+    from botbuilder.schema import Activity
+    from msrest import Serializer
+
+    from digest_worker.card import Digest, DigestItem, render
+    from digest_worker.teams import message_model
+
+    serializer: Any = Serializer({k: v for k, v in vars(schema).items() if isinstance(v, type)})  # type: ignore[no-untyped-call]
+    items = [DigestItem("ana", f"t{i}", "s", "https://x/", float(i), datetime(2026, 11, 1, tzinfo=UTC))
+             for i in range(3)]
+    for activity in (render(Digest("T", 7, items)), render(Digest("T", 7, [])),
+                     {"type": "message", "text": "hi", "entities": [{"type": "mention"}]}):
+        fast = serializer.body(message_model(activity), "Activity")
+        assert fast == serializer.body(Activity().deserialize(activity), "Activity")
+        assert fast["type"] == "message"

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, text
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 if TYPE_CHECKING:
     from alembic.config import Config
+    from sqlalchemy import Connection
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 ADVISORY_LOCK = 0x64676573  # serialises concurrent upgrades of replicas starting together (PostgreSQL)
@@ -38,6 +37,7 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     if revision == "head" and await current_revision(engine) == HEAD:
         return
     from alembic import command
+    from sqlalchemy import text
 
     async with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
@@ -47,6 +47,8 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
 
 async def current_revision(engine: AsyncEngine) -> str | None:
     """The schema's revision, None before the first migration (read without importing Alembic)."""
+    from sqlalchemy import text
+
     async with engine.connect() as conn:
         has_table = await conn.run_sync(lambda sync: sync.dialect.has_table(sync, "alembic_version"))
         if not has_table:

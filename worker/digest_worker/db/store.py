@@ -2,37 +2,53 @@
 
 Every method maps database errors to classified failures: an unreachable database is transient (messages are retried),
 a missing schema is systemic (the worker pauses).
+
+The per-message statements are built once (Core constructs with bound parameters, `_statements`) and written once as
+operations on a small `_Sql` interface: on a SQLite file they run compiled, through the stdlib driver, group-committed
+in the ledger's thread (`db.sqlite_ledger`); elsewhere (PostgreSQL) through the async engine, a transaction each.
+The async engine (and with it SQLAlchemy's asyncio extension and ORM) is created on first use only: a SQLite worker
+whose schema is current never imports it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
+import sqlite3
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeVar
-
-from sqlalchemy import Connection, Engine, and_, event, func, insert, make_url, or_, select, update
-from sqlalchemy import create_engine as create_sync_engine
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from functools import cache
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from digest_worker import failures
 from digest_worker.card import DigestItem
 from digest_worker.db import migrate
-from digest_worker.db.tables import conversation_references, digest_items, digest_requests
+from digest_worker.db.sqlite_ledger import SqliteLedger, Statement
+from digest_worker.db.sqlite_sql import STATEMENTS
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 MISSING_TABLE_HINTS = ("no such table", "does not exist", "undefinedtable")
 
 RECEIVED, SENDING, SENT, SKIPPED, FAILED = "received", "sending", "sent", "skipped", "failed"
 DONE = (SENT, SKIPPED)
-DB_ERRORS = (DBAPIError, SQLAlchemyError, OSError, TimeoutError)
+TABLES = ("digest_requests", "conversation_references", "digest_items")
+
+
+def db_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean "the database failed" (SQLAlchemy's only once it is imported: without it, none of
+    them can be raised)."""
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error, OSError, TimeoutError)
+    if "sqlalchemy" in sys.modules:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        errors += (SQLAlchemyError,)
+    return errors
 T = TypeVar("T")
 
 
@@ -63,51 +79,93 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _sqlite_pragmas(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
+class _Sql(Protocol):
+    """The named statements, on one connection inside one transaction."""
+
+    def first(self, name: str, values: dict[str, Any]) -> dict[str, Any] | None: ...
+
+    def all(self, name: str, values: dict[str, Any]) -> list[dict[str, Any]]: ...
+
+    def rowcount(self, name: str, values: dict[str, Any]) -> int: ...
+
+
+class _SqliteSql:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._statements = _compiled()
+
+    def first(self, name: str, values: dict[str, Any]) -> dict[str, Any] | None:
+        return self._statements[name].first(self._conn, values)
+
+    def all(self, name: str, values: dict[str, Any]) -> list[dict[str, Any]]:
+        return self._statements[name].all(self._conn, values)
+
+    def rowcount(self, name: str, values: dict[str, Any]) -> int:
+        return self._statements[name].execute(self._conn, values).rowcount
+
+
+class _AlchemySql:
+    def __init__(self, conn: Connection) -> None:
+        from digest_worker.db.statements import statements
+
+        self._conn = conn
+        self._statements = statements(conn.dialect.name)
+
+    def first(self, name: str, values: dict[str, Any]) -> dict[str, Any] | None:
+        row = self._conn.execute(self._statements[name], values).mappings().first()
+        return dict(row) if row is not None else None
+
+    def all(self, name: str, values: dict[str, Any]) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._conn.execute(self._statements[name], values).mappings().all()]
+
+    def rowcount(self, name: str, values: dict[str, Any]) -> int:
+        return int(self._conn.execute(self._statements[name], values).rowcount)
+
+
+# engines
 
 
 def create_engine(url: str) -> AsyncEngine:
+    from sqlalchemy import event
+    from sqlalchemy.ext.asyncio import create_async_engine
+
     if url.startswith("sqlite"):
         # One connection: SQLite has one writer at a time, and concurrent writers on several connections wait in
         # SQLite's sleeping busy handler (tens of ms each); queueing for the one connection costs nothing.
         engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=1, max_overflow=0, pool_timeout=60)
-        _sqlite_pragmas(engine.sync_engine)
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
         return engine
     return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, pool_timeout=10)
 
 
-def sqlite_file_engine(url: str) -> Engine | None:
-    """A synchronous engine (the stdlib driver) on the same SQLite file, or None (another database, `:memory:`).
-
-    The per-message statements run on it in one dedicated thread, a whole transaction per hop: through aiosqlite
-    every statement, commit and pool check-out is a hop between the event loop and aiosqlite's thread, and with one
-    connection the transactions queue behind each other's hops (measured: ~3 ms of wall time per transaction under
-    load, which capped the worker at ~110 msg/s).
-    """
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:") \
-            or str(parsed.database).startswith("file:"):
+def sqlite_file(url: str) -> str | None:
+    """The path of a SQLite database file, or None (another database, `:memory:`, a `file:` URI, a URL with query
+    options: those go through SQLAlchemy). Parsed like SQLAlchemy's `make_url` without importing it."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.partition("+")[0] != "sqlite" or "?" in rest or not rest.startswith("/"):
         return None
-    engine = create_sync_engine(parsed.set(drivername="sqlite"), connect_args={"timeout": 30},
-                                pool_size=1, max_overflow=0)
-    _sqlite_pragmas(engine)
-    return engine
+    database = rest[1:]
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    return database
 
 
 def classify(exc: BaseException) -> failures.FailureError:
     text = str(exc).lower().replace("_", "")
-    if isinstance(exc, SQLAlchemyError) and any(h.replace("_", "") in text for h in MISSING_TABLE_HINTS):
+    database_error = isinstance(exc, db_errors()) and not isinstance(exc, OSError | TimeoutError)
+    if database_error and any(h.replace("_", "") in text for h in MISSING_TABLE_HINTS):
         return failures.systemic("DatabaseSchemaMissing", f"the worker's tables are missing: {_first_line(exc)}")
     return failures.transient("DatabaseUnavailable", f"{type(exc).__name__}: {_first_line(exc)}")
 
 
-def _reference(row: Any) -> StoredReference | None:
+def _reference(row: dict[str, Any] | None) -> StoredReference | None:
     if row is None:
         return None
     return StoredReference(row["conversation_id"], row["service_url"], row["tenant_id"], row["bot_id"],
@@ -119,146 +177,168 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
+def _sqlite_revision(conn: sqlite3.Connection) -> str | None:
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'").fetchone() \
+            is None:
+        return None
+    row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    return str(row[0]) if row else None
+
+
+def _sqlite_tables_readable(conn: sqlite3.Connection) -> None:
+    for table in TABLES:
+        conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchall()
+
+
 class Store:
-    def __init__(self, engine: AsyncEngine, sync_engine: Engine | None = None) -> None:
-        self.engine = engine
-        self._sync_engine = sync_engine
-        self._thread: ThreadPoolExecutor | None = None
-        if sync_engine is not None:
-            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest-sqlite")
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: AsyncEngine | None = None
+        path = sqlite_file(url)
+        self._ledger = SqliteLedger(path) if path is not None else None
 
     @classmethod
     def open(cls, url: str) -> Store:
-        return cls(create_engine(url), sqlite_file_engine(url))
+        return cls(url)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The async engine (migrations, imports, PostgreSQL), created on first use."""
+        if self._engine is None:
+            self._engine = create_engine(self.url)
+        return self._engine
+
+    @property
+    def ledger(self) -> SqliteLedger | None:
+        return self._ledger
 
     async def close(self) -> None:
-        await self.engine.dispose()
-        if self._thread is not None and self._sync_engine is not None:
-            await asyncio.get_running_loop().run_in_executor(self._thread, self._sync_engine.dispose)
+        if self._engine is not None:
+            await self._engine.dispose()
+        if self._ledger is not None:
+            await self._ledger.close()
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[AsyncConnection]:
         try:
             async with self.engine.begin() as conn:
                 yield conn
-        except DB_ERRORS as exc:
+        except db_errors() as exc:
             raise classify(exc) from exc
 
-    async def _run(self, work: Callable[[Connection], T]) -> T:
-        """Run `work` in one transaction: on SQLite files in the store's own thread (one hop), elsewhere through the
+    async def _run(self, work: Callable[[_Sql], T]) -> T:
+        """Run `work` in one transaction: on a SQLite file in the ledger's batch (group commit), elsewhere through the
         async engine (`run_sync`: PostgreSQL keeps its pool of concurrent connections)."""
         try:
-            if self._thread is not None and self._sync_engine is not None:
-                engine = self._sync_engine
-
-                def transaction() -> T:
-                    with engine.begin() as conn:
-                        return work(conn)
-
-                return await asyncio.get_running_loop().run_in_executor(self._thread, transaction)
+            if self._ledger is not None:
+                return await self._ledger.run(lambda conn: work(_SqliteSql(conn)))
             async with self.engine.begin() as conn:
-                return await conn.run_sync(work)
-        except DB_ERRORS as exc:
+                return await conn.run_sync(lambda sync: work(_AlchemySql(sync)))
+        except db_errors() as exc:
             raise classify(exc) from exc
-
-    def _upsert_received(self, request_id: str, message_id: str | None, conversation_id: str) -> Any:
-        now = utcnow()
-        insert_ = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
-        return (insert_(digest_requests)
-                .values(request_id=request_id, message_id=message_id, conversation_id=conversation_id,
-                        state=RECEIVED, attempts=1, created_at=now, updated_at=now)
-                .on_conflict_do_update(index_elements=["request_id"],
-                                       set_={"attempts": digest_requests.c.attempts + 1, "updated_at": now})
-                .returning(digest_requests.c.state))
 
     # schema
 
+    async def revision(self) -> str | None:
+        try:
+            if self._ledger is not None:
+                return await self._ledger.run_alone(_sqlite_revision)
+            return await migrate.current_revision(self.engine)
+        except db_errors() as exc:
+            raise classify(exc) from exc
+
     async def upgrade(self) -> None:
+        if await self.revision() == migrate.HEAD:
+            return
         try:
             await migrate.upgrade(self.engine)
-        except DB_ERRORS as exc:
+        except db_errors() as exc:
             raise classify(exc) from exc
 
     async def check_schema(self) -> None:
         """Systemic failure unless the schema is at the head revision."""
-        try:
-            current = await migrate.current_revision(self.engine)
-        except DB_ERRORS as exc:
-            raise classify(exc) from exc
+        current = await self.revision()
         head = migrate.HEAD
         if current != head:
             raise failures.systemic("DatabaseSchemaMissing",
                                     f"schema revision {current or 'none'}, expected {head}: run the migrations")
-        async with self._tx() as conn:  # the tables are really there
-            for table in (digest_requests, conversation_references, digest_items):
-                await conn.execute(select(func.count()).select_from(table).limit(1))
+        if self._ledger is not None:  # the tables are really there
+            try:
+                await self._ledger.run_alone(_sqlite_tables_readable)
+            except db_errors() as exc:
+                raise classify(exc) from exc
+            return
+        from sqlalchemy import text
+
+        async with self._tx() as conn:
+            for table in TABLES:
+                await conn.execute(text(f"SELECT 1 FROM {table} LIMIT 1"))
 
     # ledger
 
     async def begin(self, request_id: str, message_id: str | None, conversation_id: str) -> str:
         """Record the request as received (once) and count the attempt; return its state. One statement."""
-        statement = self._upsert_received(request_id, message_id, conversation_id)
-        return await self._run(lambda conn: str(conn.execute(statement).scalar_one()))
+        values = {"p_request": request_id, "p_message": message_id, "p_conversation": conversation_id,
+                  "p_now": utcnow()}
+
+        def work(sql: _Sql) -> str:
+            row = sql.first("upsert_received", values)
+            assert row is not None
+            return str(row["state"])
+
+        return await self._run(work)
 
     async def begin_with_reference(self, request_id: str, message_id: str | None,
                                    conversation_id: str) -> tuple[str, StoredReference | None]:
         """`begin` and `reference` in one transaction (one round trip fewer per message)."""
-        statement = self._upsert_received(request_id, message_id, conversation_id)
-        query = select(conversation_references).where(conversation_references.c.conversation_id == conversation_id)
+        values = {"p_request": request_id, "p_message": message_id, "p_conversation": conversation_id,
+                  "p_now": utcnow()}
 
-        def work(conn: Connection) -> tuple[str, StoredReference | None]:
-            state = conn.execute(statement).scalar_one()
-            return str(state), _reference(conn.execute(query).mappings().first())
+        def work(sql: _Sql) -> tuple[str, StoredReference | None]:
+            row = sql.first("upsert_received", values)
+            assert row is not None
+            return str(row["state"]), _reference(sql.first("reference", {"p_conversation": conversation_id}))
 
         return await self._run(work)
 
     async def claim(self, request_id: str, lease_seconds: float) -> Claim:
         """Atomically move to `sending` unless already done or claimed by a live lease elsewhere."""
         now = time.time()
-        statement = (update(digest_requests)
-                     .where(digest_requests.c.request_id == request_id)
-                     .where(or_(digest_requests.c.state.in_([RECEIVED, FAILED]),
-                                and_(digest_requests.c.state == SENDING, digest_requests.c.lease_until < now)))
-                     .values(state=SENDING, lease_until=now + lease_seconds, updated_at=utcnow()))
+        values = {"p_request": request_id, "p_lease_now": now, "p_lease_until": now + lease_seconds,
+                  "p_now": utcnow()}
 
-        def work(conn: Connection) -> Claim:
-            if conn.execute(statement).rowcount == 1:
+        def work(sql: _Sql) -> Claim:
+            if sql.rowcount("claim", values) == 1:
                 return Claim("claimed")
-            row = conn.execute(select(digest_requests.c.state, digest_requests.c.activity_id)
-                               .where(digest_requests.c.request_id == request_id)).one()
-            return Claim("done", row.activity_id) if row.state in DONE else Claim("held")
+            row = sql.first("claim_state", {"p_request": request_id})
+            assert row is not None
+            return Claim("done", row["activity_id"]) if row["state"] in DONE else Claim("held")
 
         return await self._run(work)
 
     async def finish(self, request_id: str, state: str, *, activity_id: str | None = None,
                      error: str | None = None) -> None:
-        statement = (update(digest_requests).where(digest_requests.c.request_id == request_id)
-                     .values(state=state, activity_id=activity_id, last_error=error, lease_until=None,
-                             updated_at=utcnow()))
-        await self._run(lambda conn: conn.execute(statement))
+        values = {"p_request": request_id, "p_state": state, "p_activity": activity_id, "p_error": error,
+                  "p_now": utcnow()}
+        await self._run(lambda sql: sql.rowcount("finish", values))
 
     async def request_row(self, request_id: str) -> dict[str, Any] | None:
-        query = select(digest_requests).where(digest_requests.c.request_id == request_id)
-
-        def work(conn: Connection) -> dict[str, Any] | None:
-            row = conn.execute(query).mappings().first()
-            return dict(row) if row else None
-
-        return await self._run(work)
+        return await self._run(lambda sql: sql.first("request_row", {"p_request": request_id}))
 
     # conversation references
 
     async def reference(self, conversation_id: str) -> StoredReference | None:
-        query = select(conversation_references).where(conversation_references.c.conversation_id == conversation_id)
-        return await self._run(lambda conn: _reference(conn.execute(query).mappings().first()))
+        return await self._run(lambda sql: _reference(sql.first("reference", {"p_conversation": conversation_id})))
 
     async def deactivate(self, conversation_id: str) -> None:
-        statement = (update(conversation_references)
-                     .where(conversation_references.c.conversation_id == conversation_id)
-                     .values(active=False, updated_at=utcnow()))
-        await self._run(lambda conn: conn.execute(statement))
+        values = {"p_conversation": conversation_id, "p_now": utcnow()}
+        await self._run(lambda sql: sql.rowcount("deactivate", values))
 
     async def put_references(self, refs: Iterable[StoredReference]) -> int:
+        from sqlalchemy import insert, update
+
+        from digest_worker.db.tables import conversation_references
+
         count = 0
         async with self._tx() as conn:
             for ref in refs:
@@ -278,6 +358,10 @@ class Store:
     async def put_items(self, items: Iterable[tuple[DigestItem, str | None]]) -> int:
         rows = [{"owner": i.owner, "audience": audience, "title": i.title, "summary": i.summary, "url": i.url,
                  "score": i.score, "created_at": i.created_at} for i, audience in items]
+        from sqlalchemy import insert
+
+        from digest_worker.db.tables import digest_items
+
         if rows:
             async with self._tx() as conn:
                 await conn.execute(insert(digest_items), rows)
@@ -285,13 +369,23 @@ class Store:
 
     async def items(self, since: datetime, limit: int, owner: str | None = None,
                     audience: str | None = None) -> Sequence[DigestItem]:
-        query = select(digest_items).where(digest_items.c.created_at >= since)
+        name = f"items:{owner is not None}:{audience is not None}"
+        values: dict[str, Any] = {"p_since": since, "p_limit": limit}
         if owner is not None:
-            query = query.where(digest_items.c.owner == owner)
+            values["p_owner"] = owner
         if audience is not None:
-            query = query.where(digest_items.c.audience == audience)
-        query = query.order_by(digest_items.c.score.desc(), digest_items.c.created_at.desc(),
-                               digest_items.c.id).limit(limit)
-        rows = await self._run(lambda conn: conn.execute(query).mappings().all())
+            values["p_audience"] = audience
+        rows = await self._run(lambda sql: sql.all(name, values))
         return [DigestItem(r["owner"], r["title"], r["summary"], r["url"], float(r["score"]), _aware(r["created_at"]))
                 for r in rows]
+
+
+
+@cache
+def _compiled() -> dict[str, Statement]:
+    return {name: Statement(*spec) for name, spec in STATEMENTS.items()}
+
+
+def warm_up() -> None:
+    """Prepare the SQLite statements now (start-up, off the first message's path)."""
+    _compiled()

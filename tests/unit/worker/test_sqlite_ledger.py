@@ -1,0 +1,161 @@
+"""Group commit of the SQLite ledger: one transaction per batch, committed before any awaiter resumes, one bad
+operation fails alone; the compiled statements convert values with the column types like SQLAlchemy does."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Boolean, DateTime, Float, Integer, bindparam, make_url, select
+
+from digest_worker.db.sqlite_ledger import CONVERSIONS, SqliteLedger, Statement
+from digest_worker.db.statements import GENERATED, SQLITE, compile_sqlite, generated_source
+from digest_worker.db.store import Store, sqlite_file
+from digest_worker.db.tables import digest_requests
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = Store.open(f"sqlite+aiosqlite:///{tmp_path}/ledger.db")
+    await s.upgrade()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def _visible(path: Path, request_id: str) -> str | None:
+    """The state another connection (another process, after a crash) sees."""
+    with sqlite3.connect(path) as conn:
+        row = conn.execute("SELECT state FROM digest_requests WHERE request_id = ?", (request_id,)).fetchone()
+    return row[0] if row else None
+
+
+async def test_steps_of_one_turn_share_one_transaction(store: Store, tmp_path: Path) -> None:
+    ledger = store.ledger
+    assert ledger is not None
+    await store.begin("warm", None, "c")
+    before = ledger.batches
+    states = await asyncio.gather(*(store.begin(f"r{i}", f"m{i}", "c") for i in range(16)))
+    assert states == ["received"] * 16
+    assert ledger.batches == before + 1  # 16 steps, one commit
+    claims = await asyncio.gather(*(store.claim(f"r{i}", 30) for i in range(16)))
+    assert {c.status for c in claims} == {"claimed"}
+    assert ledger.batches == before + 2
+    # each awaiter resumed after the commit: another connection sees every row already
+    assert {_visible(tmp_path / "ledger.db", f"r{i}") for i in range(16)} == {"sending"}
+
+
+async def test_same_request_twice_in_one_batch_behaves_as_in_sequence(store: Store) -> None:
+    await store.begin("dup", "m", "c")
+    first, second = await asyncio.gather(store.claim("dup", 30), store.claim("dup", 30))
+    assert (first.status, second.status) == ("claimed", "held")
+
+
+async def test_a_failing_operation_fails_alone(store: Store, tmp_path: Path) -> None:
+    ledger = store.ledger
+    assert ledger is not None
+
+    def broken(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO no_such_table VALUES (1)")
+
+    results = await asyncio.gather(store.begin("ok1", None, "c"), ledger.run(broken), store.begin("ok2", None, "c"),
+                                   return_exceptions=True)
+    assert results[0] == "received" and results[2] == "received"
+    assert isinstance(results[1], sqlite3.OperationalError)
+    assert _visible(tmp_path / "ledger.db", "ok1") == "received"
+    assert _visible(tmp_path / "ledger.db", "ok2") == "received"
+
+
+async def test_statement_converts_values_like_sqlalchemy(tmp_path: Path) -> None:
+    """A datetime written through a compiled statement reads back as the same aware datetime via the async engine."""
+    s = Store.open(f"sqlite+aiosqlite:///{tmp_path}/types.db")
+    await s.upgrade()
+    try:
+        await s.begin("r", "m", "c")
+        row = await s.request_row("r")
+        assert row is not None and isinstance(row["created_at"], datetime)
+        async with s.engine.connect() as conn:
+            via_engine = (await conn.execute(select(digest_requests).where(
+                digest_requests.c.request_id == "r"))).mappings().one()
+        assert via_engine["created_at"] == row["created_at"]
+        statement = Statement(*compile_sqlite(select(digest_requests.c.request_id).where(
+            digest_requests.c.created_at <= bindparam("t", type_=digest_requests.c.created_at.type))))
+        with sqlite3.connect(tmp_path / "types.db") as conn:
+            assert statement.all(conn, {"t": datetime.now(UTC)}) == [{"request_id": "r"}]
+    finally:
+        await s.close()
+
+
+async def test_unusable_database_fails_every_caller(tmp_path: Path) -> None:
+    ledger = SqliteLedger(str(tmp_path / "missing-dir" / "x.db"))
+    try:
+        results = await asyncio.gather(ledger.run(lambda c: 1), ledger.run(lambda c: 2), return_exceptions=True)
+        assert all(isinstance(r, sqlite3.OperationalError) for r in results)
+    finally:
+        await ledger.close()
+
+
+def test_compiled_statements_are_fresh() -> None:
+    assert GENERATED.read_text() == generated_source(), "run python -m digest_worker.db.statements --write"
+
+
+@pytest.mark.parametrize(("kind", "type_", "values"), [
+    ("datetime", DateTime(timezone=True), [None, datetime(2026, 11, 28, 17, 5, 9, 120, tzinfo=UTC),
+                                           datetime(2026, 1, 2, 3, 4, 5)]),
+    ("boolean", Boolean(), [None, True, False]),
+    ("float", Float(), [None, 1.5, 3]),
+    ("integer", Integer(), [None, 7]),
+])
+def test_stdlib_conversions_match_sqlalchemy(kind: str, type_: object, values: list[object]) -> None:
+    impl = type_.dialect_impl(SQLITE)  # type: ignore[attr-defined]
+    to_sql, from_sql = CONVERSIONS[kind]
+    bind = impl.bind_processor(SQLITE) or (lambda v: v)
+    result = impl.result_processor(SQLITE, None) or (lambda v: v)
+    for value in values:
+        assert to_sql(value) == bind(value)
+        assert from_sql(bind(value)) == result(bind(value))
+
+
+@pytest.mark.parametrize("url", ["sqlite:///rel.db", "sqlite+aiosqlite:////tmp/x.db", "sqlite://", "sqlite:///:memory:",
+                                 "sqlite:///file:x?mode=ro&uri=true", "sqlite:////tmp/x.db?timeout=5",
+                                 "postgresql+asyncpg://u@h/db"])
+def test_sqlite_file_parses_like_sqlalchemy(url: str) -> None:
+    parsed = make_url(url)
+    plain = parsed.get_backend_name() == "sqlite" and not parsed.query and parsed.database not in (None, "", ":memory:")
+    assert sqlite_file(url) == (parsed.database if plain and not str(parsed.database).startswith("file:") else None)
+
+
+def test_sqlite_ledger_runs_without_importing_sqlalchemy(tmp_path: Path) -> None:
+    """The cold-start path: a SQLite worker with a current schema never imports SQLAlchemy."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/cold.db"
+
+    async def prepare() -> None:
+        s = Store.open(url)
+        await s.upgrade()
+        await s.close()
+
+    asyncio.run(prepare())
+    code = f"""
+import asyncio, sys
+from digest_worker.db.store import Store, warm_up
+async def main():
+    warm_up()
+    s = Store.open({url!r})
+    await s.check_schema()
+    assert await s.begin_with_reference("r", "m", "c") == ("received", None)
+    assert (await s.claim("r", 30)).status == "claimed"
+    await s.finish("r", "sent", activity_id="a")
+    assert (await s.request_row("r"))["state"] == "sent"
+    assert list(await s.items(__import__("datetime").datetime(2000, 1, 1), 5)) == []
+    await s.close()
+asyncio.run(main())
+assert "sqlalchemy" not in sys.modules, sorted(m for m in sys.modules if m.startswith("sqlalchemy"))[:5]
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -1,0 +1,186 @@
+"""The store's statements on a SQLite file: run by the stdlib driver in one thread, group-committed.
+
+Every statement is a SQLAlchemy Core construct (`db.statements`; the tables and types stay defined once, in
+`db.tables`) compiled ahead of time for SQLite (`db/sqlite_sql.py`); executing it is one `sqlite3` call, with the
+values converted as SQLAlchemy's SQLite types convert them (`CONVERSIONS`, checked against SQLAlchemy by a unit test),
+instead of SQLAlchemy's per-execution machinery (statement construction, cache-key generation, result metadata:
+~0.4 ms of CPU per ledger step, measured) and without importing SQLAlchemy at all.
+
+Group commit: every operation submitted during one event-loop turn, plus whatever arrives while the previous batch
+runs, goes to the thread together and runs in **one** transaction (`BEGIN IMMEDIATE` … `COMMIT`). An operation's
+awaiter is resumed only after its transaction committed, so "committed before the next step" holds for each message
+exactly as with a transaction per step; what changes is that 16 messages' steps cost one thread hop and one commit.
+If a batch fails, it is rolled back and each of its operations is retried alone in its own transaction, so one bad
+operation fails only its own caller.
+
+Durability: WAL with `synchronous=NORMAL`: a commit survives a crash of the process (what the idempotency protocol
+needs: the worker, not the machine, is what gets killed); a power loss can lose the last transactions before a
+checkpoint, which for this embedded default database is accepted (production runs PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+Operation = Callable[[sqlite3.Connection], Any]
+Converter = Callable[[Any], Any]
+
+
+def _datetime_to_sql(value: Any) -> Any:
+    # SQLAlchemy's SQLite DATETIME storage format (the time zone is not stored)
+    if value is None:
+        return None
+    return (f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
+            f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}")
+
+
+def _sql_to_datetime(value: Any) -> Any:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _optional(convert: Converter) -> Converter:
+    return lambda value: None if value is None else convert(value)
+
+
+# conversion kind → (to SQL, from SQL)
+CONVERSIONS: dict[str, tuple[Converter, Converter]] = {
+    "datetime": (_datetime_to_sql, _sql_to_datetime),
+    "boolean": (_optional(int), _optional(bool)),
+    "float": (_optional(float), _optional(float)),
+    "integer": (_optional(int), _optional(int)),
+}
+
+
+class Statement:
+    """One compiled statement: SQL with named parameters, fixed values, per-parameter and per-column conversions."""
+
+    def __init__(self, sql: str, defaults: Mapping[str, Any], conversions: Mapping[str, str],
+                 results: Sequence[tuple[str, str | None]]) -> None:
+        self.sql = sql
+        self._defaults = dict(defaults)
+        self._binds = {name: CONVERSIONS[kind][0] for name, kind in conversions.items()}
+        self.columns = [key for key, _ in results]
+        self._results = [CONVERSIONS[kind][1] if kind else None for _, kind in results]
+
+    def params(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        params = {**self._defaults, **values}
+        for name, convert in self._binds.items():
+            if name in params:
+                params[name] = convert(params[name])
+        return params
+
+    def execute(self, conn: sqlite3.Connection, values: Mapping[str, Any] | None = None) -> sqlite3.Cursor:
+        return conn.execute(self.sql, self.params(values or {}))
+
+    def row(self, raw: Sequence[Any] | None) -> dict[str, Any] | None:
+        if raw is None:
+            return None
+        return {key: convert(value) if convert is not None else value
+                for key, convert, value in zip(self.columns, self._results, raw, strict=True)}
+
+    def first(self, conn: sqlite3.Connection, values: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        return self.row(self.execute(conn, values).fetchone())
+
+    def all(self, conn: sqlite3.Connection, values: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        rows = (self.row(r) for r in self.execute(conn, values).fetchall())
+        return [r for r in rows if r is not None]
+
+
+class SqliteLedger:
+    """Runs operations (functions of a `sqlite3.Connection`) in one thread, batched into one transaction each."""
+
+    def __init__(self, path: str, timeout: float = 30.0) -> None:
+        self._path = path
+        self._timeout = timeout
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest-sqlite")
+        self._conn: sqlite3.Connection | None = None
+        self._pending: list[tuple[Operation, asyncio.Future[Any]]] = []
+        self._running = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.batches = 0  # transactions committed (tests and the benchmark read it)
+        self.operations = 0
+
+    async def run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `operation` in a transaction; return once that transaction has committed."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        future: asyncio.Future[T] = loop.create_future()
+        self._pending.append((operation, future))
+        if not self._running:
+            self._running = True
+            loop.call_soon(self._flush)  # the operations of the rest of this loop turn join the batch
+        return await future
+
+    async def run_alone(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `operation` in the ledger's thread outside any batch (it manages its own transactions)."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, lambda: operation(self._connect()))
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch:
+            self._running = False
+            return
+        loop = self._loop
+        assert loop is not None
+        done: Future[list[tuple[bool, Any]]] = self._thread.submit(self._execute, [op for op, _ in batch])
+        done.add_done_callback(lambda f: loop.call_soon_threadsafe(self._resolve, batch, f))
+
+    def _resolve(self, batch: list[tuple[Operation, asyncio.Future[Any]]],
+                 done: Future[list[tuple[bool, Any]]]) -> None:
+        try:
+            results = done.result()
+        except BaseException as exc:
+            results = [(False, exc)] * len(batch)
+        for (_op, future), (ok, value) in zip(batch, results, strict=True):
+            if future.cancelled():
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+        self._flush()
+
+    # in the thread
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            conn = sqlite3.connect(self._path, timeout=self._timeout, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn = conn
+        return self._conn
+
+    def _execute(self, operations: list[Operation]) -> list[tuple[bool, Any]]:
+        try:
+            conn = self._connect()
+            conn.execute("BEGIN IMMEDIATE")
+        except Exception as exc:
+            return [(False, exc)] * len(operations)
+        try:
+            results = [(True, op(conn)) for op in operations]
+            conn.execute("COMMIT")
+        except Exception as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if len(operations) == 1:
+                return [(False, exc)]
+            return [self._execute([op])[0] for op in operations]  # isolate the failing one
+        self.batches += 1
+        self.operations += len(operations)
+        return results
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._close)
+        self._thread.shutdown(wait=False)
