@@ -3,6 +3,8 @@
 (a) a bare azure-servicebus (aio) receive + complete loop, N messages in flight at once;
 (b) the worker (no-op source, SQLite ledger, instant local Bot Connector) on the same kind of queue:
     messages/s of each and the ratio b/a (goal >= 0.8);
+(a+) (a) plus one bare aiohttp POST per message to the same instant connector, no ledger, no Bot Framework: a
+    reference for b/a (what the post alone costs a loop on this machine, printed as (a+)/(a));
 (c) the worker at concurrency 16 with a Bot Connector that takes 50 ms per post: messages/s against the bound
     16 / 0.05 s = 320/s (goal >= 90 %);
 (d) cold start: `python -m digest_worker` process start to the first message settled, median of 5 (goal < 1.5 s).
@@ -29,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from azure.servicebus import ServiceBusMessage
 from azure.servicebus.aio import ServiceBusClient
 
@@ -40,7 +43,7 @@ from tests.worker.harness import messages_total
 
 ROOT = Path(__file__).resolve().parents[1]
 CONVERSATION = "19:bench@thread.tacv2"
-QUEUES = ["bare", "worker", "slow-teams", *[f"cold-{i}" for i in range(5)]]
+QUEUES = ["bare", "bare-post", "worker", "slow-teams", *[f"cold-{i}" for i in range(5)]]
 
 
 def _spawn(args: list[str]) -> tuple[subprocess.Popen[str], str]:
@@ -76,6 +79,33 @@ async def bare(connection_string: str, queue: str, count: int, concurrency: int)
             messages = await receiver.receive_messages(max_message_count=concurrency, max_wait_time=5)
             if not messages:
                 break
+            for message in messages:
+                await receiver.complete_message(message)
+            done += len(messages)
+        return done / (time.perf_counter() - started)
+
+
+async def bare_with_posts(connection_string: str, queue: str, count: int, concurrency: int, connector: str) -> float:
+    """(a+): (a) plus one plain aiohttp POST per message to the instant Bot Connector before its completion, the
+    posts of a batch concurrent. No ledger, no parsing, no Bot Framework: what a loop that posts once per message
+    pays on top of (a) on this machine, a reference for b/a."""
+    url = f"{connector.rstrip('/')}/v3/conversations/{CONVERSATION}/activities"
+    async with ServiceBusClient.from_connection_string(connection_string) as client, \
+            client.get_queue_receiver(queue) as receiver, aiohttp.ClientSession() as session:
+
+        async def post(body: bytes) -> None:
+            activity = b'{"type": "message", "text": %s}' % json.dumps(body.decode()).encode()
+            async with session.post(url, data=activity, headers={"Content-Type": "application/json"}) as response:
+                await response.read()
+                response.raise_for_status()
+
+        done = 0
+        started = time.perf_counter()
+        while done < count:
+            messages = await receiver.receive_messages(max_message_count=concurrency, max_wait_time=5)
+            if not messages:
+                break
+            await asyncio.gather(*(post(b"".join(message.body)) for message in messages))
             for message in messages:
                 await receiver.complete_message(message)
             done += len(messages)
@@ -151,11 +181,12 @@ async def run(count: int, concurrency: int) -> dict[str, Any]:
             await _seed(fast_db, fast_url)
             await _seed(slow_db, slow_url)
             await _seed(cold_db, fast_url)
-            for queue in ("bare", "worker", "slow-teams"):
+            for queue in ("bare", "bare-post", "worker", "slow-teams"):
                 await _fill(connection_string, queue, count)
             for i in range(5):  # a request of its own each: every cold start posts (none is a duplicate)
                 await _fill(connection_string, f"cold-{i}", 1, first=10_000_000 + i)
             a = await bare(connection_string, "bare", count, concurrency)
+            a_post = await bare_with_posts(connection_string, "bare-post", count, concurrency, fast_url)
             b = await worker(worker_env(connection_string, "worker", fast_url, fast_db, concurrency), count)
             c = await worker(worker_env(connection_string, "slow-teams", slow_url, slow_db, 16), count)
             colds = [cold_start(worker_env(connection_string, f"cold-{i}", fast_url, cold_db, concurrency,
@@ -171,6 +202,8 @@ async def run(count: int, concurrency: int) -> dict[str, Any]:
         "a_bare_sdk_msgs_per_s": round(a, 1),
         "b_worker_msgs_per_s": round(b, 1),
         "b_over_a": round(b / a, 3),
+        "a_plus_post_msgs_per_s": round(a_post, 1),
+        "a_plus_post_over_a": round(a_post / a, 3),
         "c_worker_50ms_teams_c16_msgs_per_s": round(c, 1),
         "c_bound_msgs_per_s": bound,
         "c_fraction_of_bound": round(c / bound, 3),
