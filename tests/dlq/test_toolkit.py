@@ -252,3 +252,30 @@ def test_concurrent_lanes_conserve_and_settle_everything(cs: str) -> None:
     found = places(cs, "dedupe")
     assert not found["dlq"] and len(found["queue"]) == 240
     assert_conserved(expected, found)
+
+
+def test_a_short_page_leaves_nothing_locked(cs: str) -> None:
+    # The DLQ receiver's link credit is a whole page (prefetch = page - 1): a receive cut to --limit leaves credit
+    # over, the rest of the DLQ flows into the SDK's buffer under lock, and closing must release it. Otherwise those
+    # messages stay locked for the whole lock duration (30 s here) and a second run finds none of them.
+    dead_letter_all(cs, "orders", varied(40))
+    first = ops.requeue(ctx(cs, "orders"), Selection(limit=5), fast(), now())
+    assert first.clean and len(first.requeued) == 5
+    second = ops.requeue(ctx(cs, "orders"), Selection(), fast(), now())
+    assert second.clean and len(second.requeued) == 35
+    found = places(cs, "orders")
+    assert not found["dlq"] and len(found["queue"]) == 40
+
+
+def test_scan_handlers_skip_the_keep_alive_unless_paced() -> None:
+    # Without keep_alive=None every handler's close waits for a keep-alive task sleeping in 1 s steps; a scan paced
+    # by a rate limiter may idle long enough to need it.
+    from digest_worker.dlq import scan
+    from digest_worker.dlq.policy import RateLimiter
+
+    plain = bus.ActOptions()
+    assert scan.handler_options(plain) == {"keep_alive": None}
+    receiver = scan.receiver_options(plain)
+    assert receiver["keep_alive"] is None and receiver["prefetch_count"] == plain.receive_page - 1
+    paced = bus.ActOptions(limiter=RateLimiter(5))
+    assert "keep_alive" not in scan.handler_options(paced) and "keep_alive" not in scan.receiver_options(paced)
