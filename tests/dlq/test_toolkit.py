@@ -279,3 +279,36 @@ def test_scan_handlers_skip_the_keep_alive_unless_paced() -> None:
     assert receiver["keep_alive"] is None and receiver["prefetch_count"] == plain.receive_page - 1
     paced = bus.ActOptions(limiter=RateLimiter(5))
     assert "keep_alive" not in scan.handler_options(paced) and "keep_alive" not in scan.receiver_options(paced)
+
+
+def test_forked_lanes_share_the_limit_and_the_progress(cs: str) -> None:
+    # --parallel 3 runs each lane in a forked process: the acted count (--limit) and the progress count live in
+    # shared memory. Per-process counts would let every lane requeue up to the limit and report a third each.
+    expected = dead_letter_all(cs, "orders", varied(150))
+    counted: list[int] = []
+    context = ops.Context(bus.Endpoint(connection_string=cs), "orders", {}, counted.append)
+    limited = ops.requeue(context, Selection(limit=50), fast(lanes=3), now())
+    assert limited.clean and len(limited.requeued) == 50
+    assert sum(counted) >= 50  # every received page is counted, the held ones too
+    counted.clear()
+    rest = ops.requeue(context, Selection(), fast(lanes=3), now())
+    assert rest.clean and len(rest.requeued) == 100 and sum(counted) == 100
+    found = places(cs, "orders")
+    assert not found["dlq"] and len(found["queue"]) == 150
+    assert_conserved(expected, found)
+
+
+def test_forked_lanes_never_act_on_what_a_sibling_released(cs: str, sb: EmulatorServer) -> None:
+    # A batch whose send failed stays held by its lane until every lane has finished scanning (the barrier): released
+    # earlier, a sibling could receive it again and requeue it, and the report would say both "failed" and "requeued".
+    expected = dead_letter_all(cs, "orders", varied(200, big_every=7))
+    sb.fail_next_sends(1)
+    first = ops.requeue(ctx(cs, "orders", retries=0), Selection(), fast(lanes=2), now())
+    assert first.failed and not set(first.failed) & set(first.requeued)
+    assert len(first.requeued) + len(first.failed) == 200
+    assert_conserved(expected, places(cs, "orders"))
+    second = ops.requeue(ctx(cs, "orders"), Selection(), fast(lanes=2), now())
+    assert second.clean and sorted(second.requeued) == sorted(first.failed)
+    found = places(cs, "orders")
+    assert not found["dlq"]
+    assert_conserved(expected, found)
