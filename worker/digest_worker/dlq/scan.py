@@ -39,7 +39,7 @@ log = logging.getLogger("digest.dlq")
 
 LOCK_LOST = "lock lost after send (original not completed)"
 RECEIVER_SOCKET_TIMEOUT = 0.05
-LANE_POLL = 0.2
+LANE_POLL = 0.05
 """Seconds per empty receive of a lane among several (`_receive_among_lanes`)."""
 Item = tuple[ServiceBusReceivedMessage, DlqMessage, Act]
 
@@ -336,7 +336,7 @@ async def _scan(receiver: ServiceBusReceiver, senders: _Senders, scan: _Scan, ou
             options.on_progress(len(batch))
         if cycled:
             return
-        if not await _unseen_remain(receiver, scan):
+        if scan.tally.lanes == 1 and not await _unseen_remain(receiver, scan):
             return  # drained: no need to wait max_wait_time for an empty receive
 
 
@@ -344,10 +344,12 @@ async def _receive_among_lanes(receiver: ServiceBusReceiver, scan: _Scan,
                                want: int) -> list[ServiceBusReceivedMessage] | None:
     """A receive for one of several lanes; None when the scan is over for this lane.
 
-    A lane whose peek found messages beyond the highest sequence number seen may find them taken by a sibling whose
-    receive was still in flight at the peek: instead of one receive waiting the whole `max_wait_time` for them, it
-    receives in steps of `LANE_POLL` seconds and peeks again after each empty one (ending as soon as a sibling has
-    claimed them), until the DLQ has stayed empty for `max_wait_time`.
+    A lane ends only on an empty receive, never on a peek alone: messages the service already delivered on the
+    lane's left-over link credit wait in the SDK's buffer unclaimed, below the sequence numbers its siblings have
+    seen (a peek beyond the shared highest one misses them; they would be released at close, unprocessed). An empty
+    receive is followed by a peek beyond the highest sequence number any lane has seen: nothing there ends the lane;
+    something there (typically a sibling's receive still in flight) is polled for in steps of `LANE_POLL` seconds
+    until a sibling claims it or the DLQ has stayed empty for `max_wait_time`.
     """
     wait = scan.options.max_wait_time
     deadline = time.monotonic() + wait
