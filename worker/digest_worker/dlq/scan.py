@@ -38,7 +38,7 @@ from digest_worker.dlq.report import Outcome
 log = logging.getLogger("digest.dlq")
 
 LOCK_LOST = "lock lost after send (original not completed)"
-RECEIVER_SOCKET_TIMEOUT = 0.05
+RECEIVER_SOCKET_TIMEOUT = 0.02
 LANE_POLL = 0.05
 """Seconds per empty receive of a lane among several (`_receive_among_lanes`)."""
 Item = tuple[ServiceBusReceivedMessage, DlqMessage, Act]
@@ -172,7 +172,7 @@ def receiver_options(options: ActOptions) -> dict[str, Any]:
     2.7 s). With prefetch 0 the SDK would start its keep-alive task regardless of `keep_alive`. Messages that
     still arrive on left-over credit (the last, short page; a receive cut to `stop_after`) wait in the SDK's buffer
     for the next receive, or are released when the receiver closes. That close drains the link until two reads of
-    `socket_timeout` stay empty: 0.4 s with the SDK's 0.2 s default, 0.1 s with `RECEIVER_SOCKET_TIMEOUT` (a read
+    `socket_timeout` stay empty: 0.4 s with the SDK's 0.2 s default, 0.04 s with `RECEIVER_SOCKET_TIMEOUT` (a read
     cut by it resumes where it stopped; nothing is lost).
     """
     return {**handler_options(options), "prefetch_count": max(0, options.receive_page - 1),
