@@ -6,9 +6,11 @@ emulator with the same messages, (b) with the toolkit (`ops.requeue`, what `dige
 Prints messages per second of each, the ratio b/a (goal >= 3) and verifies that both lost 0 and duplicated 0
 messages (by message id and body hash).
 The emulator runs as a `digestctl emulator` process (one per method), so client and server do not share an
-interpreter.
+interpreter. The toolkit runs with the CLI's default lanes (`--parallel`: 2 forked lanes where two CPUs are usable);
+its run is CPU-bound and the naive one is not, so other load on the machine lowers the ratio: run it several times
+and compare within a run (results and the time split: docs/dlq.md, "Benchmark").
 
-    uv run python -m bench.dlq_requeue [--messages 5000] [--seed 7] [--lanes 1]
+    uv run python -m bench.dlq_requeue [--messages 5000] [--seed 7] [--lanes N]
 """
 
 from __future__ import annotations
