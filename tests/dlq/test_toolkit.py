@@ -252,3 +252,63 @@ def test_concurrent_lanes_conserve_and_settle_everything(cs: str) -> None:
     found = places(cs, "dedupe")
     assert not found["dlq"] and len(found["queue"]) == 240
     assert_conserved(expected, found)
+
+
+def test_a_short_page_leaves_nothing_locked(cs: str) -> None:
+    # The DLQ receiver's link credit is a whole page (prefetch = page - 1): a receive cut to --limit leaves credit
+    # over, the rest of the DLQ flows into the SDK's buffer under lock, and closing must release it. Otherwise those
+    # messages stay locked for the whole lock duration (30 s here) and a second run finds none of them.
+    dead_letter_all(cs, "orders", varied(40))
+    first = ops.requeue(ctx(cs, "orders"), Selection(limit=5), fast(), now())
+    assert first.clean and len(first.requeued) == 5
+    second = ops.requeue(ctx(cs, "orders"), Selection(), fast(), now())
+    assert second.clean and len(second.requeued) == 35
+    found = places(cs, "orders")
+    assert not found["dlq"] and len(found["queue"]) == 40
+
+
+def test_scan_handlers_skip_the_keep_alive_unless_paced() -> None:
+    # Without keep_alive=None every handler's close waits for a keep-alive task sleeping in 1 s steps; a scan paced
+    # by a rate limiter may idle long enough to need it.
+    from digest_worker.dlq import scan
+    from digest_worker.dlq.policy import RateLimiter
+
+    plain = bus.ActOptions()
+    assert scan.handler_options(plain) == {"keep_alive": None}
+    receiver = scan.receiver_options(plain)
+    assert receiver["keep_alive"] is None and receiver["prefetch_count"] == plain.receive_page - 1
+    paced = bus.ActOptions(limiter=RateLimiter(5))
+    assert "keep_alive" not in scan.handler_options(paced) and "keep_alive" not in scan.receiver_options(paced)
+
+
+def test_forked_lanes_share_the_limit_and_the_progress(cs: str) -> None:
+    # --parallel 3 runs each lane in a forked process: the acted count (--limit) and the progress count live in
+    # shared memory. Per-process counts would let every lane requeue up to the limit and report a third each.
+    expected = dead_letter_all(cs, "orders", varied(150))
+    counted: list[int] = []
+    context = ops.Context(bus.Endpoint(connection_string=cs), "orders", {}, counted.append)
+    limited = ops.requeue(context, Selection(limit=50), fast(lanes=3), now())
+    assert limited.clean and len(limited.requeued) == 50
+    assert sum(counted) >= 50  # every received page is counted, the held ones too
+    counted.clear()
+    rest = ops.requeue(context, Selection(), fast(lanes=3), now())
+    assert rest.clean and len(rest.requeued) == 100 and sum(counted) == 100
+    found = places(cs, "orders")
+    assert not found["dlq"] and len(found["queue"]) == 150
+    assert_conserved(expected, found)
+
+
+def test_forked_lanes_never_act_on_what_a_sibling_released(cs: str, sb: EmulatorServer) -> None:
+    # A batch whose send failed stays held by its lane until every lane has finished scanning (the barrier): released
+    # earlier, a sibling could receive it again and requeue it, and the report would say both "failed" and "requeued".
+    expected = dead_letter_all(cs, "orders", varied(200, big_every=7))
+    sb.fail_next_sends(1)
+    first = ops.requeue(ctx(cs, "orders", retries=0), Selection(), fast(lanes=2), now())
+    assert first.failed and not set(first.failed) & set(first.requeued)
+    assert len(first.requeued) + len(first.failed) == 200
+    assert_conserved(expected, places(cs, "orders"))
+    second = ops.requeue(ctx(cs, "orders"), Selection(), fast(lanes=2), now())
+    assert second.clean and sorted(second.requeued) == sorted(first.failed)
+    found = places(cs, "orders")
+    assert not found["dlq"]
+    assert_conserved(expected, found)

@@ -427,10 +427,12 @@ def _writable(path: Path) -> IO[str]:
 
 
 def _requeue_options(kw: dict[str, Any]) -> Any:
+    from digest_worker.dlq.lanes import auto_count
     from digest_worker.dlq.ops import RequeueOptions
 
     return RequeueOptions(to=kw.get("to"), id_mode=kw["message_ids_mode"], park_queue=kw.get("park_queue"),
-                          max_batch_bytes=kw.get("max_batch_bytes"), rate=kw.get("rate"), lanes=kw["parallel"],
+                          max_batch_bytes=kw.get("max_batch_bytes"), rate=kw.get("rate"),
+                          lanes=kw.get("parallel") or auto_count(),
                           max_wait=kw["max_wait"])
 
 
@@ -444,9 +446,9 @@ def send_options(fn: F) -> F:
         click.option("--max-batch-bytes", type=click.IntRange(1024),
                      help="Byte limit of one send batch (default and cap: what the link allows, 256 KB on "
                           "Standard, 1 MB on Premium)."),
-        click.option("--parallel", type=click.IntRange(1, 16), default=1, show_default=True,
-                     help="Concurrent lock-scans, each on its own connection (one scan already settles its "
-                          "completes concurrently; more help only when round trips, not CPU, dominate)."),
+        click.option("--parallel", type=click.IntRange(1, 16), default=None,
+                     help="Lanes: concurrent lock-scans, each in its own process (forked; on its own connection). "
+                          "One lane is bound by one CPU. Default: 2 where two CPUs are usable, else 1."),
         click.option("--rate", type=click.FloatRange(0.1), help="At most this many messages per second."),
         click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (required on a non-TTY)."),
     ]

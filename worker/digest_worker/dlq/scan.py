@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -26,22 +28,41 @@ from azure.servicebus.exceptions import (
     ServiceBusError,
 )
 
+from digest_worker.dlq import lanes
 from digest_worker.dlq.batching import pack
 from digest_worker.dlq.bus import LOCK_SAFETY_SECONDS, Act, ActOptions, Chooser, Endpoint, from_received, to_amqp
 from digest_worker.dlq.message import DlqMessage
+from digest_worker.dlq.policy import RateLimiter
 from digest_worker.dlq.report import Outcome
 
 log = logging.getLogger("digest.dlq")
 
 LOCK_LOST = "lock lost after send (original not completed)"
+RECEIVER_SOCKET_TIMEOUT = 0.02
+LANE_POLL = 0.05
+"""Seconds per empty receive of a lane among several (`_receive_among_lanes`)."""
 Item = tuple[ServiceBusReceivedMessage, DlqMessage, Act]
 
 
 def run(endpoint: Endpoint, client_options: dict[str, Any], queue: str, choose: Chooser,
         options: ActOptions) -> Outcome:
-    """`act` from synchronous code (the CLI, the monitor job), on uvloop where it is installed."""
+    """`act` from synchronous code (the CLI, the monitor job), on uvloop where it is installed; with more than one
+    lane, each lane in a forked process where the platform can fork (`lanes`)."""
+    if options.lanes > 1 and lanes.can_fork():
+        def body(tally: lanes.SharedTally) -> Outcome:
+            lane_options = dataclasses.replace(options, on_progress=tally.progress, limiter=_lane_limiter(options))
+            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                return runner.run(_lane(endpoint, client_options, queue, _Scan(choose, lane_options, tally)))
+
+        return merge(lanes.run_forked(options.lanes, body, options.on_progress))
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(act(endpoint, client_options, queue, choose, options))
+
+
+def _lane_limiter(options: ActOptions) -> RateLimiter | None:
+    """Each of N forked lanes gets 1/N of the rate (lanes on one loop share one limiter)."""
+    limiter = options.limiter
+    return None if limiter is None else RateLimiter(limiter.rate / max(1, options.lanes))
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -71,18 +92,21 @@ async def aio_client(endpoint: Endpoint, **kwargs: Any) -> AsyncIterator[Service
 
 
 class _Scan:
-    """What the lanes of one scan share: the sequence numbers seen, the acted count, the chooser. The lanes are
-    coroutines on one loop and `claim` does not await, so no lock is needed."""
+    """What the lanes of one scan share: the sequence numbers seen (per process), the tally (highest sequence number
+    seen, acted count: shared memory across forked lanes), the chooser."""
 
-    def __init__(self, choose: Chooser, options: ActOptions) -> None:
+    def __init__(self, choose: Chooser, options: ActOptions, tally: lanes.Tally | None = None) -> None:
         self._choose = choose
         self.options = options
-        self.acted = 0
-        self.max_seen = 0
+        self.tally = tally or lanes.Tally(max(1, options.lanes))
+
+    @property
+    def max_seen(self) -> int:
+        return self.tally.max_seen
 
     def remaining(self) -> int | None:
         stop = self.options.stop_after
-        return None if stop is None else max(stop - self.acted, 0)
+        return None if stop is None else max(stop - self.tally.acted, 0)
 
     def claim(self, received: ServiceBusReceivedMessage) -> tuple[DlqMessage | None, Act | None]:
         """(message, decision); message None when this sequence number was already seen (the scan has cycled)."""
@@ -90,11 +114,11 @@ class _Scan:
         if seq in self.options.seen:
             return None, None
         self.options.seen.add(seq)
-        self.max_seen = max(self.max_seen, seq)
+        self.tally.see(seq)
         message = from_received(received)
         decision = None if self.remaining() == 0 else self._choose(message)
-        if decision is not None:
-            self.acted += 1
+        if decision is not None and not self.tally.act(self.options.stop_after):
+            decision = None  # a sibling lane took the last of `stop_after` meanwhile
         return message, decision
 
 
@@ -109,8 +133,12 @@ async def act(endpoint: Endpoint, client_options: dict[str, Any], queue: str, ch
     sequence number that another consumer holds are not waited for.
     """
     scan = _Scan(choose, options)
-    outcomes = await asyncio.gather(*(_lane(endpoint, client_options, queue, scan)
-                                      for _ in range(max(1, options.lanes))))
+    return merge(await asyncio.gather(*(_lane(endpoint, client_options, queue, scan)
+                                        for _ in range(max(1, options.lanes)))))
+
+
+def merge(outcomes: Sequence[Outcome]) -> Outcome:
+    """One outcome of the lanes' outcomes."""
     if len(outcomes) == 1:
         return outcomes[0]
     merged = Outcome()
@@ -125,9 +153,36 @@ async def act(endpoint: Endpoint, client_options: dict[str, Any], queue: str, ch
     return merged
 
 
+def handler_options(options: ActOptions) -> dict[str, Any]:
+    """Keyword arguments for every handler of a scan.
+
+    `keep_alive=None` (a configuration keyword the SDK reads from every handler's kwargs, not in its docstrings):
+    without it each handler runs a keep-alive task that sleeps in 1 s steps and `close` waits for it, so every run
+    ended on the next whole second after its open (0.5 s lost on average). A scan is never idle long enough to need
+    it (the service drops a connection after 240 s idle), except one paced by a rate limiter, which keeps it.
+    """
+    return {} if options.limiter is not None else {"keep_alive": None}
+
+
+def receiver_options(options: ActOptions) -> dict[str, Any]:
+    """The DLQ receiver: `handler_options`, and a prefetch of one page less one, so that its link credit is exactly
+    one page. A receive of a full page then uses up the credit, the SDK issues new credit only inside the next
+    receive, and no transfer arrives while the page's completes are in flight (with more credit, transfers
+    arriving under pending completes stalled: prefetch 100 with 100-message receives took 13.9 s instead of
+    2.7 s). With prefetch 0 the SDK would start its keep-alive task regardless of `keep_alive`. Messages that
+    still arrive on left-over credit (the last, short page; a receive cut to `stop_after`) wait in the SDK's buffer
+    for the next receive, or are released when the receiver closes. That close drains the link until two reads of
+    `socket_timeout` stay empty: 0.4 s with the SDK's 0.2 s default, 0.04 s with `RECEIVER_SOCKET_TIMEOUT` (a read
+    cut by it resumes where it stopped; nothing is lost).
+    """
+    return {**handler_options(options), "prefetch_count": max(0, options.receive_page - 1),
+            "socket_timeout": RECEIVER_SOCKET_TIMEOUT}
+
+
 class _Senders:
-    def __init__(self, client: ServiceBusClient) -> None:
+    def __init__(self, client: ServiceBusClient, options: dict[str, Any]) -> None:
         self._client = client
+        self._options = options
         self._senders: dict[str, ServiceBusSender] = {}
         self._limits: dict[str, int] = {}
 
@@ -140,7 +195,7 @@ class _Senders:
 
     def get(self, queue: str) -> ServiceBusSender:
         if queue not in self._senders:
-            self._senders[queue] = self._client.get_queue_sender(queue)
+            self._senders[queue] = self._client.get_queue_sender(queue, **self._options)
         return self._senders[queue]
 
     async def batch(self, queue: str, options: ActOptions) -> ServiceBusMessageBatch:
@@ -197,8 +252,9 @@ async def _lane(endpoint: Endpoint, client_options: dict[str, Any], queue: str, 
     options = scan.options
     try:
         async with aio_client(endpoint, **client_options) as client:
-            senders = _Senders(client)
-            receiver = client.get_queue_receiver(queue, sub_queue=ServiceBusSubQueue.DEAD_LETTER, prefetch_count=0)
+            senders = _Senders(client, handler_options(options))
+            receiver = client.get_queue_receiver(queue, sub_queue=ServiceBusSubQueue.DEAD_LETTER,
+                                                 **receiver_options(options))
             try:
                 # Each handler's open is ~10 SDK polling steps of 50 ms: open the receiver and the expected
                 # targets' senders at once.
@@ -208,9 +264,11 @@ async def _lane(endpoint: Endpoint, client_options: dict[str, Any], queue: str, 
                     await _scan(receiver, senders, scan, outcome, held, settler)
                 finally:
                     await settler.flush()  # what was sent before a failure is still completed
+                await scan.tally.scanned(functools.partial(_renew_if_due, receiver, held, options))
                 await _release(receiver, held, options.settle_concurrency)
             finally:
-                # closing waits for each handler's keep-alive task (it sleeps in 1 s steps): close them at once
+                # close them at once (each close is a few round trips; a rate-limited scan's also waits for its
+                # handlers' keep-alive tasks, which sleep in 1 s steps)
                 closed = await asyncio.gather(receiver.close(), senders.close(), return_exceptions=True)
                 for result in closed:
                     if isinstance(result, BaseException):
@@ -249,9 +307,15 @@ async def _scan(receiver: ServiceBusReceiver, senders: _Senders, scan: _Scan, ou
             return
         await _renew_if_due(receiver, held, options)
         want = options.receive_page if remaining is None else max(1, min(options.receive_page, remaining))
-        batch = await receiver.receive_messages(max_message_count=want, max_wait_time=options.max_wait_time)
-        if not batch:
-            return
+        if scan.tally.lanes == 1:
+            batch = await receiver.receive_messages(max_message_count=want, max_wait_time=options.max_wait_time)
+            if not batch:
+                return
+        else:
+            polled = await _receive_among_lanes(receiver, scan, want)
+            if polled is None:
+                return
+            batch = polled
         todo: list[Item] = []
         cycled = False
         for received in batch:
@@ -272,8 +336,30 @@ async def _scan(receiver: ServiceBusReceiver, senders: _Senders, scan: _Scan, ou
             options.on_progress(len(batch))
         if cycled:
             return
-        if not await _unseen_remain(receiver, scan):
+        if scan.tally.lanes == 1 and not await _unseen_remain(receiver, scan):
             return  # drained: no need to wait max_wait_time for an empty receive
+
+
+async def _receive_among_lanes(receiver: ServiceBusReceiver, scan: _Scan,
+                               want: int) -> list[ServiceBusReceivedMessage] | None:
+    """A receive for one of several lanes; None when the scan is over for this lane.
+
+    A lane ends only on an empty receive, never on a peek alone: messages the service already delivered on the
+    lane's left-over link credit wait in the SDK's buffer unclaimed, below the sequence numbers its siblings have
+    seen (a peek beyond the shared highest one misses them; they would be released at close, unprocessed). An empty
+    receive is followed by a peek beyond the highest sequence number any lane has seen: nothing there ends the lane;
+    something there (typically a sibling's receive still in flight) is polled for in steps of `LANE_POLL` seconds
+    until a sibling claims it or the DLQ has stayed empty for `max_wait_time`.
+    """
+    wait = scan.options.max_wait_time
+    deadline = time.monotonic() + wait
+    while True:
+        step = max(0.01, min(LANE_POLL, deadline - time.monotonic()))
+        batch = await receiver.receive_messages(max_message_count=want, max_wait_time=step)
+        if batch:
+            return batch
+        if time.monotonic() >= deadline or not await _unseen_remain(receiver, scan):
+            return None
 
 
 async def _unseen_remain(receiver: ServiceBusReceiver, scan: _Scan) -> bool:
