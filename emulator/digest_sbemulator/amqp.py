@@ -277,6 +277,34 @@ for _code, _size in _DECIMALS.items():
     _DECODERS[_code] = _decimal(_code, _size)
 
 
+_FIXED_WIDTH = {0x4: 0, 0x5: 1, 0x6: 2, 0x7: 4, 0x8: 8, 0x9: 16}
+"""Constructor subcategory (high nibble) → width of a fixed-width value; 0xA-0xF have a size field of 1 or 4 bytes."""
+
+
+def value_end(buf: bytes, pos: int = 0) -> int:
+    """Where the value starting at `pos` ends, found from its constructor and size fields without decoding it (how a
+    broker steps over bodies it only stores)."""
+    try:
+        code = buf[pos]
+        if code == 0x00:
+            return value_end(buf, value_end(buf, pos + 1))
+        if _DECODERS[code] is None:
+            raise DecodeError(f"unknown constructor {code:#x} at byte {pos}")
+        category = code >> 4
+        width = _FIXED_WIDTH.get(category)
+        if width is not None:
+            end = pos + 1 + width
+        elif category in (0xA, 0xC, 0xE):
+            end = pos + 2 + buf[pos + 1]
+        else:
+            end = pos + 5 + _u32(buf, pos + 1)[0]
+    except (IndexError, struct.error):
+        raise DecodeError(f"truncated value at byte {pos}") from None
+    if end > len(buf):
+        raise DecodeError(f"truncated value at byte {pos}")
+    return end
+
+
 def decode_value(buf: bytes, pos: int = 0) -> tuple[Any, int]:
     """One value starting at `pos`; returns it and the position after it."""
     try:

@@ -6,6 +6,7 @@ properties, body sections, footer), so typed ids, several data sections, VALUE a
 
 from __future__ import annotations
 
+import itertools
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,47 +61,70 @@ class Sections:
         return None
 
 
-def raw_sections(raw: bytes) -> list[tuple[int, Any, bytes]]:
-    """(descriptor code, decoded value, encoded bytes) of each section, in order."""
-    result: list[tuple[int, Any, bytes]] = []
+_DECODED = frozenset({HEADER, DELIVERY_ANNOTATIONS, MESSAGE_ANNOTATIONS, PROPERTIES})
+"""What a lazy `split` decodes: everything else is only located."""
+
+
+def raw_sections(raw: bytes, decode: frozenset[int] | None = None) -> list[tuple[int, Any, int, int]]:
+    """(descriptor code, decoded value, start, end) of each section, in order; the sections whose codes are not
+    in `decode` (default: all) are only located, their value None."""
+    result: list[tuple[int, Any, int, int]] = []
     offset = 0
     while offset < len(raw):
         try:
-            value, end = amqp.decode_value(raw, offset)
+            if raw[offset] != 0x00:
+                raise CodecError(f"a message section must be a described type (byte {offset})")
+            descriptor, body = amqp.decode_value(raw, offset + 1)
+            if not isinstance(descriptor, int) or int(descriptor) not in _SECTION_CODES:
+                raise CodecError(f"unknown section descriptor {descriptor!r}")
+            code = int(descriptor)
+            if decode is None or code in decode:
+                value, end = amqp.decode_value(raw, body)
+            else:
+                value, end = None, amqp.value_end(raw, body)
         except amqp.DecodeError as exc:
             raise CodecError(f"undecodable section at byte {offset}: {exc}") from None
-        if not isinstance(value, Described) or not isinstance(value.descriptor, int):
-            raise CodecError(f"a message section must be a described type (byte {offset})")
-        code = int(value.descriptor)
-        if code not in _SECTION_CODES:
-            raise CodecError(f"unknown section descriptor {code:#x}")
-        result.append((code, value.value, raw[offset:end]))
+        result.append((code, value, offset, end))
         offset = end
     return result
 
 
-def split(raw: bytes) -> Sections:
-    """Decode the sections of one encoded message."""
+def _binary(raw: bytes, start: int, end: int) -> bytes:
+    """The content of the data section `raw[start:end]` (a described binary), sliced out without decoding."""
+    at = amqp.value_end(raw, start + 1)  # past the descriptor
+    if raw[at] == 0xA0:
+        return raw[at + 2:end]
+    if raw[at] == 0xB0:
+        return raw[at + 5:end]
+    raise CodecError(f"a data section must hold binary (byte {start})")
+
+
+def split(raw: bytes, *, lazy: bool = False) -> Sections:
+    """The sections of one encoded message. `lazy`: application properties and body values are not decoded (a
+    queue stores them as they are; data sections are still sliced out, a batch's messages are its data sections)."""
     sections = Sections()
-    bare: list[bytes] = []
-    for code, value, blob in raw_sections(raw):
+    bare: list[tuple[int, int]] = []
+    for code, value, start, end in raw_sections(raw, _DECODED if lazy else None):
         if code >= PROPERTIES:
-            bare.append(blob)
+            bare.append((start, end))
         if code == HEADER:
             sections.header = list(value or [])
         elif code == MESSAGE_ANNOTATIONS:
             sections.message_annotations = dict(value or {})
         elif code == PROPERTIES:
             sections.properties = list(value or [])
-        elif code == APPLICATION_PROPERTIES:
-            sections.application_properties = dict(value or {})
+        elif code == APPLICATION_PROPERTIES and value is not None:
+            sections.application_properties = dict(value)
         elif code in (DATA, SEQUENCE, VALUE):
             sections.body_codes.append(code)
             if code == DATA:
-                sections.data_sections.append(bytes(value))
+                sections.data_sections.append(bytes(value) if value is not None else _binary(raw, start, end))
             elif code == VALUE:
                 sections.body_value = value
-    sections.bare = b"".join(bare)
+    if bare and bare[-1][1] == len(raw) and all(a[1] == b[0] for a, b in itertools.pairwise(bare)):
+        sections.bare = raw[bare[0][0]:]  # the usual case: one slice
+    else:
+        sections.bare = b"".join(raw[start:end] for start, end in bare)
     return sections
 
 
@@ -209,7 +233,8 @@ def with_application_properties(bare: bytes, application_properties: dict[str, A
     merged: dict[Any, Any] = dict(application_properties)
     out: list[bytes] = []
     inserted = False
-    for code, value, blob in raw_sections(bare):
+    for code, value, start, end in raw_sections(bare, frozenset({APPLICATION_PROPERTIES})):
+        blob = bare[start:end]
         if code == APPLICATION_PROPERTIES:
             merged = {**dict(value or {}), **application_properties}
             continue

@@ -116,8 +116,8 @@ class Broker:
 
     def _send_to_queue(self, queue: Queue | None, message_format: int, raw: bytes) -> None:
         assert queue is not None
-        sections = codec.split(raw)
-        parts = [codec.split(blob) for blob in codec.unpack_batch(sections)] \
+        sections = codec.split(raw, lazy=True)
+        parts = [codec.split(blob, lazy=True) for blob in codec.unpack_batch(sections)] \
             if message_format == codec.BATCH_MESSAGE_FORMAT else [sections]
         now = self.clock()
         for part in parts:
@@ -258,7 +258,7 @@ class Broker:
         link.connection.reply(link, str(request.reply_to or ""), reply)
 
     def _schedule(self, queue: Queue, blob: bytes, now: float) -> int:
-        message = _stored(codec.split(blob))
+        message = _stored(codec.split(blob, lazy=True))
         at = message.annotations.get("x-opt-scheduled-enqueue-time")
         return queue.schedule(message, _seconds(at) if at is not None else now, now)
 

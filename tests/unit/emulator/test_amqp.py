@@ -41,6 +41,14 @@ VALUES: list[Any] = [
 
 
 @pytest.mark.parametrize("value", VALUES, ids=lambda v: f"{type(v).__name__}")
+def test_value_end_steps_over_a_value_exactly_where_decoding_ends(value: Any) -> None:
+    encoded = amqp.encode(value) + b"\x40"  # something after it
+    assert amqp.value_end(encoded, 0) == amqp.decode_value(encoded, 0)[1] == len(encoded) - 1
+    with pytest.raises(amqp.DecodeError):
+        amqp.value_end(encoded[:-2], 0) if len(encoded) > 2 else amqp.value_end(b"\xa1\x05ab", 0)
+
+
+@pytest.mark.parametrize("value", VALUES, ids=lambda v: f"{type(v).__name__}")
 def test_values_round_trip_with_their_amqp_type(value: Any) -> None:
     encoded = amqp.encode(value)
     decoded, end = amqp.decode_value(encoded)

@@ -111,3 +111,31 @@ def test_lock_keys_tags_and_tokens_agree_with_what_the_sdk_reads() -> None:
     token = queue.lock_token(key)
     assert uuid.UUID(bytes_le=queue.lock_tag(key)) == token  # the SDK's lock token of a delivery with that tag
     assert queue.lock_key(token) == key  # what comes back in management requests names the same lock
+
+
+@pytest.mark.parametrize("message", [
+    ServiceBusMessage(b"x" * 70_000, message_id="big", application_properties={"k": "v"},
+                      time_to_live=datetime.timedelta(seconds=9), partition_key="p"),
+    AmqpAnnotatedMessage(data_body=[b"one", b"two"], properties={"message_id": "d"}),
+    AmqpAnnotatedMessage(value_body={"k": [1, 2.5, "three"]}, application_properties={"a": 1}),
+    AmqpAnnotatedMessage(sequence_body=[[1, "a"]], footer={"f": "x"}),
+], ids=["data-32", "data-several", "value", "sequence-footer"])
+def test_a_lazy_split_locates_what_it_does_not_decode(message: ServiceBusMessage | AmqpAnnotatedMessage) -> None:
+    raw = _sdk_encode(message)
+    full, lazy = codec.split(raw), codec.split(raw, lazy=True)
+    assert (lazy.header, lazy.message_annotations, lazy.properties, lazy.body_codes, lazy.data_sections, lazy.bare) \
+        == (full.header, full.message_annotations, full.properties, full.body_codes, full.data_sections, full.bare)
+    assert lazy.application_properties == {} and lazy.body_value is None  # not decoded: stored as they are
+
+
+def test_a_lazy_split_unpacks_batches_and_still_refuses_garbage() -> None:
+    batch = ServiceBusMessageBatch(max_size_in_bytes=1024 * 1024, amqp_transport=PyamqpTransport)
+    for i in range(3):
+        batch.add_message(ServiceBusMessage(b"y" * (100 * i), message_id=f"id-{i}"))
+    out = bytearray()
+    encode_payload(out, batch._message)
+    parts = codec.unpack_batch(codec.split(bytes(out), lazy=True))
+    assert [codec.split(p, lazy=True).message_id for p in parts] == ["id-0", "id-1", "id-2"]
+    for garbage in (b"\x00\x53\x77\xff\xff", b"\x00\x53\x75\xb0\x00\x00\x01\x00ab", b"\x41"):
+        with pytest.raises(codec.CodecError):
+            codec.split(garbage, lazy=True)
