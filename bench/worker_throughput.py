@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,10 +68,12 @@ async def _fill(connection_string: str, queue: str, count: int, first: int = 0) 
             await sender.send_messages(batch)
 
 
-async def bare(connection_string: str, queue: str, count: int, concurrency: int) -> float:
+async def bare(connection_string: str, queue: str, count: int, concurrency: int,
+               before_completing: Callable[[list[Any]], Awaitable[Any]] | None = None) -> float:
     """(a): receive up to `concurrency`, complete them one after the other, repeat (the baseline the issue's
     numbers were measured against; completing a batch with `asyncio.gather` between receive calls is faster still on
-    the emulator, settling while a receive call is pending ~20x slower: see digest_worker.link)."""
+    the emulator, settling while a receive call is pending ~20x slower: see digest_worker.link).
+    `before_completing` is awaited with each received batch first ((a+))."""
     async with ServiceBusClient.from_connection_string(connection_string) as client, \
             client.get_queue_receiver(queue) as receiver:
         done = 0
@@ -79,6 +82,8 @@ async def bare(connection_string: str, queue: str, count: int, concurrency: int)
             messages = await receiver.receive_messages(max_message_count=concurrency, max_wait_time=5)
             if not messages:
                 break
+            if before_completing is not None:
+                await before_completing(messages)
             for message in messages:
                 await receiver.complete_message(message)
             done += len(messages)
@@ -90,8 +95,7 @@ async def bare_with_posts(connection_string: str, queue: str, count: int, concur
     posts of a batch concurrent. No ledger, no parsing, no Bot Framework: what a loop that posts once per message
     pays on top of (a) on this machine, a reference for b/a."""
     url = f"{connector.rstrip('/')}/v3/conversations/{CONVERSATION}/activities"
-    async with ServiceBusClient.from_connection_string(connection_string) as client, \
-            client.get_queue_receiver(queue) as receiver, aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession() as session:
 
         async def post(body: bytes) -> None:
             activity = b'{"type": "message", "text": %s}' % json.dumps(body.decode()).encode()
@@ -99,17 +103,10 @@ async def bare_with_posts(connection_string: str, queue: str, count: int, concur
                 await response.read()
                 response.raise_for_status()
 
-        done = 0
-        started = time.perf_counter()
-        while done < count:
-            messages = await receiver.receive_messages(max_message_count=concurrency, max_wait_time=5)
-            if not messages:
-                break
+        async def post_all(messages: list[Any]) -> None:
             await asyncio.gather(*(post(b"".join(message.body)) for message in messages))
-            for message in messages:
-                await receiver.complete_message(message)
-            done += len(messages)
-        return done / (time.perf_counter() - started)
+
+        return await bare(connection_string, queue, count, concurrency, post_all)
 
 
 def worker_env(connection_string: str, queue: str, connector: str, database: Path, concurrency: int,

@@ -7,7 +7,6 @@ import asyncio
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,16 +17,6 @@ from digest_worker.db.sqlite_ledger import CONVERSIONS, SqliteLedger, Statement
 from digest_worker.db.statements import GENERATED, SQLITE, compile_sqlite, generated_source
 from digest_worker.db.store import Store, sqlite_file
 from digest_worker.db.tables import digest_requests
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = Store.open(f"sqlite+aiosqlite:///{tmp_path}/ledger.db")
-    await s.upgrade()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 def _visible(path: Path, request_id: str) -> str | None:

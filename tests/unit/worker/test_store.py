@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,16 +13,6 @@ from digest_worker.db import migrate
 from digest_worker.db.store import Store, StoredReference, classify
 from digest_worker.failures import Category, FailureError
 from digest_worker.imports import ImportError_, parse_items, parse_references
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = Store.open(f"sqlite+aiosqlite:///{tmp_path}/ledger.db")
-    await s.upgrade()
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 def test_head_constant_matches_alembic() -> None:
