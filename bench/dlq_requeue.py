@@ -26,6 +26,7 @@ from typing import Any
 
 from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusSubQueue
 
+from bench.report import print_result
 from digest_worker.dlq import bus, ops
 from digest_worker.dlq.lanes import auto_count
 from digest_worker.dlq.select import Selection
@@ -151,9 +152,7 @@ def main() -> None:
                         help="the toolkit's lanes (--parallel; default: the CLI's, %(default)s here)")
     parsed = parser.parse_args()
     result = run(parsed.messages, parsed.seed, parsed.lanes)
-    width = max(map(len, result))
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
+    print_result(result)
     if any(result[k] for k in result if k.endswith(("_lost", "_duplicated", "_body_changed"))):
         sys.exit(1)
 

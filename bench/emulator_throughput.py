@@ -17,7 +17,6 @@ broker's own share.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
@@ -25,21 +24,8 @@ from pathlib import Path
 
 from azure.servicebus import ServiceBusClient, ServiceBusMessage
 
+from bench.report import cpu_seconds, memory_mib, print_result
 from tests.support.kubeconfig import free_port
-
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
-
-
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _phases(command: list[str], messages: int, prefetch: int) -> dict[str, float]:
@@ -53,17 +39,17 @@ def _phases(command: list[str], messages: int, prefetch: int) -> dict[str, float
         with ServiceBusClient.from_connection_string(connection_string) as client:
             with client.get_queue_sender("bench") as sender:
                 sender.send_messages(ServiceBusMessage("warm-up"))
-                cpu_server, cpu_client, started = _cpu_seconds(server.pid), time.process_time(), time.perf_counter()
+                cpu_server, cpu_client, started = cpu_seconds(server.pid), time.process_time(), time.perf_counter()
                 for _ in range(messages // 100):
                     batch = sender.create_message_batch()
                     for _ in range(100):
                         batch.add_message(ServiceBusMessage(body))
                     sender.send_messages(batch)
                 send_wall = time.perf_counter() - started
-                send_server, send_client = _cpu_seconds(server.pid) - cpu_server, time.process_time() - cpu_client
-            rss_after_send = _rss_mib(server.pid)
+                send_server, send_client = cpu_seconds(server.pid) - cpu_server, time.process_time() - cpu_client
+            rss_after_send = memory_mib(server.pid)
             with client.get_queue_receiver("bench", prefetch_count=prefetch, max_wait_time=5) as receiver:
-                cpu_server, cpu_client, started = _cpu_seconds(server.pid), time.process_time(), time.perf_counter()
+                cpu_server, cpu_client, started = cpu_seconds(server.pid), time.process_time(), time.perf_counter()
                 received = 0
                 while received < messages + 1:
                     # ask for what is left: with prefetch the SDK waits max_wait_time for a batch it cannot fill
@@ -75,8 +61,8 @@ def _phases(command: list[str], messages: int, prefetch: int) -> dict[str, float
                         receiver.complete_message(message)
                     received += len(batch_got)
                 receive_wall = time.perf_counter() - started
-                recv_server, recv_client = _cpu_seconds(server.pid) - cpu_server, time.process_time() - cpu_client
-        rss_end = _rss_mib(server.pid)
+                recv_server, recv_client = cpu_seconds(server.pid) - cpu_server, time.process_time() - cpu_client
+        rss_end = memory_mib(server.pid)
     finally:
         server.terminate()
         server.wait(timeout=20)
@@ -138,7 +124,7 @@ def steady(messages: int, window: int = 1000) -> dict[str, float]:
                         got += 1
                 done += window
                 if done % (messages // 10) == 0:
-                    samples.append(_rss_mib(server.pid))
+                    samples.append(memory_mib(server.pid))
     finally:
         server.terminate()
         server.wait(timeout=20)
@@ -155,9 +141,7 @@ def main() -> None:
                         help="instead: stream N messages through in windows of 1,000 and report the server's RSS")
     args = parser.parse_args()
     result = steady(args.steady) if args.steady else run(args.messages, args.prefetch)
-    width = max(map(len, result))
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
+    print_result(result)
 
 
 if __name__ == "__main__":

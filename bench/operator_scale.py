@@ -27,6 +27,7 @@ from typing import Any
 
 import aiohttp
 
+from bench.report import memory_mib, print_result
 from digest_operator.api.parse import parse_pipeline
 from digest_operator.render import ChildRef, possible_children, render_children
 from tests.support.kubeapi import KubeApi, run_kube_api
@@ -53,13 +54,6 @@ def _operator_requests(api: KubeApi, since: int) -> Counter[str]:
         else:
             counts["reads"] += 1
     return counts
-
-
-def _peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _plural(ref_by_kind: dict[str, ChildRef], kind: str) -> str:
@@ -143,7 +137,7 @@ async def run(pipelines: int, steady: float, resync: float) -> dict[str, Any]:
                             if response.status == 200:
                                 break
                     await asyncio.sleep(0.1)
-            idle_rss = _peak_rss_mib(process.pid)
+            idle_rss = memory_mib(process.pid, "VmHWM")
 
             mark = api.mark()
             gate = asyncio.Semaphore(32)
@@ -166,7 +160,7 @@ async def run(pipelines: int, steady: float, resync: float) -> dict[str, Any]:
             mark = api.mark()
             await asyncio.sleep(steady)
             steady_counts = _operator_requests(api, mark)
-            peak_rss = _peak_rss_mib(process.pid)
+            peak_rss = memory_mib(process.pid, "VmHWM")
         finally:
             controller.cancel()
             with contextlib.suppress(ProcessLookupError):
@@ -200,9 +194,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    width = max(map(len, result))
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
+    print_result(result)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import socket
 import time
 from typing import cast
 
-from bench.emulator_throughput import _cpu_seconds
+from bench.report import cpu_seconds, print_result
 from tests.support.kubeconfig import free_port
 
 
@@ -66,12 +66,12 @@ def run(round_trips: int, work: int) -> dict[str, float]:
                     raise
                 time.sleep(0.05)
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        server_cpu, client_cpu = _cpu_seconds(pid), time.process_time()
+        server_cpu, client_cpu = cpu_seconds(pid), time.process_time()
         for _ in range(round_trips):
             client.sendall(b"y" * 30)
             client.recv(100)
             _busy(work)
-        server = (_cpu_seconds(pid) - server_cpu) / round_trips
+        server = (cpu_seconds(pid) - server_cpu) / round_trips
         own = (time.process_time() - client_cpu) / round_trips
         client.close()
     finally:
@@ -87,9 +87,7 @@ def main() -> None:
     parser.add_argument("--work", type=int, default=3_000)
     args = parser.parse_args()
     result = run(args.round_trips, args.work)
-    width = max(map(len, result))
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
+    print_result(result)
 
 
 if __name__ == "__main__":

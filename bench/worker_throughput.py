@@ -36,6 +36,7 @@ import aiohttp
 from azure.servicebus import ServiceBusMessage
 from azure.servicebus.aio import ServiceBusClient
 
+from bench.report import print_result
 from digest_worker import contract
 from digest_worker.app import WorkerApp
 from digest_worker.config import load
@@ -215,9 +216,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
     result = asyncio.run(run(args.messages, args.concurrency))
-    width = max(map(len, result))
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value}")
+    print_result(result)
 
 
 if __name__ == "__main__":

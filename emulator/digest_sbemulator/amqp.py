@@ -353,14 +353,17 @@ def _enc_ulong(value: int, out: bytearray) -> None:
         out += _p64(value)
 
 
-def _enc_uint(value: int, out: bytearray) -> None:
+def uint_bytes(value: int) -> bytes:
+    """The smallest encoding of a uint (what the hand-encoded frames and sections use)."""
     if value == 0:
-        out.append(UINT0)
-    elif value < 256:
-        out += bytes((SMALLUINT, value))
-    else:
-        out.append(UINT)
-        out += _p32(value)
+        return b"\x43"
+    if value < 256:
+        return b"\x52%c" % value
+    return b"\x70" + _p32(value)
+
+
+def _enc_uint(value: int, out: bytearray) -> None:
+    out += uint_bytes(value)
 
 
 def _enc_int(value: int, out: bytearray) -> None:

@@ -203,7 +203,8 @@ def header_fields(ttl_ms: int | None) -> bytes:
     messages share their queue's default TTL: the encodings of a few TTLs are kept."""
     fields = _HEADER_FIELDS.get(ttl_ms)
     if fields is None:
-        fields = b"\x41\x40%s\x40" % (b"\x40" if ttl_ms is None else uint(ttl_ms))
+        # a TTL past the uint range (~49 days) is capped
+        fields = b"\x41\x40%s\x40" % (b"\x40" if ttl_ms is None else amqp.uint_bytes(min(ttl_ms, 0xFFFFFFFF)))
         if len(_HEADER_FIELDS) < 64:
             _HEADER_FIELDS[ttl_ms] = fields
     return fields
@@ -211,20 +212,8 @@ def header_fields(ttl_ms: int | None) -> bytes:
 
 def header_section(ttl_ms: int | None, delivery_count: int) -> bytes:
     """The header section the broker writes: durable, ttl, delivery-count (hand-encoded: once per delivery)."""
-    fields = b"\x41\x40%s\x40%s" % (b"\x40" if ttl_ms is None else uint(ttl_ms), uint(delivery_count))
+    fields = header_fields(ttl_ms) + amqp.uint_bytes(delivery_count)
     return b"\x00\x53\x70\xc0%c\x05%s" % (len(fields) + 1, fields)
-
-
-_uint32 = struct.Struct(">I").pack
-
-
-def uint(value: int) -> bytes:
-    """An AMQP uint, the smallest encoding; values past its range are capped (a TTL beyond 49 days)."""
-    if value == 0:
-        return b"\x43"
-    if value < 256:
-        return b"\x52%c" % value
-    return b"\x70" + _uint32(min(value, 0xFFFFFFFF))
 
 
 def with_application_properties(bare: bytes, application_properties: dict[str, Any]) -> bytes:

@@ -48,7 +48,6 @@ from digest_sbemulator.frames import (
     transfer_head,
     unpack_header,
 )
-from digest_sbemulator.queue import lock_tag
 
 if TYPE_CHECKING:
     from digest_sbemulator.management import HttpsChannel
@@ -446,62 +445,43 @@ class Connection(asyncio.Protocol):
         self._link_flow(link, drain=True)
 
     # ---- transfers ----
-    def deliver(self, link: Link, deliveries: list[tuple[int, bytes]]) -> None:
-        """Send locked deliveries (lock key, encoded message) on `link`: the hot path of every receive. Each that
-        fits one frame is written here, the link and session counters moved once for all; a larger one goes
-        through `transfer`."""
+    def transfer(self, link: Link, deliveries: list[tuple[bytes, bytes, int | None]]) -> None:
+        """Send deliveries (delivery tag, encoded message, lock key or None for pre-settled) on `link`. One that
+        fits a frame the client accepts is written by hand (the hot path of every receive), a larger one is split;
+        the link and session counters move once for all."""
         session = link.session
-        out, outgoing, unsettled, channel, handle = self.out, session.outgoing, link.unsettled, session.channel, \
-            link.handle
-        room = self.remote_max_frame - _TRANSFER_OVERHEAD - 16
+        out, outgoing, unsettled, channel = self.out, session.outgoing, link.unsettled, session.channel
         delivery_id = session.next_delivery_id
-        sent = 0
-        for token, payload in deliveries:
-            if len(payload) > room:
-                session.next_delivery_id = delivery_id
-                self.transfer(link, lock_tag(token), payload, token)
-                delivery_id = session.next_delivery_id
-                continue
-            outgoing[delivery_id] = (link, token)
-            unsettled.add(token)
-            out += transfer_head(channel, handle, delivery_id, lock_tag(token), False, len(payload))
-            out += payload
+        frame_count = 0
+        for tag, payload, token in deliveries:
+            if token is not None:
+                outgoing[delivery_id] = (link, token)
+                unsettled.add(token)
+            room = self.remote_max_frame - _TRANSFER_OVERHEAD - len(tag)
+            if len(payload) <= room and len(tag) < 256:
+                out += transfer_head(channel, link.handle, delivery_id, tag, token is None, len(payload))
+                out += payload
+                frame_count += 1
+            else:
+                frame_count += self._transfer_frames(link, delivery_id, tag, payload, token is None, room)
             delivery_id = (delivery_id + 1) & 0xFFFFFFFF
-            sent += 1
         session.next_delivery_id = delivery_id
-        link.delivery_count += sent
-        link.credit -= sent
-        session.next_outgoing_id += sent
-        session.remote_incoming_window -= sent
+        link.delivery_count += len(deliveries)
+        link.credit -= len(deliveries)
+        session.next_outgoing_id += frame_count
+        session.remote_incoming_window -= frame_count
         self.broker.dirty.add(self)
 
-    def transfer(self, link: Link, tag: bytes, payload: bytes, token: int | None) -> None:
-        """Send one delivery (split into frames the client accepts); `token` None means pre-settled."""
-        session = link.session
-        delivery_id = session.next_delivery_id
-        session.next_delivery_id = (delivery_id + 1) & 0xFFFFFFFF
-        link.delivery_count += 1
-        link.credit -= 1
-        settled = token is None
-        if token is not None:
-            session.outgoing[delivery_id] = (link, token)
-            link.unsettled.add(token)
-        room = self.remote_max_frame - _TRANSFER_OVERHEAD - len(tag)
-        if len(payload) <= room and len(tag) < 256:
-            out = self.out
-            out += transfer_head(session.channel, link.handle, delivery_id, tag, settled, len(payload))
-            out += payload
-            self.broker.dirty.add(self)
-            session.next_outgoing_id += 1
-            session.remote_incoming_window -= 1
-            return
+    def _transfer_frames(self, link: Link, delivery_id: int, tag: bytes, payload: bytes, settled: bool,
+                         room: int) -> int:
+        """One delivery split into frames of at most `room` payload bytes; returns how many."""
         first = [UInt(link.handle), UInt(delivery_id), tag, UInt(0), settled]
-        for start in range(0, len(payload), room):
+        starts = range(0, len(payload), room)
+        for start in starts:
             more = start + room < len(payload)
             fields = [*first, more] if start == 0 else [UInt(link.handle), None, None, None, None, more]
-            self.send(performative(TRANSFER, fields, session.channel, payload[start:start + room]))
-            session.next_outgoing_id += 1
-            session.remote_incoming_window -= 1
+            self.send(performative(TRANSFER, fields, link.session.channel, payload[start:start + room]))
+        return len(starts)
 
     def _transfer(self, channel: int, fields: list[Any], payload: bytes) -> None:
         session = self._session(channel)
@@ -577,4 +557,4 @@ class Connection(asyncio.Protocol):
         if chosen is None:
             log.warning("no reply link for %s", reply_to)
             return
-        self.transfer(chosen, uuid.uuid4().bytes, message, None)
+        self.transfer(chosen, [(uuid.uuid4().bytes, message, None)])

@@ -6,7 +6,7 @@ import re
 import struct
 from typing import Any
 
-from digest_sbemulator.amqp import Described, Raw, Symbol, UInt, ULong, described_list, encode
+from digest_sbemulator.amqp import Described, Raw, Symbol, UInt, ULong, described_list, encode, uint_bytes
 
 PROTOCOL_SASL = b"AMQP\x03\x01\x00\x00"
 PROTOCOL_AMQP = b"AMQP\x00\x01\x00\x00"
@@ -69,22 +69,11 @@ def field(fields: list[Any], index: int, default: Any = None) -> Any:
     return default
 
 
-_uint32 = struct.Struct(">I").pack
-
-
-def _uint(value: int) -> bytes:
-    if value == 0:
-        return b"\x43"
-    if value < 256:
-        return bytes((0x52, value))
-    return b"\x70" + _uint32(value)
-
-
 def transfer_head(channel: int, handle: int, delivery_id: int, tag: bytes, settled: bool, payload_size: int) -> bytes:
     """The first (and usually only) transfer frame of a delivery up to its payload, encoded without the generic
     encoder (the hot path of every receive): handle, delivery-id, delivery-tag (< 256 bytes), message-format 0,
     settled."""
-    fields = b"%s%s\xa0%c%s\x43%s" % (_uint(handle), _uint(delivery_id), len(tag), tag,
+    fields = b"%s%s\xa0%c%s\x43%s" % (uint_bytes(handle), uint_bytes(delivery_id), len(tag), tag,
                                          b"\x41" if settled else b"\x42")
     return b"%s\x00\x53\x14\xc0%c\x05%s" % (
         _header.pack(HEADER_SIZE + len(fields) + 6 + payload_size, 2, AMQP_FRAME, channel), len(fields) + 1, fields)
@@ -96,7 +85,7 @@ def transfer_frame(channel: int, handle: int, delivery_id: int, tag: bytes, sett
 
 def settled_disposition_frame(channel: int, role_receiver: bool, delivery_id: int, state: bytes) -> bytes:
     """A settled disposition of one delivery with an encoded outcome (the hot path of every settlement)."""
-    fields = b"%s%s\x40\x41%s" % (b"\x41" if role_receiver else b"\x42", _uint(delivery_id), state)
+    fields = b"%s%s\x40\x41%s" % (b"\x41" if role_receiver else b"\x42", uint_bytes(delivery_id), state)
     if len(fields) + 1 > 255:
         return performative(DISPOSITION, [role_receiver, UInt(delivery_id), None, True, Raw(state)], channel)
     body = b"\x00\x53\x15\xc0%c\x05%s" % (len(fields) + 1, fields)

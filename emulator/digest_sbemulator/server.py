@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from digest_sbemulator import codec, sas, tls
-from digest_sbemulator.amqp import Described, Symbol, Timestamp, described_list
+from digest_sbemulator.amqp import Described, Symbol, Timestamp, described_list, uint_bytes
 from digest_sbemulator.broker import Namespace
 from digest_sbemulator.config import EmulatorConfig
 from digest_sbemulator.connection import Connection, Link
@@ -36,7 +36,7 @@ from digest_sbemulator.frames import (
     outcome,
 )
 from digest_sbemulator.management import AdminApi, HttpsChannel
-from digest_sbemulator.queue import LockLost, NotDeferred, Queue, State, lock_key, lock_token
+from digest_sbemulator.queue import LockLost, NotDeferred, Queue, State, lock_key, lock_tag, lock_token
 from digest_sbemulator.queue import Message as Stored
 
 log = logging.getLogger("digest_sbemulator")
@@ -143,12 +143,10 @@ class Broker:
             wanted = min(link.credit, session.remote_incoming_window)
             if wanted > 0 and not link.detached:
                 got = queue.receive(now, wanted, lock=not link.presettled, dead_letter=address.dead_letter)
-                if link.presettled:  # receive-and-delete: pre-settled, the tag is only an identifier
-                    for message, _ in got:
-                        link.connection.transfer(link, uuid.uuid4().bytes_le, _encode_stored(queue, message), None)
-                elif got:
-                    link.connection.deliver(link, [(token, _encode_stored(queue, message))
-                                                   for message, token in got if token is not None])
+                if got:  # a pre-settled delivery (receive-and-delete) has no lock: its tag is only an identifier
+                    link.connection.transfer(link, [
+                        (uuid.uuid4().bytes_le if token is None else lock_tag(token), _encode_stored(queue, message),
+                         token) for message, token in got])
             if link.drain:  # answered even with no credit left: the client waits for this flow
                 link.connection.drained(link)
 
@@ -353,7 +351,7 @@ def _encode_stored(queue: Queue, message: Stored) -> bytes:
     if message.state is not State.ACTIVE:
         entries += codec.annotation_entries({"x-opt-message-state": int(message.state)})
         count += 1
-    return codec.delivery_sections(fields + codec.uint(message.delivery_count), entries, count, tail)
+    return codec.delivery_sections(fields + uint_bytes(message.delivery_count), entries, count, tail)
 
 
 _BROKER_ANNOTATIONS = frozenset({"x-opt-sequence-number", "x-opt-enqueued-time", "x-opt-locked-until",
