@@ -210,12 +210,6 @@ def header_fields(ttl_ms: int | None) -> bytes:
     return fields
 
 
-def header_section(ttl_ms: int | None, delivery_count: int) -> bytes:
-    """The header section the broker writes: durable, ttl, delivery-count (hand-encoded: once per delivery)."""
-    fields = header_fields(ttl_ms) + amqp.uint_bytes(delivery_count)
-    return b"\x00\x53\x70\xc0%c\x05%s" % (len(fields) + 1, fields)
-
-
 def with_application_properties(bare: bytes, application_properties: dict[str, Any]) -> bytes:
     """The bare message with `application_properties` merged into the client's section (the broker adds
     DeadLetterReason and DeadLetterErrorDescription that way, as the service does)."""
@@ -241,8 +235,8 @@ def encode_for_delivery(
     application_properties: dict[str, Any] | None = None,
 ) -> bytes:
     """Header + message annotations (server-written) + the stored bare message (with `application_properties`
-    merged into the client's section, see `with_application_properties`)."""
-    out = header_section(ttl_ms, delivery_count)
-    if annotations:
-        out += annotations_section(annotation_entries(annotations), len(annotations))
-    return out + (with_application_properties(bare, application_properties) if application_properties else bare)
+    merged into the client's section, see `with_application_properties`). The server's deliveries are these same
+    pieces, cached per message (`server._encode_stored`)."""
+    tail = with_application_properties(bare, application_properties) if application_properties else bare
+    return delivery_sections(header_fields(ttl_ms) + amqp.uint_bytes(delivery_count),
+                             annotation_entries(annotations), len(annotations), tail)
