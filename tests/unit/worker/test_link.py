@@ -57,6 +57,33 @@ async def test_waiting_settlements_and_renewals_go_before_the_next_receive_call(
     assert order[3:] == ["receive 1", "receive 2"]
 
 
+async def test_settlements_arriving_while_a_receive_call_waits_go_after_it() -> None:
+    """Phase-fair: a steady stream of settlements cannot starve the receive call (the backlog would run dry)."""
+    turns, order = LinkTurns(), []
+    release = asyncio.Event()
+
+    async def settle(name: str, hold: bool = False) -> None:
+        async with turns.shared():
+            order.append(f"{name} in")
+            if hold:
+                await release.wait()
+
+    async def receive() -> None:
+        async with turns.exclusive():
+            order.append("receive")
+
+    first = asyncio.create_task(settle("s1", hold=True))
+    await asyncio.sleep(0)
+    rec = asyncio.create_task(receive())
+    await asyncio.sleep(0)
+    late = [asyncio.create_task(settle(f"s{i}")) for i in (2, 3)]
+    await asyncio.sleep(0)
+    assert order == ["s1 in"]  # s2 and s3 queue behind the waiting receive call
+    release.set()
+    await asyncio.gather(first, rec, *late)
+    assert order == ["s1 in", "receive", "s2 in", "s3 in"]
+
+
 async def test_a_cancelled_waiter_leaves_the_link_free() -> None:
     turns = LinkTurns()
     async with turns.exclusive():

@@ -41,6 +41,54 @@ async def test_steps_of_one_turn_share_one_transaction(store: Store, tmp_path: P
     assert {_visible(tmp_path / "ledger.db", f"r{i}") for i in range(16)} == {"sending"}
 
 
+async def test_batches_run_in_the_loop_while_the_database_is_free(store: Store) -> None:
+    ledger = store.ledger
+    assert ledger is not None
+    await store.begin("warm", None, "c")
+    before = (ledger.batches, ledger.threaded_batches)
+    for i in range(5):
+        await store.begin(f"i{i}", None, "c")
+    assert (ledger.batches, ledger.threaded_batches) == (before[0] + 5, before[1])
+
+
+async def test_a_taken_write_lock_is_waited_out_in_the_thread_not_in_the_loop(store: Store, tmp_path: Path) -> None:
+    """Another process holding the write lock (an import, a migration): the batch waits in the ledger's thread while
+    the event loop keeps running, and commits once the lock is released."""
+    ledger = store.ledger
+    assert ledger is not None
+    await store.begin("warm", None, "c")
+    threaded = ledger.threaded_batches
+    blocker = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        step = asyncio.create_task(store.begin("locked", "m", "c"))
+        ticks = 0
+        for _ in range(10):  # the loop is not blocked while the step waits for the lock
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert ticks == 10 and not step.done()
+        blocker.execute("COMMIT")
+        assert await asyncio.wait_for(step, 10) == "received"
+    finally:
+        blocker.close()
+    assert ledger.threaded_batches == threaded + 1
+    assert _visible(tmp_path / "ledger.db", "locked") == "received"
+    await store.begin("after", None, "c")  # and the next batch is back in the loop
+    assert ledger.threaded_batches == threaded + 1
+
+
+async def test_checkpoints_run_in_the_thread(store: Store, tmp_path: Path) -> None:
+    ledger = store.ledger
+    assert ledger is not None
+    ledger.CHECKPOINT_EVERY = 3
+    for i in range(7):
+        await store.begin(f"k{i}", None, "c")
+        await ledger.run_alone(lambda conn: None)  # the thread has run what was queued before
+    assert ledger.checkpoints == 2  # after batches 3 and 6
+    # the loop's connection never checkpoints by itself (a checkpoint writes the database file and fsyncs)
+    assert await ledger.run(lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) == 0
+
+
 async def test_same_request_twice_in_one_batch_behaves_as_in_sequence(store: Store) -> None:
     await store.begin("dup", "m", "c")
     first, second = await asyncio.gather(store.claim("dup", 30), store.claim("dup", 30))
