@@ -34,12 +34,22 @@ log = logging.getLogger(__name__)
 RECEIVE_WAIT_SECONDS = 1.0  # receive call while nothing is in flight
 BUSY_RECEIVE_WAIT_SECONDS = 0.05  # while work is in flight: settlements wait for the receive call to end
 LONE_MESSAGE_WAIT_SECONDS = 0.25  # after idleness, the first message may settle before the next receive call
+# How long one socket read of the receiver may block (the SDK's default is 0.2 s). A receive call that finds fewer
+# messages than it asked for keeps reading until its wait is over, in reads of this length, and holds the link all
+# along: with 0.2 s, a call with a 0.05 s wait on an emptying queue held it ~0.2 s while finished messages waited to
+# settle; with 0.02 s, ~0.06 s. Measured (bench (c), 50 ms posts): 86-88 % of the bound before, 89-90 % after.
+RECEIVER_SOCKET_TIMEOUT_SECONDS = 0.02
 WATCHDOG_SECONDS = 60.0
 SYSTEMIC_BACKOFF_CAP = 300.0
 SETTLE_GONE = (MessageLockLostError, MessageAlreadySettled, MessageNotFoundError)
 
 ClientFactory = Callable[[], ServiceBusClient]
 Check = Callable[[], Awaitable[None]]
+
+
+def receiver_options(config: WorkerConfig) -> dict[str, Any]:
+    """Keyword arguments of `get_queue_receiver` (PEEK_LOCK, the SDK's default mode)."""
+    return {"prefetch_count": config.prefetch, "socket_timeout": RECEIVER_SOCKET_TIMEOUT_SECONDS}
 
 
 class _RenewalCounter:
@@ -130,7 +140,7 @@ class Consumer:
         async with self.client_factory() as client:
             renewer = AutoLockRenewer(max_lock_renewal_duration=cfg.max_lock_renewal_seconds,
                                       on_lock_renew_failure=self._renew_failed)
-            receiver = client.get_queue_receiver(cfg.queue, prefetch_count=cfg.prefetch)
+            receiver = client.get_queue_receiver(cfg.queue, **receiver_options(cfg))
             async with receiver:
                 inflight: set[asyncio.Task[None]] = set()
                 # Received, lock held and renewed, not started yet: the next batch is received while the current one
