@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 RECEIVE_WAIT_SECONDS = 1.0  # receive call while nothing is in flight
-BUSY_RECEIVE_WAIT_SECONDS = 0.05  # while work is in flight: settlements wait for the receive call to end
-LONE_MESSAGE_WAIT_SECONDS = 0.25  # after idleness, the first message may settle before the next receive call
+# While work is in flight: a call that finds fewer messages than it asks for holds the link this long (plus one socket
+# read) while settlements wait; a call that finds enough returns as soon as they arrive, whatever this is.
+BUSY_RECEIVE_WAIT_SECONDS = 0.02
 # How long one socket read of the receiver may block (the SDK's default is 0.2 s). A receive call that finds fewer
 # messages than it asked for keeps reading until its wait is over, in reads of this length, and holds the link all
 # along: with 0.2 s, a call with a 0.05 s wait on an emptying queue held it ~0.2 s while finished messages waited to
@@ -166,8 +167,7 @@ class Consumer:
                         await gate()
                     self.connected = True
                     log.info("receiving", extra={"queue": cfg.queue, "concurrency": cfg.concurrency})
-                    drained = False  # the last receive call got fewer messages than it asked for
-                    after_idle = False  # the last receive call was the idle one-message call and got it
+                    drained = False  # the last busy receive call got fewer messages than it asked for
                     while not self._stopping.is_set() and not self._pause_requested.is_set():
                         room = 2 * cfg.concurrency - len(inflight) - len(backlog)
                         if room <= 0 or (backlog and room < (cfg.concurrency + 1) // 2):
@@ -180,22 +180,13 @@ class Consumer:
                             await self._wait_any(inflight, RECEIVE_WAIT_SECONDS)
                             drained = False
                             continue
-                        if after_idle:
-                            # a message after idleness (scale from zero): let it settle before the next call, which
-                            # on an empty queue would hold the link >= 0.2 s; but that call asks for a batch whether
-                            # or not it has (a burst is then taken in batches, not one message at a time)
-                            after_idle = False
-                            await self._wait_any(inflight, LONE_MESSAGE_WAIT_SECONDS)
-                            busy = True
-                            room = 2 * cfg.concurrency - len(inflight) - len(backlog)
                         # idle: ask for one message, returned as soon as it arrives (asking for more makes the SDK
-                        # wait another 0.2 s for them); the next call asks for the rest
+                        # wait up to 0.2 s more for them); the next call, at once and short, asks for the rest (a
+                        # burst after idleness is taken in batches from its first message on: scale from zero)
                         count = room if busy else 1
                         messages = await self._receive(receiver, count,
                                                        BUSY_RECEIVE_WAIT_SECONDS if busy else RECEIVE_WAIT_SECONDS)
-                        # (a receive call on an empty queue takes >= 0.2 s whatever its max_wait_time)
-                        drained = len(messages) < count
-                        after_idle = not busy and bool(messages)
+                        drained = busy and len(messages) < count
                         for message in messages:
                             # received during a pause: give it back (this costs it one delivery attempt); received
                             # while stopping: process it like the rest of the in-flight work
