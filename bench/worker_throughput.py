@@ -7,6 +7,9 @@
     reference for b/a (what the post alone costs a loop on this machine, printed as (a+)/(a));
 (c) the worker at concurrency 16 with a Bot Connector that takes 50 ms per post: messages/s against the bound
     16 / 0.05 s = 320/s (goal >= 90 %);
+(c-ref) no worker: 16 loops of bare aiohttp POSTs to the same 50 ms Bot Connector, the same number of posts: what the
+    endpoint and the machine allow at all (a round trip after 50 ms of idleness costs ~1.5-2 ms on this VM), printed
+    against the same bound;
 (d) cold start: `python -m digest_worker` process start to the first message settled, median of 5 (goal < 1.5 s).
 
 The emulator and the Bot Connectors run as their own processes. Teams auth is disabled (no token traffic).
@@ -110,6 +113,24 @@ async def bare_with_posts(connection_string: str, queue: str, count: int, concur
         return await bare(connection_string, queue, count, concurrency, post_all)
 
 
+async def bare_posts(connector: str, count: int, concurrency: int) -> float:
+    """(c-ref): `concurrency` loops posting one after the other, nothing else: the ceiling of (c) on this machine."""
+    url = f"{connector.rstrip('/')}/v3/conversations/{CONVERSATION}/activities"
+    activity = b'{"type": "message", "text": "digest"}'
+    async with aiohttp.ClientSession() as session:
+
+        async def loop(posts: int) -> None:
+            for _ in range(posts):
+                async with session.post(url, data=activity, headers={"Content-Type": "application/json"}) as response:
+                    await response.read()
+                    response.raise_for_status()
+
+        started = time.perf_counter()
+        share, extra = divmod(count, concurrency)
+        await asyncio.gather(*(loop(share + (i < extra)) for i in range(concurrency)))
+        return count / (time.perf_counter() - started)
+
+
 def worker_env(connection_string: str, queue: str, connector: str, database: Path, concurrency: int,
                port: int = 0) -> dict[str, str]:
     return {
@@ -187,6 +208,7 @@ async def run(count: int, concurrency: int) -> dict[str, Any]:
             a_post = await bare_with_posts(connection_string, "bare-post", count, concurrency, fast_url)
             b = await worker(worker_env(connection_string, "worker", fast_url, fast_db, concurrency), count)
             c = await worker(worker_env(connection_string, "slow-teams", slow_url, slow_db, 16), count)
+            c_ref = await bare_posts(slow_url, count, 16)
             colds = [cold_start(worker_env(connection_string, f"cold-{i}", fast_url, cold_db, concurrency,
                                            free_port())) for i in range(5)]
     finally:
@@ -205,6 +227,8 @@ async def run(count: int, concurrency: int) -> dict[str, Any]:
         "c_worker_50ms_teams_c16_msgs_per_s": round(c, 1),
         "c_bound_msgs_per_s": bound,
         "c_fraction_of_bound": round(c / bound, 3),
+        "c_ref_bare_posts_c16_msgs_per_s": round(c_ref, 1),
+        "c_ref_fraction_of_bound": round(c_ref / bound, 3),
         "d_cold_start_median_s": round(statistics.median(colds), 3),
         "d_cold_starts_s": [round(x, 3) for x in colds],
     }
