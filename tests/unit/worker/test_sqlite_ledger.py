@@ -139,6 +139,18 @@ async def test_unusable_database_fails_every_caller(tmp_path: Path) -> None:
         await ledger.close()
 
 
+async def test_a_file_that_is_not_a_database_fails_every_caller(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.db"
+    path.write_bytes(b"not a database " * 512)
+    ledger = SqliteLedger(str(path))
+    try:
+        results = await asyncio.wait_for(asyncio.gather(ledger.run(lambda c: 1), ledger.run(lambda c: 2),
+                                                        return_exceptions=True), 30)
+        assert all(isinstance(r, sqlite3.DatabaseError) for r in results), results
+    finally:
+        await ledger.close()
+
+
 def test_compiled_statements_are_fresh() -> None:
     assert GENERATED.read_text() == generated_source(), "run python -m digest_worker.db.statements --write"
 

@@ -144,7 +144,10 @@ class SqliteLedger:
             self._running = False
             return
         operations = [op for op, _ in batch]
-        results = self._execute_inline(operations)
+        try:
+            results = self._execute_inline(operations)
+        except Exception as exc:  # e.g. a failed ROLLBACK: every caller gets the error, none is left waiting
+            results = [(False, exc)] * len(operations)
         if results is not None:
             self._resolve(batch, results)  # (the awaiters resume in the next turn: nothing joins meanwhile)
             self._running = False
@@ -191,7 +194,7 @@ class SqliteLedger:
                     raise
                 self._inline = conn
             self._inline.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError:
+        except sqlite3.Error:  # busy, or not openable without waiting (or at all): the thread tells the callers
             return None
         results = self._transaction(self._inline, operations)
         self._since_checkpoint += 1
