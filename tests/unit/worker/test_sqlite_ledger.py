@@ -89,6 +89,18 @@ async def test_checkpoints_run_in_the_thread(store: Store, tmp_path: Path) -> No
     assert await ledger.run(lambda conn: conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]) == 0
 
 
+async def test_digest_item_reads_scan_in_the_thread_not_in_the_loop(store: Store) -> None:
+    from digest_worker.card import DigestItem
+
+    ledger = store.ledger
+    assert ledger is not None
+    now = datetime.now(UTC)
+    await store.put_items([(DigestItem("o", f"t{i}", "", None, float(i), now), None) for i in range(30)])
+    batches = ledger.batches
+    assert [i.title for i in await store.items(datetime(2000, 1, 1, tzinfo=UTC), 3)] == ["t29", "t28", "t27"]
+    assert ledger.batches == batches  # no write transaction, nothing run on the event loop's connection
+
+
 async def test_same_request_twice_in_one_batch_behaves_as_in_sequence(store: Store) -> None:
     await store.begin("dup", "m", "c")
     first, second = await asyncio.gather(store.claim("dup", 30), store.claim("dup", 30))

@@ -237,6 +237,16 @@ class Store:
         except db_errors() as exc:
             raise classify(exc) from exc
 
+    async def _read(self, work: Callable[[_Sql], T]) -> T:
+        """Run a read that may scan many rows (the digest items of a date range): on a SQLite file in the ledger's
+        thread (WAL: it reads beside the writes; the event loop is not held while it scans), elsewhere as `_run`."""
+        if self._ledger is None:
+            return await self._run(work)
+        try:
+            return await self._ledger.run_alone(lambda conn: work(_SqliteSql(conn)))
+        except db_errors() as exc:
+            raise classify(exc) from exc
+
     # schema
 
     async def revision(self) -> str | None:
@@ -375,7 +385,7 @@ class Store:
             values["p_owner"] = owner
         if audience is not None:
             values["p_audience"] = audience
-        rows = await self._run(lambda sql: sql.all(name, values))
+        rows = await self._read(lambda sql: sql.all(name, values))
         return [DigestItem(r["owner"], r["title"], r["summary"], r["url"], float(r["score"]), _aware(r["created_at"]))
                 for r in rows]
 
