@@ -11,7 +11,8 @@ Turns are granted in arrival order (phase-fair), so neither side starves the oth
   at the end of the queue (one turn for all of them), otherwise it opens a new group at the end;
 - a receive call waits for the turns queued before it, then has the link alone; settlements that arrive meanwhile
   go right after it, together;
-- a lock renewal (`urgent`) goes to the front of the queue: it waits only for whoever holds the link now.
+- a lock renewal (`urgent`) goes to the front of the queue, after the renewals already there: it waits only for
+  whoever holds the link now and for those renewals.
 Releasing is synchronous, so a cancelled holder can never leave the link taken; a cancelled waiter leaves its turn.
 """
 
@@ -24,10 +25,11 @@ from contextlib import asynccontextmanager
 
 
 class _Turn:
-    __slots__ = ("exclusive", "granted", "waiters")
+    __slots__ = ("exclusive", "granted", "urgent", "waiters")
 
-    def __init__(self, exclusive: bool) -> None:
+    def __init__(self, exclusive: bool, urgent: bool = False) -> None:
         self.exclusive = exclusive
+        self.urgent = urgent
         self.waiters = 0
         self.granted = asyncio.Event()
 
@@ -62,9 +64,9 @@ class LinkTurns:
         if not self._exclusive and not self._shared and not self._queue:
             self._exclusive = True
         else:
-            turn = _Turn(exclusive=True)
-            if urgent:
-                self._queue.appendleft(turn)
+            turn = _Turn(exclusive=True, urgent=urgent)
+            if urgent:  # after the renewals already at the front, before everything else
+                self._queue.insert(sum(1 for t in self._queue if t.urgent), turn)
             else:
                 self._queue.append(turn)
             await self._wait(turn)

@@ -84,6 +84,31 @@ async def test_settlements_arriving_while_a_receive_call_waits_go_after_it() -> 
     assert order == ["s1 in", "receive", "s2 in", "s3 in"]
 
 
+async def test_renewals_go_first_in_their_own_order() -> None:
+    turns, order = LinkTurns(), []
+    release = asyncio.Event()
+
+    async def receive(name: str, hold: bool = False) -> None:
+        async with turns.exclusive():
+            order.append(name)
+            if hold:
+                await release.wait()
+
+    async def renew(name: str) -> None:
+        async with turns.exclusive(urgent=True):
+            order.append(name)
+
+    holder = asyncio.create_task(receive("receive 0", hold=True))
+    await asyncio.sleep(0)
+    tasks = [asyncio.create_task(receive("receive 1"))]
+    await asyncio.sleep(0)
+    tasks += [asyncio.create_task(renew(f"renew {i}")) for i in range(3)]
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(holder, *tasks)
+    assert order == ["receive 0", "renew 0", "renew 1", "renew 2", "receive 1"]
+
+
 async def test_a_cancelled_waiter_leaves_the_link_free() -> None:
     turns = LinkTurns()
     async with turns.exclusive():

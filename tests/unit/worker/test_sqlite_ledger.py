@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Boolean, DateTime, Float, Integer, bindparam, make_url, select
 
+from digest_worker import failures
 from digest_worker.db.sqlite_ledger import CONVERSIONS, SqliteLedger, Statement
 from digest_worker.db.statements import GENERATED, SQLITE, compile_sqlite, generated_source
 from digest_worker.db.store import Store, sqlite_file
@@ -114,8 +115,11 @@ async def test_a_failing_operation_fails_alone(store: Store, tmp_path: Path) -> 
     def broken(conn: sqlite3.Connection) -> None:
         conn.execute("INSERT INTO no_such_table VALUES (1)")
 
+    threaded = ledger.threaded_batches
     results = await asyncio.gather(store.begin("ok1", None, "c"), ledger.run(broken), store.begin("ok2", None, "c"),
                                    return_exceptions=True)
+    # one by one in the thread, where each waits out a write lock another writer may take between the tries
+    assert ledger.threaded_batches == threaded + 1
     assert results[0] == "received" and results[2] == "received"
     assert isinstance(results[1], sqlite3.OperationalError)
     assert _visible(tmp_path / "ledger.db", "ok1") == "received"
@@ -161,6 +165,45 @@ async def test_a_file_that_is_not_a_database_fails_every_caller(tmp_path: Path) 
         assert all(isinstance(r, sqlite3.DatabaseError) for r in results), results
     finally:
         await ledger.close()
+
+
+async def test_a_broken_loop_connection_is_replaced(store: Store) -> None:
+    """An operation that leaves the loop's connection unusable (here: closed mid-transaction, so not even ROLLBACK
+    runs) fails its batch; the next batch opens a fresh connection and runs in the loop again."""
+    ledger = store.ledger
+    assert ledger is not None
+    await store.begin("warm", None, "c")
+    with pytest.raises(sqlite3.ProgrammingError):
+        await ledger.run(lambda conn: conn.close())
+    threaded = ledger.threaded_batches
+    assert await store.begin("after", None, "c") == "received"
+    assert ledger.threaded_batches == threaded  # not stuck behind a connection still inside a transaction
+
+
+async def test_close_fails_what_is_queued_and_refuses_the_rest(tmp_path: Path) -> None:
+    s = Store.open(f"sqlite+aiosqlite:///{tmp_path}/closing.db")
+    await s.upgrade()
+    ledger = s.ledger
+    assert ledger is not None
+    await s.begin("warm", None, "c")
+    blocker = sqlite3.connect(tmp_path / "closing.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    first = asyncio.ensure_future(s.begin("in-thread", None, "c"))  # goes to the thread, waits for the lock
+    for _ in range(5):
+        await asyncio.sleep(0.01)
+    second = asyncio.ensure_future(s.begin("queued", None, "c"))  # queued behind the batch in the thread
+    await asyncio.sleep(0)
+    closing = asyncio.ensure_future(s.close())
+    await asyncio.sleep(0.05)
+    blocker.execute("COMMIT")
+    blocker.close()
+    results = await asyncio.wait_for(asyncio.gather(first, second, return_exceptions=True), 10)
+    await asyncio.wait_for(closing, 10)
+    assert results[0] == "received"  # the batch under way finishes
+    assert isinstance(results[1], failures.FailureError) and "closed" in str(results[1])  # never left waiting
+    with pytest.raises(failures.FailureError, match="closed"):
+        await s.begin("late", None, "c")
+    assert _visible(tmp_path / "closing.db", "queued") is None
 
 
 def test_compiled_statements_are_fresh() -> None:

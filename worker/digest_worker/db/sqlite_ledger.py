@@ -118,6 +118,7 @@ class SqliteLedger:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._checkpoint: Future[Any] | None = None
         self._since_checkpoint = 0
+        self._closed = False
         self.batches = 0  # transactions committed (tests and the benchmark read them)
         self.operations = 0
         self.threaded_batches = 0  # of which in the thread (the write lock was taken, or no inline connection)
@@ -125,6 +126,8 @@ class SqliteLedger:
 
     async def run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
         """Run `operation` in a transaction; return once that transaction has committed."""
+        if self._closed:
+            raise _closed_error()
         loop = asyncio.get_running_loop()
         self._loop = loop
         future: asyncio.Future[T] = loop.create_future()
@@ -144,17 +147,28 @@ class SqliteLedger:
             self._running = False
             return
         operations = [op for op, _ in batch]
+        if self._closed:
+            self._resolve(batch, [(False, _closed_error())] * len(batch))
+            self._running = False
+            return
         try:
             results = self._execute_inline(operations)
         except Exception as exc:  # e.g. a failed ROLLBACK: every caller gets the error, none is left waiting
+            self._drop_inline()  # (it may still be inside the transaction, holding the write lock)
             results = [(False, exc)] * len(operations)
         if results is not None:
             self._resolve(batch, results)  # (the awaiters resume in the next turn: nothing joins meanwhile)
             self._running = False
+            self._maybe_checkpoint()
             return
         loop = self._loop
         assert loop is not None
-        done: Future[list[tuple[bool, Any]]] = self._thread.submit(self._execute_threaded, operations)
+        try:
+            done: Future[list[tuple[bool, Any]]] = self._thread.submit(self._execute_threaded, operations)
+        except RuntimeError as exc:  # the thread is shut down
+            self._resolve(batch, [(False, exc)] * len(batch))
+            self._running = False
+            return
         done.add_done_callback(lambda f: loop.call_soon_threadsafe(self._resolve_threaded, batch, f))
 
     def _resolve_threaded(self, batch: list[tuple[Operation, asyncio.Future[Any]]],
@@ -179,8 +193,9 @@ class SqliteLedger:
     # in the loop
 
     def _execute_inline(self, operations: list[Operation]) -> list[tuple[bool, Any]] | None:
-        """The batch's results, or None when it must go to the thread (the write lock is taken, or the database
-        cannot be opened without waiting): nothing of it ran then."""
+        """The batch's results, or None when it must go to the thread, with nothing of it committed: the write lock
+        is taken, the database cannot be opened without waiting, or a batch of several failed (the thread runs its
+        operations one by one, each waiting out a lock that another writer may take in between)."""
         try:
             if self._inline is None:
                 conn = sqlite3.connect(self._path, timeout=0, isolation_level=None, check_same_thread=False)
@@ -196,23 +211,35 @@ class SqliteLedger:
             self._inline.execute("BEGIN IMMEDIATE")
         except sqlite3.Error:  # busy, or not openable without waiting (or at all): the thread tells the callers
             return None
-        results = self._transaction(self._inline, operations)
+        return self._transaction(self._inline, operations, isolate=False)
+
+    def _maybe_checkpoint(self) -> None:
         self._since_checkpoint += 1
         if self._since_checkpoint >= self.CHECKPOINT_EVERY and (self._checkpoint is None or self._checkpoint.done()):
             self._since_checkpoint = 0
-            self._checkpoint = self._thread.submit(self._wal_checkpoint)
-        return results
+            with contextlib.suppress(RuntimeError):  # the thread is shut down: nothing left to checkpoint for
+                self._checkpoint = self._thread.submit(self._wal_checkpoint)
 
-    def _transaction(self, conn: sqlite3.Connection, operations: list[Operation]) -> list[tuple[bool, Any]]:
-        """Run `operations` in the transaction just begun on `conn`: commit, or roll back and run each alone."""
+    def _drop_inline(self) -> None:
+        conn, self._inline = self._inline, None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    def _transaction(self, conn: sqlite3.Connection, operations: list[Operation],
+                     isolate: bool = True) -> list[tuple[bool, Any]] | None:
+        """Run `operations` in the transaction just begun on `conn`: commit; or roll back, then run each alone
+        (`isolate`) or return None."""
         try:
             results = [(True, op(conn)) for op in operations]
             conn.execute("COMMIT")
         except Exception as exc:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                conn.execute("ROLLBACK")  # (if this fails, the caller drops the connection)
             if len(operations) == 1:
                 return [(False, exc)]
+            if not isolate:
+                return None
             return [self._alone(conn, op) for op in operations]  # isolate the failing one
         self.batches += 1
         self.operations += len(operations)
@@ -223,7 +250,9 @@ class SqliteLedger:
             conn.execute("BEGIN IMMEDIATE")
         except Exception as exc:
             return (False, exc)
-        return self._transaction(conn, [operation])[0]
+        results = self._transaction(conn, [operation])
+        assert results is not None  # (one operation: never handed on)
+        return results[0]
 
     # in the thread
 
@@ -243,19 +272,33 @@ class SqliteLedger:
         except Exception as exc:
             return [(False, exc)] * len(operations)
         self.threaded_batches += 1
-        return self._transaction(conn, operations)
+        try:
+            results = self._transaction(conn, operations)
+            assert results is not None  # (isolated here)
+            return results
+        except Exception as exc:  # a failed ROLLBACK: drop the connection (it may still hold the write lock)
+            self._close_thread_connection()
+            return [(False, exc)] * len(operations)
 
     def _wal_checkpoint(self) -> None:
         with contextlib.suppress(sqlite3.Error):  # the next one checkpoints instead
             self._connect().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             self.checkpoints += 1
 
-    def _close(self) -> None:
-        for conn in (self._conn, self._inline):
-            if conn is not None:
+    def _close_thread_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
                 conn.close()
-        self._conn = self._inline = None
 
     async def close(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._close)
+        """Refuse new operations, fail the queued ones, close both connections (each on its own thread; a batch in
+        the thread finishes first)."""
+        self._closed = True
+        self._drop_inline()  # in-loop batches run synchronously in the loop: none is using it now
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._close_thread_connection)
         self._thread.shutdown(wait=False)
+
+
+def _closed_error() -> sqlite3.ProgrammingError:
+    return sqlite3.ProgrammingError("the ledger is closed")
