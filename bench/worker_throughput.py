@@ -94,18 +94,23 @@ async def bare(connection_string: str, queue: str, count: int, concurrency: int,
         return done / (time.perf_counter() - started)
 
 
+async def _bare_post(session: aiohttp.ClientSession, connector: str, activity: bytes) -> None:
+    """One plain POST of `activity` to the Bot Connector's conversation endpoint (no Bot Framework)."""
+    url = f"{connector.rstrip('/')}/v3/conversations/{CONVERSATION}/activities"
+    async with session.post(url, data=activity, headers={"Content-Type": "application/json"}) as response:
+        await response.read()
+        response.raise_for_status()
+
+
 async def bare_with_posts(connection_string: str, queue: str, count: int, concurrency: int, connector: str) -> float:
     """(a+): (a) plus one plain aiohttp POST per message to the instant Bot Connector before its completion, the
     posts of a batch concurrent. No ledger, no parsing, no Bot Framework: what a loop that posts once per message
     pays on top of (a) on this machine, a reference for b/a."""
-    url = f"{connector.rstrip('/')}/v3/conversations/{CONVERSATION}/activities"
     async with aiohttp.ClientSession() as session:
 
         async def post(body: bytes) -> None:
-            activity = b'{"type": "message", "text": %s}' % json.dumps(body.decode()).encode()
-            async with session.post(url, data=activity, headers={"Content-Type": "application/json"}) as response:
-                await response.read()
-                response.raise_for_status()
+            text = json.dumps(body.decode()).encode()
+            await _bare_post(session, connector, b'{"type": "message", "text": %s}' % text)
 
         async def post_all(messages: list[Any]) -> None:
             await asyncio.gather(*(post(b"".join(message.body)) for message in messages))
@@ -115,15 +120,11 @@ async def bare_with_posts(connection_string: str, queue: str, count: int, concur
 
 async def bare_posts(connector: str, count: int, concurrency: int) -> float:
     """(c-ref): `concurrency` loops posting one after the other, nothing else: the ceiling of (c) on this machine."""
-    url = f"{connector.rstrip('/')}/v3/conversations/{CONVERSATION}/activities"
-    activity = b'{"type": "message", "text": "digest"}'
     async with aiohttp.ClientSession() as session:
 
         async def loop(posts: int) -> None:
             for _ in range(posts):
-                async with session.post(url, data=activity, headers={"Content-Type": "application/json"}) as response:
-                    await response.read()
-                    response.raise_for_status()
+                await _bare_post(session, connector, b'{"type": "message", "text": "digest"}')
 
         started = time.perf_counter()
         share, extra = divmod(count, concurrency)

@@ -226,24 +226,16 @@ class Store:
         except db_errors() as exc:
             raise classify(exc) from exc
 
-    async def _run(self, work: Callable[[_Sql], T]) -> T:
-        """Run `work` in one transaction: on a SQLite file in the ledger's batch (group commit), elsewhere through the
-        async engine (`run_sync`: PostgreSQL keeps its pool of concurrent connections)."""
+    async def _run(self, work: Callable[[_Sql], T], scan: bool = False) -> T:
+        """Run `work` in one transaction: on a SQLite file in the ledger's batch (group commit), or with `scan` (a read
+        of possibly many rows) in the ledger's thread beside the writes (WAL), never holding the event loop; elsewhere
+        through the async engine (`run_sync`: PostgreSQL keeps its pool of concurrent connections)."""
         try:
             if self._ledger is not None:
-                return await self._ledger.run(lambda conn: work(_SqliteSql(conn)))
+                run = self._ledger.run_alone if scan else self._ledger.run
+                return await run(lambda conn: work(_SqliteSql(conn)))
             async with self.engine.begin() as conn:
                 return await conn.run_sync(lambda sync: work(_AlchemySql(sync)))
-        except db_errors() as exc:
-            raise classify(exc) from exc
-
-    async def _read(self, work: Callable[[_Sql], T]) -> T:
-        """Run a read that may scan many rows (the digest items of a date range): on a SQLite file in the ledger's
-        thread (WAL: it reads beside the writes; the event loop is not held while it scans), elsewhere as `_run`."""
-        if self._ledger is None:
-            return await self._run(work)
-        try:
-            return await self._ledger.run_alone(lambda conn: work(_SqliteSql(conn)))
         except db_errors() as exc:
             raise classify(exc) from exc
 
@@ -385,7 +377,7 @@ class Store:
             values["p_owner"] = owner
         if audience is not None:
             values["p_audience"] = audience
-        rows = await self._read(lambda sql: sql.all(name, values))
+        rows = await self._run(lambda sql: sql.all(name, values), scan=True)
         return [DigestItem(r["owner"], r["title"], r["summary"], r["url"], float(r["score"]), _aware(r["created_at"]))
                 for r in rows]
 

@@ -35,7 +35,7 @@ class Tally:
 
     def __init__(self, lanes: int = 1) -> None:
         self.lanes = lanes
-        self._counts = [0, 0, 0]
+        self._counts: Any = [0, 0, 0]  # max seen, acted, progress (shared memory in `SharedTally`)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[Any]:
@@ -79,27 +79,15 @@ class SharedTally(Tally):
 
     def __init__(self, context: BaseContext, lanes: int) -> None:
         super().__init__(lanes)
-        self._shared = context.Array("q", 3)
+        self._counts = context.Array("q", 3)
         self._scanning = context.Value("i", lanes)
         self._all_scanned = context.Event()
         self._done = False
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[Any]:
-        with self._shared.get_lock():
-            yield self._shared
-
-    @property
-    def max_seen(self) -> int:
-        return int(self._shared[_MAX_SEEN])
-
-    @property
-    def acted(self) -> int:
-        return int(self._shared[_ACTED])
-
-    @property
-    def progressed(self) -> int:
-        return int(self._shared[_PROGRESS])
+        with self._counts.get_lock():
+            yield self._counts
 
     def finish(self) -> None:
         """This lane scans no more (idempotent); the last one opens the barrier."""
