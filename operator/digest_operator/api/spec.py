@@ -341,6 +341,13 @@ class TeamsApp(Model):
     """Microsoft Entra tenant of the bot; required for SingleTenant and UserAssignedMSI."""
     password_secret_ref: SecretKeyRef | None = None
     """Secret holding the app password (client secret); not used with UserAssignedMSI."""
+    login_url: str | None = Field(default=None, pattern=r"^https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s]*)?$",
+                                  max_length=512)
+    """Token authority of the bot (default: the Azure public cloud's); for a sovereign cloud, e.g.
+    `https://login.microsoftonline.us/MicrosoftServices.onmicrosoft.us`, or a local token endpoint."""
+    oauth_scope: str | None = Field(default=None, pattern=r"^https://[^\s]+$", max_length=512)
+    """OAuth scope of the Bot Connector (default `https://api.botframework.com`; US Government:
+    `https://api.botframework.us`)."""
 
     @model_validator(mode="after")
     def _credentials_match_type(self) -> TeamsApp:

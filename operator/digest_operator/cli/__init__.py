@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from digest_operator.cli import crd, dlq, emulator, operator, render, rollout
+from digest_cluster import cli as cluster_cli
 from digest_worker import cli as worker_cli
 
 
@@ -24,3 +25,4 @@ main.add_command(worker_cli.enqueue)
 main.add_command(worker_cli.references)
 main.add_command(worker_cli.items)
 main.add_command(dlq.dlq)
+main.add_command(cluster_cli.cluster)

@@ -51,6 +51,10 @@ def worker_env(owner: Owner, spec: DigestPipelineSpec) -> list[dict[str, Any]]:
         env.append(pod.value(contract.TEAMS_TENANT_ID, teams.tenant_id))
     if teams.password_secret_ref is not None:
         env.append(pod.from_secret(contract.TEAMS_APP_PASSWORD, teams.password_secret_ref))
+    if teams.login_url:
+        env.append(pod.value(contract.TEAMS_LOGIN_URL, teams.login_url))
+    if teams.oauth_scope:
+        env.append(pod.value(contract.TEAMS_OAUTH_SCOPE, teams.oauth_scope))
     if spec.database.url_secret_ref is not None:
         env.append(pod.from_secret(contract.DATABASE_URL, spec.database.url_secret_ref))
     env += [e.model_dump(by_alias=True, exclude_none=True) for e in worker.env]

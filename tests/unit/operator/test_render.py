@@ -272,3 +272,15 @@ def test_applied_hash_changes_with_the_spec_only() -> None:
     assert _render(minimal())["Deployment"]["metadata"]["annotations"][APPLIED_HASH] == first
     other = _render(with_path(minimal(), "spec.worker.concurrency", 9))["Deployment"]["metadata"]["annotations"]
     assert other[APPLIED_HASH] != first
+
+
+def test_teams_login_url_and_scope_reach_the_worker_only_when_set() -> None:
+    document = yaml.safe_load((Path(__file__).parents[3] / "manifests/samples/"
+                               "digest_v1alpha1_digestpipeline_local.yaml").read_text())
+    env = _env(_render(document)["Deployment"]["spec"]["template"]["spec"]["containers"][0])
+    assert contract.TEAMS_LOGIN_URL not in env and contract.TEAMS_OAUTH_SCOPE not in env
+    document["spec"]["teams"] |= {"loginUrl": "https://login.microsoftonline.us/MicrosoftServices.onmicrosoft.us",
+                                  "oauthScope": "https://api.botframework.us"}
+    env = _env(_render(document)["Deployment"]["spec"]["template"]["spec"]["containers"][0])
+    assert env[contract.TEAMS_LOGIN_URL] == "https://login.microsoftonline.us/MicrosoftServices.onmicrosoft.us"
+    assert env[contract.TEAMS_OAUTH_SCOPE] == "https://api.botframework.us"

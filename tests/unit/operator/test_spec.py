@@ -67,6 +67,8 @@ BAD: list[tuple[str, Any, str, str]] = [
                     "passwordSecretRef": {"name": "a", "key": "b"}}, "spec.teams", "not allowed"),
     ("spec.teams", {"appId": "11111111-2222-3333-4444-555555555555"}, "spec.teams", "tenantId is required"),
     ("spec.teams.appType", "Anonymous", "spec.teams.appType", "UserAssignedMSI"),
+    ("spec.teams.loginUrl", "http://login.example/tenant", "spec.teams.loginUrl", "must match ^https://"),
+    ("spec.teams.oauthScope", "api.botframework.com", "spec.teams.oauthScope", "must match ^https://"),
     ("spec.deadLetter.alertAfter", "five minutes", "spec.deadLetter.alertAfter", "duration"),
     ("spec.deadLetter.monitor.schedule", "every hour", "spec.deadLetter.monitor.schedule", "cron"),
     ("spec.deadLetter.requeuePolicy.rules", [{"name": "p", "action": "Park"}], "spec.deadLetter.requeuePolicy",

@@ -1,0 +1,152 @@
+"""Host services pods reach on the node's bridge address: the Service Bus emulator, the local Teams (Bot Connector
+and token endpoint) and PostgreSQL. Each runs as a recorded daemon of the cluster (`down` stops it), listening on
+the node IP (and loopback where host tools need it), never on the uplink."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pwd
+import secrets
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from digest_cluster import pki, processes
+from digest_cluster.layout import NODE_IP, Layout
+
+EMULATOR_PORT = 5672
+TEAMS_CONNECTOR_PORT = 3978
+TEAMS_TOKEN_PORT = 3979
+POSTGRES_PORT = 5432
+TEAMS_APP_ID = "00000000-0000-0000-0000-000000000001"
+
+
+@dataclass(frozen=True)
+class Emulator:
+    connection_string: str  # as pods use it (node IP)
+    host_connection_string: str  # the same, for tools on this host
+    ca_file: Path
+
+
+@dataclass(frozen=True)
+class Teams:
+    connector_url: str  # the conversations' serviceUrl
+    login_url: str  # spec.teams.loginUrl
+    app_id: str
+    password: str
+    record: Path  # one JSON line per delivered activity
+
+    def delivered(self) -> list[dict[str, object]]:
+        if not self.record.exists():
+            return []
+        return [json.loads(line) for line in self.record.read_text().splitlines() if line.strip()]
+
+
+@dataclass(frozen=True)
+class Postgres:
+    url: str  # for pods (node IP, password)
+    host_url: str  # for tools on this host
+
+
+def _tls_dir(layout: Layout, name: str, hosts: tuple[str, ...]) -> Path:
+    """A serving certificate from the local CA, in the emulator's file names (ca.pem, server.pem, server-key.pem)."""
+    directory = layout.root / "services" / name
+    cert, key = pki.issue(layout.ca_dir, pki.Leaf("server", name, hosts=hosts, server=True), directory)
+    shutil.copyfile(layout.ca_dir / "ca.crt", directory / "ca.pem")
+    cert.rename(directory / "server.pem")
+    key.rename(directory / "server-key.pem")
+    return directory
+
+
+def _python() -> list[str]:
+    return [sys.executable]
+
+
+def _digestctl() -> list[str]:
+    script = Path(sys.executable).parent / "digestctl"
+    return [str(script)] if script.exists() else [sys.executable, "-c", "from digest_operator.cli import main; main()"]
+
+
+def start_emulator(layout: Layout, queues: list[str]) -> Emulator:
+    """`digestctl emulator` on the node IP with these ad-hoc queues; its HTTPS management endpoint presents a
+    certificate from the local CA (which KEDA and the images trust)."""
+    tls = _tls_dir(layout, "emulator", (NODE_IP, "127.0.0.1", "localhost"))
+    argv = [*_digestctl(), "emulator", "--host", NODE_IP, "--port", str(EMULATOR_PORT),
+            "--tls-dir", str(tls)]
+    for queue in queues:
+        argv += ["--queue", queue]
+    daemon = processes.spawn("emulator", argv, layout.logs, layout.pids)
+    processes.wait_until(daemon, lambda: "Endpoint=sb://" in daemon.log.read_text(), "its connection string", 30)
+    line = next(ln for ln in daemon.log.read_text().splitlines() if "Endpoint=sb://" in ln)
+    connection = line[line.index("Endpoint=sb://"):].strip()
+    return Emulator(connection, connection, tls / "ca.pem")
+
+
+def start_teams(layout: Layout, app_id: str = TEAMS_APP_ID) -> Teams:
+    """The local Teams: a Bot Connector (HTTP) recording cards and a token endpoint (HTTPS, local CA)."""
+    tls = _tls_dir(layout, "teams", (NODE_IP, "127.0.0.1", "localhost"))
+    password = secrets.token_urlsafe(24)
+    password_file = tls / "password"
+    password_file.write_text(password)
+    password_file.chmod(0o600)
+    record = layout.root / "services" / "teams" / "delivered.jsonl"
+    record.unlink(missing_ok=True)
+    daemon = processes.spawn("teams", [
+        *_python(), "-m", "digest_cluster.teams", "--host", NODE_IP, "--connector-port", str(TEAMS_CONNECTOR_PORT),
+        "--token-port", str(TEAMS_TOKEN_PORT), "--cert", str(tls / "server.pem"), "--key", str(tls / "server-key.pem"),
+        "--app-id", app_id, "--password-file", str(password_file), "--record", str(record),
+    ], layout.logs, layout.pids)
+    connector = f"http://{NODE_IP}:{TEAMS_CONNECTOR_PORT}/"
+    processes.wait_until(daemon, processes.http_ok(f"{connector}api/stats"), "its /api/stats", 30)
+    # tenant `adfs`: MSAL skips its instance discovery at login.microsoftonline.com (offline here)
+    return Teams(connector, f"https://{NODE_IP}:{TEAMS_TOKEN_PORT}/adfs", app_id, password, record)
+
+
+def _postgres_bindir() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: int(p.split("/")[4]))
+    if not found:
+        raise processes.StartError("PostgreSQL is not installed: apt-get install -y postgresql")
+    return Path(found[-1]).parent
+
+
+def start_postgres(layout: Layout, database: str = "digests") -> Postgres:
+    """A fresh PostgreSQL cluster (run as the `postgres` user) on the node IP and loopback; pods authenticate with
+    a generated password (scram-sha-256), host tools over loopback."""
+    bindir = _postgres_bindir()
+    root = layout.root / "services" / "postgres"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    entry = pwd.getpwnam("postgres")
+    os.chown(root, entry.pw_uid, entry.pw_gid)
+    password = secrets.token_urlsafe(18)
+    pwfile = root / "pwfile"
+    pwfile.write_text(password)
+    os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+    pwfile.chmod(0o600)
+    data = root / "data"
+    env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
+    subprocess.run(["runuser", "-u", "postgres", "--", str(bindir / "initdb"), "-D", str(data), "-U", "digest",
+                    f"--pwfile={pwfile}", "-A", "scram-sha-256", "-E", "UTF8", "--no-sync"],
+                   check=True, capture_output=True, env=env)
+    pwfile.unlink()
+    with (data / "pg_hba.conf").open("w") as hba:
+        hba.write("local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
+                  "host all all 10.244.0.0/24 scram-sha-256\n")
+    daemon = processes.spawn("postgres", [
+        "runuser", "-u", "postgres", "--", str(bindir / "postgres"), "-D", str(data), "-p", str(POSTGRES_PORT),
+        "-k", str(root), "-c", f"listen_addresses={NODE_IP},127.0.0.1", "-c", "fsync=off",
+        "-c", "synchronous_commit=off", "-c", "max_connections=200",
+    ], layout.logs, layout.pids, env=env)
+    ready = subprocess.run
+    processes.wait_until(daemon, lambda: ready([str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p",
+                                                str(POSTGRES_PORT)], capture_output=True).returncode == 0,
+                         "pg_isready", 60)
+    subprocess.run(["runuser", "-u", "postgres", "--", str(bindir / "psql"), "-h", str(root), "-p",
+                    str(POSTGRES_PORT), "-U", "digest", "-d", "postgres", "-c", f'CREATE DATABASE "{database}"'],
+                   check=True, capture_output=True, env=env)
+    return Postgres(f"postgresql://digest:{password}@{NODE_IP}:{POSTGRES_PORT}/{database}",
+                    f"postgresql://digest:{password}@127.0.0.1:{POSTGRES_PORT}/{database}")
