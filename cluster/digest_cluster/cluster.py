@@ -202,7 +202,8 @@ subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "digest-clust
 
 def write_configuration(layout: Layout, bins: Binaries) -> None:
     for directory in (layout.pki, layout.config, layout.logs, layout.pids, layout.state, layout.run,
-                      layout.config / "cni", layout.config / "certs.d" / REGISTRY):
+                      layout.config / "cni", layout.config / "certs.d" / REGISTRY,
+                      layout.config / "certs.d" / "_default"):
         directory.mkdir(parents=True, exist_ok=True)
     ca_cert, _ = pki.ensure_ca(layout.ca_dir)
     shutil.copyfile(ca_cert, layout.pki / "ca.crt")
@@ -219,6 +220,7 @@ def write_configuration(layout: Layout, bins: Binaries) -> None:
     files = {
         "containerd.toml": configs.containerd(layout, bins.containerd),
         "certs.d/" + REGISTRY + "/hosts.toml": configs.registry_hosts(),
+        "certs.d/_default/hosts.toml": configs.default_hosts(),
         "cni/10-digest-cluster.conflist": configs.cni(layout),
         "kubelet.yaml": configs.kubelet(layout),
         "resolv.conf": configs.resolv_conf(),

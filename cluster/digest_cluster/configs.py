@@ -93,6 +93,18 @@ disabled_plugins = {json.dumps(disabled)}
 """
 
 
+BLACKHOLE_REGISTRY = "127.0.0.1:9"
+
+
+def default_hosts() -> str:
+    """containerd's `_default/hosts.toml`: every other registry resolves to a closed loopback port, so a pull of
+    an image that is not in the local registry fails at once here and never leaves the machine (no DNS lookup)."""
+    return f"""server = "http://{BLACKHOLE_REGISTRY}"
+[host."http://{BLACKHOLE_REGISTRY}"]
+  capabilities = ["pull", "resolve"]
+"""
+
+
 def registry_hosts() -> str:
     """containerd's hosts.toml for the local registry (plain HTTP on loopback)."""
     return f"""server = "http://{REGISTRY}"

@@ -46,6 +46,7 @@ from typing import Any
 __all__ = [
     "ImageBuildError",
     "ImageStore",
+    "derived_image",
     "pause_image",
     "project_image",
     "python_image",
@@ -243,12 +244,14 @@ def buildah_argv(store: ImageStore, *args: str) -> list[str]:
 
 
 def bud_argv(store: ImageStore, dockerfile: Path, context: Path, tag: str, *, build_args: dict[str, str] | None = None,
-             host_ca_bundle: Path | None = None, layers: bool = False) -> list[str]:
+             host_ca_bundle: Path | None = None, layers: bool = False, iidfile: Path | None = None) -> list[str]:
     """``buildah bud`` with chroot isolation, never pulling; ``host_ca_bundle`` is bind-mounted over the image's bundle
     during RUN only (for a TLS-intercepting proxy on the build host)."""
     args = ["bud", "--isolation", "chroot", "--pull=never", "--format", "oci", "--signature-policy", str(store.policy)]
     if layers:
         args.append("--layers")
+    if iidfile is not None:
+        args += ["--iidfile", str(iidfile)]
     for key, value in (build_args or {}).items():
         args += ["--build-arg", f"{key}={value}"]
     if host_ca_bundle is not None:
@@ -562,9 +565,9 @@ def python_image(store: ImageStore, extra_ca_pem: bytes | None = None) -> str:
         t0 = time.monotonic()
         base = f"localhost/digest-base:{layout.name.removeprefix('base-')}"
         if not _ok(store, buildah_argv(store, "inspect", "--type", "image", base)):
-            image_id = _run(store, "base-import", buildah_argv(
-                store, "pull", "--signature-policy", str(store.policy), f"oci:{layout}:base"), capture=True)
-            _run(store, "base-import", buildah_argv(store, "tag", image_id.strip().splitlines()[-1], base))
+            storage = f"containers-storage:[overlay@{store.buildah_root}+{store.buildah_runroot}]"
+            _run(store, "base-import", ["skopeo", "--policy", str(store.policy), "copy", f"oci:{layout}:base",
+                                        f"{storage}{base}"])
         ctx = store.cache / "python" / tag
         shutil.rmtree(ctx, ignore_errors=True)
         ctx.mkdir(parents=True)
@@ -613,26 +616,47 @@ def project_image(store: ImageStore, name: str, dockerfile: Path, context: Path,
         ensure_local(store, python_ref)
         local = f"localhost/digest-{name}:{tag}"
         host_ca = HOST_CA_BUNDLE if HOST_CA_BUNDLE.is_file() else None
+        iidfile = store.cache / "tmp" / f"{name}.iid"
         bud = bud_argv(store, dockerfile, context, local, build_args={"PYTHON_IMAGE": python_ref},
-                       host_ca_bundle=host_ca, layers=True)
+                       host_ca_bundle=host_ca, layers=True, iidfile=iidfile)
         _run(store, f"{name}-build", bud)
+        image_id = iidfile.read_text().strip().removeprefix("sha256:")
         built = time.monotonic() - t0
         have = _push(store, f"{name}-push", local, f"{store.registry}/{name}:{tag}")
         _verify_pushed(store, name, tag, have)
         ref = image_ref(store.registry, name, have)
         _check_config(ref, inspect_config(store, ref), user=user, entrypoint=entrypoint)
-        _drop_older(store, f"localhost/digest-{name}", keep=tag)
+        _drop_older(store, name, keep_id=image_id, since=time.time() - (time.monotonic() - t0))
         _log(f"{name} image built in {built:.1f} s, pushed in {time.monotonic() - t0 - built:.1f} s ({ref})")
         return ref
 
 
-def _drop_older(store: ImageStore, repo: str, keep: str) -> None:
-    """Remove older local ``repo:ctx-*`` tags (the registry keeps them); failures are harmless."""
-    out = subprocess.run(buildah_argv(store, "images", "--format", "{{.Name}}:{{.Tag}}"), capture_output=True,
-                         env=_env(store), check=False).stdout.decode()
-    old = [n for n in out.split() if n.startswith(f"{repo}:ctx-") and n != f"{repo}:{keep}"]
-    if old:
-        _ok(store, buildah_argv(store, "rmi", *old))
+def _images(store: ImageStore, *filters: str) -> list[dict[str, Any]]:
+    out = subprocess.run(buildah_argv(store, "images", "--all", "--json", "--no-trunc",
+                                      *(f"--filter={f}" for f in filters)),
+                         capture_output=True, env=_env(store), check=False).stdout
+    try:
+        images: list[dict[str, Any]] = json.loads(out or b"[]")
+    except ValueError:
+        return []
+    return images
+
+
+def _drop_older(store: ImageStore, name: str, keep_id: str, since: float) -> None:
+    """Free the storage of earlier builds of ``name`` (the registry keeps them): their named images, then, pass by
+    pass, build-step images older than ``since`` that nothing builds on any more. Steps this build reused have
+    children, so the ``--layers`` cache stays. Failures are harmless."""
+    ours = (f"localhost/digest-{name}:ctx-", f"{store.registry}/{name}@", f"{store.registry}/{name}:")
+    keep = keep_id.removeprefix("sha256:")
+    old = [str(i["id"]) for i in _images(store) if str(i.get("id")).removeprefix("sha256:") != keep
+           and i.get("names") and all(str(n).startswith(ours) for n in i["names"])]
+    if old:  # --force: an image with several names (a tag and a pulled digest) is removed only so
+        _ok(store, buildah_argv(store, "rmi", "--force", *old))
+    for _ in range(64):
+        stale = [str(i["id"]) for i in _images(store, "dangling=true")
+                 if not i.get("names") and float(i.get("created") or 0) < since]
+        if not stale or not _ok(store, buildah_argv(store, "rmi", *stale)):
+            return
 
 
 # --- integration check ----------------------------------------------------------------------------------------------
@@ -645,6 +669,34 @@ def _size(store: ImageStore, ref: str) -> int:
     assert found is not None
     manifest = json.loads(found[2])
     return int(manifest["config"]["size"]) + sum(int(layer["size"]) for layer in manifest["layers"])
+
+
+def derived_image(store: ImageStore, ref: str, repo: str, *, labels: dict[str, str],
+                  entrypoint: Sequence[str] | None = None) -> str:
+    """An image made from ``ref`` by changing only its config (labels, optionally the entrypoint), pushed to
+    ``repo``: a second digest of the same content (a "new release"), or one whose container fails at once.
+    Cached by its inputs; returns ``<registry>/<repo>@sha256:…``."""
+    key = sha256_hex(RECIPE, "derived", ref, json.dumps(labels, sort_keys=True), json.dumps(list(entrypoint or [])))
+    tag = f"derived-{key[:16]}"
+    have = registry_digest(store.registry, repo, tag)
+    if have is not None:
+        return image_ref(store.registry, repo, have)
+    with _locked(store):
+        _prepare(store)
+        ensure_local(store, ref)
+        ctr = _run(store, "derive", buildah_argv(store, "from", "--pull=never", "--signature-policy",
+                                                 str(store.policy), ref), capture=True).strip().splitlines()[-1]
+        try:
+            config = [arg for name, value in sorted(labels.items()) for arg in ("--label", f"{name}={value}")]
+            if entrypoint is not None:
+                config += ["--entrypoint", json.dumps(list(entrypoint))]
+            _run(store, "derive", buildah_argv(store, "config", *config, ctr))
+            local = f"localhost/digest-{repo}:{tag}"
+            _run(store, "derive", buildah_argv(store, "commit", "--quiet", ctr, local))
+        finally:
+            _ok(store, buildah_argv(store, "rm", ctr))
+        digest = _push(store, "derive-push", local, f"{store.registry}/{repo}:{tag}")
+    return image_ref(store.registry, repo, digest)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

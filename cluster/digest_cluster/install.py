@@ -33,9 +33,23 @@ def overlay(base: Path, operator_ref: str, directory: Path) -> Path:
     (directory / "kustomization.yaml").write_text(yaml.safe_dump({
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
         "resources": [os.path.relpath(base, directory)],
-        "images": [{"name": "digest-operator", "newName": name, "digest": digest}],
+        "images": [{"name": image_name(base), "newName": name, "digest": digest}],
     }, sort_keys=False))
     return directory
+
+
+def image_name(base: Path) -> str:
+    """The operator image's name as `base` renders it: manifests/ maps the placeholder `digest-operator` to the
+    published repository, so an overlay must match that name (an overlay of an overlay follows its resources)."""
+    document = yaml.safe_load((base / "kustomization.yaml").read_text())
+    for entry in document.get("images") or []:
+        if entry.get("name") == "digest-operator":
+            return str(entry.get("newName") or "digest-operator")
+    for resource in document.get("resources") or []:
+        candidate = (base / resource).resolve()
+        if (candidate / "kustomization.yaml").exists():
+            return image_name(candidate)
+    return "digest-operator"
 
 
 def install_operator(cluster: Cluster, base: Path, operator_ref: str, within: float = 180) -> str:
@@ -85,3 +99,21 @@ def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
             found: dict[str, Any] = entry
             return found
     return None
+
+
+def wait_established(cluster: Cluster, crds: tuple[str, ...], within: float = 60) -> None:
+    """Wait until each CRD is Established (`kubectl wait` errors on a CRD that has no status yet)."""
+    for name in crds:
+        wait_for(cluster, ("crd", name), lambda o: (c := condition(o, "Established")) is not None
+                 and c.get("status") == "True", within, f"CRD {name} Established")
+
+
+def apply_crds(cluster: Cluster, files: list[Path]) -> None:
+    """Server-side apply these CRD files and wait until every CRD they define is served."""
+    args = ["apply", "--server-side", "--field-manager=digest-cluster"]
+    for path in files:
+        args += ["-f", str(path)]
+    applied = cluster.kubectl(*args).stdout
+    names = tuple(line.split()[0].split("/", 1)[1] for line in applied.splitlines()
+                  if line.startswith("customresourcedefinition"))
+    wait_established(cluster, names)

@@ -150,3 +150,10 @@ def start_postgres(layout: Layout, database: str = "digests") -> Postgres:
                    check=True, capture_output=True, env=env)
     return Postgres(f"postgresql://digest:{password}@{NODE_IP}:{POSTGRES_PORT}/{database}",
                     f"postgresql://digest:{password}@127.0.0.1:{POSTGRES_PORT}/{database}")
+
+
+def stop(layout: Layout, name: str) -> None:
+    """Stop the host service `name` (emulator, teams, postgres) if it runs."""
+    for daemon in processes.recorded(layout.pids):
+        if daemon.name == name:
+            processes.stop(daemon, layout.pids)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -15,6 +16,19 @@ PREFIX = "DIGEST_OPERATOR_"
 
 class ConfigError(ValueError):
     """Every invalid setting, named as `DIGEST_OPERATOR_NAME=value: problem`."""
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def parse_service(value: str) -> tuple[str, str, int]:
+    """`NAMESPACE/NAME[:PORT]` → (namespace, name, port); port 443 by default. ValueError when malformed."""
+    ref, _, port_text = value.strip().partition(":")
+    namespace, _, name = ref.partition("/")
+    port = int(port_text) if port_text.isdigit() else (443 if not port_text else 0)
+    if not (_DNS_LABEL.match(namespace) and _DNS_LABEL.match(name) and 0 < port < 65536):
+        raise ValueError(value)
+    return namespace, name, port
 
 
 @dataclass(frozen=True)
@@ -45,13 +59,36 @@ class OperatorConfig:
     webhook_addr: str = "0.0.0.0"
     webhook_port: int = 9443
     webhook_host: str | None = None
-    """Host name the API server calls, e.g. `digest-operator-webhook.digest-system.svc`."""
+    """Host name or IP in a `clientConfig.url` (`https://HOST:PORT/...`), for an API server that reaches the operator
+    directly (a local control plane, the operator running outside the cluster). Not with `webhook_service`."""
+    webhook_service: str | None = None
+    """`NAMESPACE/NAME[:PORT]` of the Service in front of the webhook (port default 443): the configuration then
+    uses `clientConfig.service`, and the serving certificate is for `NAME.NAMESPACE.svc[.cluster.local]`."""
     webhook_cert_dir: str | None = None
-    """Directory with `tls.crt`, `tls.key` and `ca.crt` (e.g. a cert-manager Secret); without it the operator
-    generates a CA and a serving certificate at start-up."""
+    """Directory with `tls.crt`, `tls.key` and optionally `ca.crt` (e.g. a mounted cert-manager Secret), re-read
+    every `webhook_refresh_seconds`."""
+    webhook_cert_secret: str | None = None
+    """`NAMESPACE/NAME` of a Secret in which the operator keeps its own CA and serving certificate, shared by all
+    replicas (filled by the first replica, renewed before expiry). Without it and without `webhook_cert_dir`, each
+    process makes its own (one replica only: development and tests)."""
+    webhook_refresh_seconds: float = 60.0
+    """Interval at which the certificates are re-read (and renewed) and the webhook configurations re-asserted."""
     webhook_failure_policy: FailurePolicy = "Fail"
     webhook_configuration: str = "digest.dev"
     """Name of the webhook configurations the operator writes itself; empty: install them yourself."""
+
+    @property
+    def webhook_service_ref(self) -> tuple[str, str, int] | None:
+        """(namespace, name, port) of `webhook_service`."""
+        return parse_service(self.webhook_service) if self.webhook_service else None
+
+    @property
+    def webhook_cert_secret_ref(self) -> tuple[str, str] | None:
+        """(namespace, name) of `webhook_cert_secret`."""
+        if not self.webhook_cert_secret:
+            return None
+        namespace, _, name = self.webhook_cert_secret.partition("/")
+        return namespace, name
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -59,7 +96,7 @@ class OperatorConfig:
         values: dict[str, object] = {}
         problems: list[str] = []
         floats = ("resync_seconds", "request_timeout", "watch_server_timeout", "watch_client_timeout", "retry_delay",
-                  "registry_timeout", "resolve_backoff", "resolve_backoff_max")
+                  "registry_timeout", "resolve_backoff", "resolve_backoff_max", "webhook_refresh_seconds")
         for name in floats:
             key = PREFIX + name.upper()
             if key in env:
@@ -102,7 +139,7 @@ class OperatorConfig:
                     values[name] = env[key]
                 else:
                     problems.append(f"{key}={env[key]}: must be one of {', '.join(allowed)}")
-        optional = ("webhook_host", "webhook_cert_dir", "registry_ca_file")
+        optional = ("webhook_host", "webhook_service", "webhook_cert_dir", "webhook_cert_secret", "registry_ca_file")
         for name in ("webhook_addr", "webhook_configuration", *optional):
             key = PREFIX + name.upper()
             if key in env:
@@ -113,6 +150,30 @@ class OperatorConfig:
                 values["webhook_port"] = int(env[key])
             else:
                 problems.append(f"{key}={env[key]}: must be a TCP port number")
+        problems += _webhook_problems(values)
         if problems:
             raise ConfigError("invalid operator configuration:\n  " + "\n  ".join(problems))
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _webhook_problems(values: Mapping[str, object]) -> list[str]:
+    """The webhook settings that are malformed or contradict each other."""
+    problems: list[str] = []
+    service, secret = values.get("webhook_service"), values.get("webhook_cert_secret")
+    if isinstance(service, str):
+        try:
+            parse_service(service)
+        except ValueError:
+            problems.append(f"{PREFIX}WEBHOOK_SERVICE={service}: must be NAMESPACE/NAME or NAMESPACE/NAME:PORT")
+        if values.get("webhook_host"):
+            problems.append(f"{PREFIX}WEBHOOK_SERVICE and {PREFIX}WEBHOOK_HOST: set one of them (a Service "
+                            f"reference or a URL host)")
+    if isinstance(secret, str):
+        namespace, _, name = secret.partition("/")
+        if not (_DNS_LABEL.match(namespace) and name and len(name) <= 253
+                and all(_DNS_LABEL.match(part) for part in name.split("."))):
+            problems.append(f"{PREFIX}WEBHOOK_CERT_SECRET={secret}: must be NAMESPACE/NAME")
+        if values.get("webhook_cert_dir"):
+            problems.append(f"{PREFIX}WEBHOOK_CERT_DIR and {PREFIX}WEBHOOK_CERT_SECRET: set one of them (mounted "
+                            f"certificates or the operator's own)")
+    return problems

@@ -16,7 +16,7 @@ from typing import Any, Protocol, cast
 
 import kopf
 
-from digest_operator import admission
+from digest_operator import admission, peering
 from digest_operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from digest_operator.imagepin import pull_credentials
 from digest_operator.k8s import ApiError
@@ -62,8 +62,11 @@ def configure(settings: kopf.OperatorSettings, runtime: Runtime) -> None:
     settings.scanning.disabled = True
     settings.posting.level = logging.INFO
     if config.webhook != "off":
-        settings.admission.server = admission.server(config, runtime.webhook_dir)
-        settings.admission.managed = config.webhook_configuration or None
+        # configure() runs again in the startup handler, on the same settings: keep the one server instance
+        if not isinstance(settings.admission.server, admission.WebhookServer):
+            settings.admission.server = admission.WebhookServer(config, lambda: runtime.client, runtime.webhook_dir)
+        # the server writes the webhook configurations itself (with matchConditions); Kopf must not rewrite them
+        settings.admission.managed = None
 
 
 async def run_reconcile(runtime: Runtime, body: Any, logger: logging.Logger | Any, *, from_timer: bool) -> None:
@@ -188,6 +191,13 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure(settings, runtime)
 
+    # Before Kopf's peering keep-alive and watch start (they start after the startup handlers): without the object
+    # a replica with mandatory peering stays paused for ever. Retried until it succeeds.
+    @kopf.on.startup(registry=registry)
+    async def _ensure_peering(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
+        if await peering.ensure_peering(runtime.client, settings, runtime.config.retry_delay) is not None:
+            logger.info("peering object %s %s is in place", peering.KIND, settings.peering.name)
+
     @kopf.on.login(registry=registry)
     def _login(**_: Any) -> kopf.ConnectionInfo:
         return runtime.credentials()
@@ -258,13 +268,13 @@ def _old_spec(old: kopf.Body | None) -> dict[str, Any] | None:
 def register_webhooks(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     """The validating webhook (and with `webhook=mutate` the mutating one) for pipelines.
 
-    Persistent: a replica that stops (e.g. in a rolling update) leaves the webhooks in the configuration instead of
-    removing them under the replicas that keep serving.
+    Kopf serves them; their configurations (rules, matchConditions, failurePolicy, client config) are rendered by
+    `admission.configuration` and written by `admission.WebhookServer`. A replica that stops leaves them in place for
+    the replicas that keep serving.
     """
     operations: list[kopf.Operation] = ["CREATE", "UPDATE"]
 
-    @kopf.on.validate(GROUP, VERSION, PLURAL, registry=registry, id=admission.VALIDATE_ID, operations=operations,
-                      ignore_failures=runtime.config.webhook_failure_policy == "Ignore", persistent=True)
+    @kopf.on.validate(GROUP, VERSION, PLURAL, registry=registry, id=admission.VALIDATE_ID, operations=operations)
     def _validate(spec: kopf.Spec, warnings: list[str], **kwargs: Any) -> None:
         body = plain(spec)
         message = admission.denial(body, _old_spec(kwargs.get("old")))
@@ -277,8 +287,7 @@ def register_webhooks(registry: kopf.OperatorRegistry, runtime: Runtime) -> None
     if runtime.config.webhook != "mutate":
         return
 
-    @kopf.on.mutate(GROUP, VERSION, PLURAL, registry=registry, id=admission.MUTATE_ID, operations=operations,
-                    ignore_failures=True, persistent=True)
+    @kopf.on.mutate(GROUP, VERSION, PLURAL, registry=registry, id=admission.MUTATE_ID, operations=operations)
     async def _mutate(spec: kopf.Spec, patch: kopf.Patch, namespace: str | None, logger: kopf.Logger,
                       **kwargs: Any) -> None:
         body = plain(spec)

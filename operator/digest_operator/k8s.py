@@ -2,6 +2,10 @@
 
 It reuses Kopf's `ConnectionInfo` (from `kopf.login_with_service_account` / `kopf.login_with_kubeconfig`, or a test's
 login), so the operator has one authentication path. Errors map to `ApiError`; `transient` tells 409/429/5xx apart.
+Not every answer is JSON: the API server answers a path it does not serve (an API group, version or kind that is not
+installed, e.g. a CRD missing or not yet established) with `404 page not found` as plain text, and proxies and load
+balancers in front of it answer with HTML or text. `response_error` and `response_body` turn any body into an
+`ApiError` or a dict; no decoding error escapes.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import json
 import ssl
 import tempfile
 from collections.abc import Callable
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -26,17 +31,78 @@ RequestObserver = Callable[[str, int], None]
 """Called with (method, HTTP status or 0 for a connection error) after every request."""
 
 
+INVALID_RESPONSE = "InvalidResponse"
+"""The reason of an `ApiError` for a success answer whose body is not a JSON object (a proxy in between, typically)."""
+
+_TEXT_LIMIT = 200
+
+
 class ApiError(Exception):
-    def __init__(self, status: int, reason: str, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, status: int, reason: str, message: str, retry_after: float | None = None, *,
+                 not_served: bool = False) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
         self.retry_after = retry_after
+        self.not_served = not_served
+        """The API server serves nothing at the path (a 404 that is not a Status object): the API group, version or
+        kind is not installed (e.g. its CRD is missing or not established yet). A 404 for a missing object or
+        namespace is a Status object and leaves this False."""
 
     @property
     def transient(self) -> bool:
-        return self.status in TRANSIENT_STATUSES or self.status == 0
+        return self.status in TRANSIENT_STATUSES or self.status == 0 or self.reason == INVALID_RESPONSE
+
+
+def _json_object(payload: bytes) -> dict[str, Any] | None:
+    """`payload` as a JSON object, or None if it is anything else (text, HTML, a JSON number, broken bytes)."""
+    try:
+        decoded = json.loads(payload)
+    except ValueError:  # json.JSONDecodeError and UnicodeDecodeError
+        return None
+    return decoded if isinstance(decoded, dict) else None
+
+
+def _text(payload: bytes) -> str:
+    return payload.decode("utf-8", errors="replace").strip()[:_TEXT_LIMIT]
+
+
+def _reason_phrase(status: int) -> str:
+    """The HTTP reason phrase in the CamelCase of a Kubernetes Status reason: 404 → NotFound."""
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+    return "".join(word[:1].upper() + word[1:] for word in phrase.replace("-", " ").split())
+
+
+def _retry_after(value: str | None) -> float | None:
+    return float(value) if value and value.isdigit() else None
+
+
+def response_error(status: int, payload: bytes, retry_after: str | None = None) -> ApiError:
+    """The `ApiError` for an error answer (status ≥ 400): a Status object's reason and message, else the body as text.
+
+    A 404 without a Status object comes from the API server's router, not from a resource handler: nothing is
+    served at the path (`not_served`).
+    """
+    decoded = _json_object(payload) if payload else None
+    if decoded is not None and (decoded.get("kind") == "Status" or "reason" in decoded or "message" in decoded):
+        return ApiError(status, str(decoded.get("reason") or _reason_phrase(status)),
+                        str(decoded.get("message") or _text(payload)), retry_after=_retry_after(retry_after))
+    return ApiError(status, _reason_phrase(status), _text(payload) or f"HTTP {status} without a body",
+                    retry_after=_retry_after(retry_after), not_served=status == 404)
+
+
+def response_body(status: int, payload: bytes) -> dict[str, Any]:
+    """The JSON object of a success answer; an empty body is {}. Anything else is a transient `ApiError`."""
+    if not payload:
+        return {}
+    decoded = _json_object(payload)
+    if decoded is None:
+        raise ApiError(status, INVALID_RESPONSE, f"the answer is not a JSON object: {_text(payload)!r}")
+    return decoded
 
 
 def resource_path(api_version: str, plural: str, namespace: str | None, name: str | None = None) -> str:
@@ -139,13 +205,9 @@ class KubeClient:
                 self._observe(method, 200)  # an absent object is an answer, not an API error
                 return None
             self._observe(method, status)
-            decoded: dict[str, Any] = json.loads(payload) if payload else {}
             if status >= 400:
-                raise ApiError(
-                    status, str(decoded.get("reason") or "Error"), str(decoded.get("message") or payload[:200]),
-                    retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
-                )
-            return decoded
+                raise response_error(status, payload, retry_after)
+            return response_body(status, payload)
         raise AssertionError("unreachable")
 
     def _observe(self, method: str, status: int) -> None:

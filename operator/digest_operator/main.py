@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import kopf
 
-from digest_operator import handlers
+from digest_operator import admission, handlers
 from digest_operator.config import ConfigError, OperatorConfig
 from digest_operator.probes import probe_app, serve_probes
 from digest_operator.runtime import Runtime
@@ -27,6 +27,17 @@ class RunningOperator:
     tasks: Collection[asyncio.Task[None]]
     stop: asyncio.Event
     ready: asyncio.Event
+    webhook: admission.WebhookServer | None = None
+    """The admission webhook server, when `DIGEST_OPERATOR_WEBHOOK` is on."""
+
+
+async def _ready_and_serving(running: RunningOperator, ready: asyncio.Event) -> None:
+    """Set `ready` once Kopf is ready and, with the webhook on, the webhook server listens: the Service sends the
+    API server's admission calls only to ready pods, so a starting replica gets none before it can answer them."""
+    await running.ready.wait()
+    if running.webhook is not None:
+        await running.webhook.serving.wait()
+    ready.set()
 
 
 async def _spawn(
@@ -52,7 +63,9 @@ async def _spawn(
         stop_flag=stop,
         ready_flag=ready,
     )
-    return RunningOperator(runtime, tasks, stop, ready)
+    webhook = settings.admission.server
+    return RunningOperator(runtime, tasks, stop, ready,
+                           webhook if isinstance(webhook, admission.WebhookServer) else None)
 
 
 @contextlib.asynccontextmanager
@@ -83,7 +96,9 @@ async def _main(namespaces: list[str], probe_port: int, peering: str | None) -> 
     alive.set()
     existing = set(asyncio.all_tasks())
     running = await _spawn(runtime, namespaces=namespaces, peering=peering, priority=None)
-    probes = await serve_probes(probe_app(runtime, running.ready, alive), "0.0.0.0", probe_port)
+    ready = asyncio.Event()
+    readiness = asyncio.create_task(_ready_and_serving(running, ready), name="readiness")
+    probes = await serve_probes(probe_app(runtime, ready, alive), "0.0.0.0", probe_port)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, running.stop.set)
@@ -91,6 +106,7 @@ async def _main(namespaces: list[str], probe_port: int, peering: str | None) -> 
         await kopf.run_tasks(list(running.tasks), ignored=existing)
     finally:
         alive.clear()
+        readiness.cancel()
         await probes.cleanup()
         await runtime.close()
 

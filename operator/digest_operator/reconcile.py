@@ -295,18 +295,25 @@ async def _observe_dead_letters(api: Api, pipeline: Pipeline, old_status: dict[s
     observation.dead_letter_events = deadletter.events(old, new)
 
 
-_MISSING_API_HINTS = {
-    "ScaledObject": "is KEDA installed?",
-    "TriggerAuthentication": "is KEDA installed?",
-    "PodMonitor": "is the Prometheus Operator installed? Otherwise set spec.monitoring.enabled: false",
-    "PrometheusRule": "is the Prometheus Operator installed? Otherwise set spec.monitoring.enabled: false",
+_CRD_OWNERS = {  # child kind → (who installs its CRD, what else helps)
+    "ScaledObject": ("KEDA", ""),
+    "TriggerAuthentication": ("KEDA", ""),
+    "PodMonitor": ("Prometheus Operator", " Otherwise set spec.monitoring.enabled: false"),
+    "PrometheusRule": ("Prometheus Operator", " Otherwise set spec.monitoring.enabled: false"),
 }
 
 
 def _apply_failure(ref: ChildRef, exc: ApiError) -> str:
-    text = f"applying {ref.kind} {ref.name} failed: {exc.status} {exc.reason}: {exc.message}"
-    if exc.status == 404 and ref.kind in _MISSING_API_HINTS:
-        text += f" ({ref.api_version} is not served; {_MISSING_API_HINTS[ref.kind]})"
+    """The ApplyFailed message for one child. A kind the API server does not serve (its CRD is missing or not
+    established yet) is named with its CRD, instead of the server's bare `404 page not found`."""
+    prefix = f"applying {ref.kind} {ref.name} failed"
+    if not exc.not_served:
+        return f"{prefix}: {exc.status} {exc.reason}: {exc.message}"
+    text = f"{prefix}: the API server does not serve {ref.api_version} {ref.kind}"
+    if ref.kind in _CRD_OWNERS:
+        owner, otherwise = _CRD_OWNERS[ref.kind]
+        group = ref.api_version.rpartition("/")[0]
+        text += f": is the {owner} CRD {ref.plural}.{group} installed?{otherwise}"
     return text
 
 

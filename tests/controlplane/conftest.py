@@ -41,6 +41,7 @@ assert set(CRD_FILES.values()) <= set(CRDS)
 BUILD_LOCK = Path(os.environ.get("TMPDIR", "/tmp")) / "digest-pipelines-controlplane-build.lock"
 OPERATOR_NAMESPACE = "digest-system"
 OPERATOR_ACCOUNT = "digest-operator"
+PEERING = "digest-operator"  # the --peering argument of manifests/operator/deployment.yaml
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -122,10 +123,11 @@ def operator_rbac(control_plane: ControlPlane) -> str:
 
 @pytest.fixture(scope="module")
 def operator(control_plane: ControlPlane, operator_rbac: str) -> Iterator[OperatorThread]:
-    """The real Kopf operator (cluster-wide, with the installation's peering object, as deployed) authenticated
-    as its service account against the real apiserver."""
-    control_plane.kubectl("apply", "--server-side", "-f", str(ROOT / "manifests" / "peering" / "peering.yaml"))
-    op = OperatorThread(control_plane.server, config=FAST, peering="digest-operator")
+    """The real Kopf operator (cluster-wide, with peering, as deployed) authenticated as its service account against
+    the real apiserver. As on a fresh installation there is no peering object: the operator creates it at start-up
+    (an earlier module's operator may have left one)."""
+    control_plane.kubectl("delete", "clusterkopfpeering", PEERING, "--ignore-not-found")
+    op = OperatorThread(control_plane.server, config=FAST, peering=PEERING)
     op.runtime.credentials = lambda: control_plane.connection_info(operator_rbac)
     op.start()
     yield op

@@ -65,7 +65,6 @@ def webhook_operator(control_plane: ControlPlane, operator_rbac: str) -> Iterato
     """The operator with its validating webhook on 127.0.0.1, as its service account with manifests/webhook's RBAC
     (the webhook configuration is persistent by design, so the test removes it afterwards)."""
     control_plane.kubectl("apply", "--server-side", "-f", str(ROOT / "manifests" / "webhook" / "rbac.yaml"))
-    control_plane.kubectl("apply", "--server-side", "-f", str(ROOT / "manifests" / "peering" / "peering.yaml"))
     config = dataclasses.replace(FAST, webhook="validate", webhook_addr="127.0.0.1", webhook_port=free_port(),
                                  webhook_host="127.0.0.1")
     op = OperatorThread(control_plane.server, config=config, peering="digest-operator")

@@ -19,7 +19,7 @@ import yaml
 from digest_operator.api.parse import parse_pipeline
 from digest_operator.k8s import resource_path
 from digest_operator.render import ChildRef, possible_children, render_children
-from tests.controlplane.conftest import OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, ROOT
+from tests.controlplane.conftest import OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, PEERING, ROOT
 from tests.support.controlplane import ControlPlane
 from tests.support.operator_thread import OperatorThread
 from tests.support.samples import minimal
@@ -292,6 +292,20 @@ def test_prune_deletes_what_is_no_longer_rendered(
     deployment = control_plane.get(paths["Deployment"])
     assert deployment is not None
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "shared-worker"
+
+
+def test_operator_creates_its_peering_object(
+        control_plane: ControlPlane, running: OperatorThread, audit_start: int) -> None:
+    """manifests/ ships no ClusterKopfPeering (kubectl would refuse it together with its CRD on a fresh cluster):
+    the operator, as its service account, created it at start-up with a server-side apply, and announces itself."""
+    path = f"/apis/kopf.dev/v1/clusterkopfpeerings/{PEERING}"
+    peering = control_plane.wait_for(path, lambda o: bool((o or {}).get("status")), what="the operator's keep-alive")
+    assert peering is not None
+    created = [(describe(e), e["requestURI"].partition("?")[2]) for e in operator_requests(control_plane, audit_start)
+               if e.get("objectRef", {}).get("resource") == "clusterkopfpeerings" and e["verb"] == "patch"
+               and e["responseStatus"]["code"] == 201]
+    assert created == [(f"patch kopf.dev/clusterkopfpeerings {PEERING} -> 201",
+                        "fieldManager=digest-operator&force=true")]
 
 
 def granted_rules() -> set[tuple[str, str, str]]:

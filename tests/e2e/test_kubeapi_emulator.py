@@ -9,7 +9,7 @@ import aiohttp
 import kmock
 import pytest
 
-from tests.support.kubeapi import KubeApi, KubeApiError
+from tests.support.kubeapi import KubeApi, KubeApiError, run_kube_api
 
 pytest_plugins = ['tests.support.kube_fixture']
 
@@ -417,6 +417,22 @@ async def test_kopf_peering_objects_work(kube_api: KubeApi) -> None:
     cluster = await kube_api.create('/apis/kopf.dev/v1/clusterkopfpeerings', {**peering, 'kind': 'ClusterKopfPeering'})
     assert 'namespace' not in cluster['metadata']
     assert await kube_api.get('/apis/kopf.dev/v1/clusterkopfpeerings/default') == cluster
+
+
+async def test_unserved_groups_answer_like_the_apiservers_router() -> None:
+    # kube-apiserver answers a path it does not serve (here: KEDA's CRDs are not installed) with a plain-text 404
+    async with run_kube_api(unserved_groups=frozenset({'keda.sh'})) as kube_api:
+        for method, path, body in [('GET', f'{SCALEDOBJECTS}/so', None), ('GET', '/apis/keda.sh/v1alpha1', None),
+                                   ('POST', SCALEDOBJECTS, {'metadata': {'name': 'so'}}),
+                                   ('PATCH', f'{SCALEDOBJECTS}/so', {'metadata': {'name': 'so'}})]:
+            async with kube_api.session.request(method, kube_api.url + path, json=body) as response:
+                assert (response.status, response.content_type, await response.text()) == (
+                    404, 'text/plain', '404 page not found\n'), (method, path)
+        groups = await kube_api.get('/apis')
+        assert groups is not None
+        assert 'keda.sh' not in {g['name'] for g in groups['groups']}
+        assert 'apps' in {g['name'] for g in groups['groups']}
+        await kube_api.create(DEPLOY, deployment('d'))  # other groups are served as usual
 
 
 # 11. Trailing-slash discovery and health probes.

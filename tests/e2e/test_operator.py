@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.kubeapi import KubeApi
+from tests.support.kubeapi import KubeApi, run_kube_api
 from tests.support.operator_thread import FAST, OperatorThread
 from tests.support.samples import DIGEST, minimal
 
@@ -290,6 +290,49 @@ async def test_two_operators_do_not_both_act(kube_api: KubeApi, operators: list[
     await kube_api.wait_for(PATHS["ScaledObject"], lambda o: o is not None and o["spec"]["maxReplicaCount"] == 5,
                             within=30)
     await wait_for_reconciles(follower, 1)  # the count moves when the reconcile that applied it returns
+
+
+async def test_operator_creates_its_peering_object(kube_api: KubeApi, operators: list[OperatorThread]) -> None:
+    """The installation ships no ClusterKopfPeering (it would be applied with its CRD, which kubectl refuses on a
+    fresh cluster): the operator applies it at start-up, before Kopf's keep-alive needs it. Without it, mandatory
+    peering keeps every replica paused."""
+    peering = "/apis/kopf.dev/v1/clusterkopfpeerings/digest"
+    assert await kube_api.get(peering) is None
+    op = await asyncio.to_thread(OperatorThread(kube_api.url, peering="digest").start)
+    operators.append(op)
+    created = await kube_api.wait_for(peering, lambda o: bool((o or {}).get("status")))  # the keep-alive landed
+    assert created is not None and created["kind"] == "ClusterKopfPeering"
+    assert ("PATCH", peering, "fieldManager=digest-operator&force=true") in kube_api.requests()
+    await create_ready_pipeline(kube_api)  # not paused: it reconciles
+    assert op.runtime.reconcile_count > 0
+
+
+async def test_missing_keda_crds_are_reported_as_apply_failed() -> None:
+    """KEDA's CRDs are not installed: the API server answers `404 page not found` in plain text, and the pipeline
+    reports which kinds are missing instead of the reconcile dying on the body."""
+    async with run_kube_api(unserved_groups=frozenset({"keda.sh"})) as kube_api:
+        op = await asyncio.to_thread(OperatorThread(kube_api.url).start)
+        try:
+            await kube_api.create(DGP, minimal())
+            pipeline = await kube_api.wait_for(
+                f"{DGP}/demo", lambda o: condition(o, "Ready").get("reason") == "ApplyFailed")
+            message = condition(pipeline, "Degraded")["message"]
+            assert message == (
+                "applying TriggerAuthentication demo-servicebus failed: the API server does not serve "
+                "keda.sh/v1alpha1 TriggerAuthentication: is the KEDA CRD triggerauthentications.keda.sh installed?; "
+                "applying ScaledObject demo failed: the API server does not serve keda.sh/v1alpha1 ScaledObject: "
+                "is the KEDA CRD scaledobjects.keda.sh installed?")
+            assert condition(pipeline, "Degraded")["reason"] == "ApplyFailed"
+            for kind in ("ServiceAccount", "ConfigMap", "Deployment", "CronJob", "PodMonitor", "PrometheusRule"):
+                assert await kube_api.get(PATHS[kind]) is not None, kind  # the other children were applied
+            assert message == await wait_for_event(kube_api, "Warning", "ApplyFailed")
+            runs = op.runtime.reconcile_count
+            await wait_for_reconciles(op, runs + 2)  # retried, and still reported the same way
+            op.check()
+            again = await kube_api.get(f"{DGP}/demo")
+            assert condition(again, "Degraded")["message"] == message
+        finally:
+            await asyncio.to_thread(op.stop)
 
 
 async def test_refused_child_write_is_reported_then_retried(kube_api: KubeApi, operator: OperatorThread) -> None:

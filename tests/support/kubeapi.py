@@ -15,7 +15,9 @@ Added on top of stock kmock 0.8 (see /work/shared/notes/kmock-facts.md for its g
 - background garbage collection by ``ownerReferences`` (multiple owners, dependents' finalizers respected);
 - lists with ``kind``/``apiVersion``/``resourceVersion``; label and field selectors on lists and watches;
 - ``/api/v1/namespaces[/name]`` (kmock 0.8 cannot parse these paths);
-- pre-commit fault injection (``fail_next``), ``/healthz``, ``/readyz``, ``/livez``, trailing-slash discovery.
+- pre-commit fault injection (``fail_next``), ``/healthz``, ``/readyz``, ``/livez``, trailing-slash discovery;
+- ``unserved_groups``: API groups the server does not serve (e.g. ``keda.sh`` without KEDA's CRDs), answered as
+  kube-apiserver's router answers them: 404 with the plain-text body ``404 page not found``; absent from discovery.
 
 Writes to ``/status`` and main endpoints are committed here, into ``emulator.objects`` (one history version per
 real change) and kmock's watch streams, instead of kmock's own write path. The untouched request then goes through
@@ -146,6 +148,7 @@ class Fault:
 @attrs.define(kw_only=True)
 class KubeApiEmulator(kmock.KubernetesEmulator):
     gc_delay: float = 0.05  # seconds between an owner's removal and the collection of its dependents
+    unserved_groups: frozenset[str] = frozenset()  # e.g. {'keda.sh'}: as if their CRDs were not installed
     _rv: int = attrs.field(default=0, init=False)
     _faults: list[Fault] = attrs.field(factory=list, init=False)
     _results: dict[int, JsonDict] = attrs.field(factory=dict, init=False)  # request.id -> object to respond
@@ -180,8 +183,11 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
         slash[re.compile(r'/apis/[^/]+/[^/]+/|/api/[^/]+/')] << self._serve_version
         slash[re.compile(r'/apis/[^/]+/')] << self._serve_group
         for resource, info in _bundled_resources().items():  # as load_bundled(), but parsed once per process
-            self.resources[resource] = attrs.evolve(info)  # copies the sets
+            if resource.group not in self.unserved_groups:
+                self.resources[resource] = attrs.evolve(info)  # copies the sets
         for path, (kind, namespaced, shortnames, subresources) in CUSTOM_RESOURCES.items():
+            if path.split('/', 1)[0] in self.unserved_groups:
+                continue
             self.resources[path] = kmock.ResourceInfo(
                 kind=kind, singular=kind.lower(), namespaced=namespaced, verbs=VERBS,
                 shortnames=shortnames, subresources=subresources)
@@ -237,6 +243,9 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
             if self._requests[request.id:][:1] == [request]:  # kmock's reactions match logged requests by identity
                 self._requests[request.id] = request = fixed
         path, method = request.url.path, request.method.value.upper()
+        if path.startswith('/apis/') and path.split('/')[2] in self.unserved_groups:
+            # kube-apiserver's NotFoundHandler: the route does not exist, so there is no Status object
+            return aiohttp.web.Response(status=404, text='404 page not found\n', content_type='text/plain')
         for fault in self._faults:
             if fault.times > 0 and fault.method in {'*', method} and fault.path.search(path):
                 fault.times -= 1

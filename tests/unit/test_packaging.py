@@ -1,4 +1,4 @@
-"""The wheel ships `digest_operator`, `digest_worker` and `digest_sbemulator`, never a top-level `operator`, and the
+"""The wheel ships `digest_operator`, `digest_worker`, `digest_sbemulator`, `digest_cluster`, never a top-level `operator`, and the
 `digestctl` script."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_wheel_has_only_the_project_import_packages(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
-    assert top == {"digest_operator", "digest_worker", "digest_sbemulator"}
+    assert top == {"digest_operator", "digest_worker", "digest_sbemulator", "digest_cluster"}
     assert "digest_operator/api/spec.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "digestctl = digest_operator.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

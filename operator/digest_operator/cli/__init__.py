@@ -5,11 +5,26 @@ from __future__ import annotations
 import click
 
 from digest_operator.cli import crd, dlq, emulator, operator, render, rollout
-from digest_cluster import cli as cluster_cli
 from digest_worker import cli as worker_cli
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class _Main(click.Group):
+    """`digestctl`; `cluster` comes from the local-cluster package, which is not in the images (loaded on use)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), "cluster"])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name != "cluster":
+            return super().get_command(ctx, cmd_name)
+        try:
+            from digest_cluster.cli import cluster
+        except ImportError:  # an installation without the local cluster (the operator and worker images)
+            return None
+        return cluster
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="digest-pipelines", prog_name="digestctl")
 def main() -> None:
     """Operate Azure Service Bus digest pipelines on Kubernetes."""
@@ -25,4 +40,3 @@ main.add_command(worker_cli.enqueue)
 main.add_command(worker_cli.references)
 main.add_command(worker_cli.items)
 main.add_command(dlq.dlq)
-main.add_command(cluster_cli.cluster)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from digest_operator.conditions import find
-from digest_operator.k8s import ApiError
+from digest_operator.k8s import ApiError, response_error
 from digest_operator.reconcile import reconcile
 from tests.support.samples import DIGEST, minimal, with_path
 
@@ -128,15 +128,49 @@ async def test_invalid_spec_makes_no_api_call() -> None:
     assert "spec.scaling.maxReplicas" in find(outcome.status["conditions"], "Ready")["message"]  # type: ignore[index]
 
 
+# how kube-apiserver answers a request for a kind it does not serve (no CRD): plain text, not a Status object
+NOT_SERVED = response_error(404, b"404 page not found\n")
+
+
 async def test_missing_crd_is_reported_and_other_children_still_apply() -> None:
     api = MemoryApi()
-    api.fail_apply["PodMonitor"] = ApiError(404, "NotFound", "the server could not find the requested resource")
+    api.fail_apply["PodMonitor"] = NOT_SERVED
     outcome = await reconcile(_body(), api, NOW)
     assert outcome.failed
     ready = find(outcome.status["conditions"], "Ready")
     assert ready is not None and ready["reason"] == "ApplyFailed"
-    assert "Prometheus Operator" in ready["message"]
+    assert ready["message"] == (
+        "applying PodMonitor demo-worker failed: the API server does not serve monitoring.coreos.com/v1 PodMonitor: "
+        "is the Prometheus Operator CRD podmonitors.monitoring.coreos.com installed? Otherwise set "
+        "spec.monitoring.enabled: false")
     assert ("apply", "Deployment", "demo-worker") in api.writes
+
+
+async def test_missing_keda_crds_name_the_kinds_and_the_crds() -> None:
+    api = MemoryApi()
+    api.fail_apply.update(TriggerAuthentication=NOT_SERVED, ScaledObject=NOT_SERVED)
+    outcome = await reconcile(_body(), api, NOW)
+    assert outcome.failed
+    degraded = find(outcome.status["conditions"], "Degraded")
+    assert degraded is not None and degraded["reason"] == "ApplyFailed"
+    assert degraded["message"] == (
+        "applying TriggerAuthentication demo-servicebus failed: the API server does not serve keda.sh/v1alpha1 "
+        "TriggerAuthentication: is the KEDA CRD triggerauthentications.keda.sh installed?; "
+        "applying ScaledObject demo failed: the API server does not serve keda.sh/v1alpha1 ScaledObject: "
+        "is the KEDA CRD scaledobjects.keda.sh installed?")
+    assert [(e.type, e.message) for e in outcome.events if e.reason == "ApplyFailed"] == [
+        ("Warning", degraded["message"])]
+    assert ("apply", "Deployment", "demo-worker") in api.writes
+
+
+async def test_a_404_status_object_is_not_taken_for_a_missing_crd() -> None:
+    api = MemoryApi()
+    api.fail_apply["ScaledObject"] = response_error(
+        404, b'{"kind":"Status","reason":"NotFound","message":"namespaces \\"default\\" not found"}')
+    outcome = await reconcile(_body(), api, NOW)
+    ready = find(outcome.status["conditions"], "Ready")
+    assert ready is not None and ready["message"] == (
+        'applying ScaledObject demo failed: 404 NotFound: namespaces "default" not found')
 
 
 async def test_transient_errors_propagate_for_retry() -> None:

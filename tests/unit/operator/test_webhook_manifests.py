@@ -34,7 +34,7 @@ def test_overlay_renders_and_validates() -> None:
 def test_webhook_rbac_is_create_and_named_patch_only() -> None:
     rules = _one("ClusterRole", "digest-operator-webhook")["rules"]
     assert {(tuple(r["verbs"]), tuple(r.get("resourceNames", ()))) for r in rules} == {
-        (("create",), ()), (("patch",), ("digest.dev",))}
+        (("get", "create", "patch"), ("digest.dev",))}
     for rule in rules:
         assert rule["apiGroups"] == ["admissionregistration.k8s.io"]
     binding = _one("ClusterRoleBinding", "digest-operator-webhook")
@@ -48,16 +48,13 @@ def test_webhook_rbac_is_create_and_named_patch_only() -> None:
 def test_operator_webhook_settings_match_service_and_certificate() -> None:
     deployment = _one("Deployment", "digest-operator")
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    config = OperatorConfig.from_env({e["name"]: e["value"] for e in container["env"]})
+    config = OperatorConfig.from_env({e["name"]: e["value"] for e in container["env"] if "value" in e})
     assert (config.webhook, config.webhook_failure_policy, config.webhook_port) == ("validate", "Fail", 9443)
     port = next(p for p in container["ports"] if p["name"] == "webhook")
     assert port["containerPort"] == config.webhook_port
     service = _one("Service", "digest-operator-webhook")
     assert service["spec"]["ports"][0]["targetPort"] == "webhook"
-    assert config.webhook_host == f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc"
-    certificate = _one("Certificate", "digest-operator-webhook")
-    assert config.webhook_host in certificate["spec"]["dnsNames"]
-    mount = next(m for m in container["volumeMounts"] if m["name"] == "webhook-tls")
-    assert mount["mountPath"] == config.webhook_cert_dir and mount["readOnly"] is True
-    volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "webhook-tls")
-    assert volume["secret"]["secretName"] == certificate["spec"]["secretName"]
+    # the API server calls the webhook through a service reference on the Service's own port, not a .svc URL
+    assert config.webhook_host is None
+    assert config.webhook_service_ref == (service["metadata"]["namespace"], service["metadata"]["name"],
+                                          service["spec"]["ports"][0]["port"])
