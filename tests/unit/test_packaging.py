@@ -1,4 +1,4 @@
-"""The wheel ships the four `digest_*` packages (operator, worker, emulator, cluster), never a top-level `operator`, and the
+"""The wheel ships the four `digest_*` packages (operator, worker, emulator, cluster), never `operator`, and the
 `digestctl` script."""
 
 from __future__ import annotations
