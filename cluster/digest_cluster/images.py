@@ -12,13 +12,18 @@ Interface (all builds are cached; a warm call only asks the registry and returns
   ``SSL_CERT_FILE``/``REQUESTS_CA_BUNDLE`` on the system bundle; ``extra_ca_pem`` joins the system trust.
 - ``project_image(store, name, dockerfile, context, python_ref) -> "<registry>/<name>@sha256:…"``: ``buildah bud
   --pull=never --build-arg PYTHON_IMAGE=<python_ref>``, tagged ``ctx-<hash16>`` of its real inputs (the Dockerfile,
-  ``python_ref`` and the working-tree content of what the Dockerfile COPYs); checked to run as 10001 / ``digestctl``.
+  ``python_ref`` and the working-tree content of what the Dockerfile COPYs); ``smoke`` (``digestctl --help``) must
+  run in it and its config must say user 10001 / entrypoint ``digestctl``.
+- ``derived_image(store, ref, repo, labels=…, entrypoint=…) -> "<registry>/<repo>@sha256:…"``: ``ref`` with only
+  its config changed (a second release of the same content, or one that fails at once).
 - ``run_in_image(store, ref, argv) -> str``: run a command in an image with ``buildah run`` (no container runtime).
 - ``ImageBuildError``: a failed step, naming the command, its exit code and the tail of its log.
 
-``python -m digest_cluster.images --registry … --pause-binary …`` builds and checks all four images (the integration
-check). Nothing resolves to Docker Hub: every build uses ``--pull=never`` and local or fully qualified references, and
-the registries.conf of the tools lists no search registries. Progress lines with timings go to stderr.
+A build is pushed to ``pending-<tag>`` and tagged ``<tag>`` only after its checks pass, so a warm call never returns
+an image that failed them. ``python -m digest_cluster.images --registry … --pause-binary …`` builds and checks all
+four images (the integration check). Nothing resolves to Docker Hub: every build uses ``--pull=never`` and local or
+fully qualified references, and the tools' registries.conf lists no search registries. Progress lines with timings
+go to stderr.
 """
 
 from __future__ import annotations
@@ -53,8 +58,10 @@ __all__ = [
     "run_in_image",
 ]
 
-# Bump when a recipe below changes in a way the cache keys do not see.
+# Bump when a recipe below changes in a way the cache keys do not see: RECIPE rebuilds the images, ROOTFS_RECIPE
+# also the mmdebstrap rootfs (tens of seconds).
 RECIPE = "images-v1"
+ROOTFS_RECIPE = "images-v1"
 PAUSE_TAG = "3.10"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 IMAGE_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
@@ -268,7 +275,7 @@ def mmdebstrap_argv(out: Path) -> list[str]:
 
 def rootfs_key() -> str:
     """Cache key of the mmdebstrap rootfs (its inputs)."""
-    return sha256_hex(RECIPE, " ".join(mmdebstrap_argv(Path("rootfs.tar"))))
+    return sha256_hex(ROOTFS_RECIPE, " ".join(mmdebstrap_argv(Path("rootfs.tar"))))
 
 
 def python_containerfile(base: str, *, with_ca: bool) -> str:
@@ -452,7 +459,18 @@ def inspect_config(store: ImageStore, ref: str) -> dict[str, Any]:
 def _verify_pushed(store: ImageStore, repo: str, tag: str, digest: str) -> None:
     served = registry_digest(store.registry, repo, tag)
     if served != digest:
-        raise ImageBuildError(f"images: {store.registry}/{repo}:{tag} serves {served}, buildah pushed {digest}")
+        raise ImageBuildError(f"images: {store.registry}/{repo}:{tag} serves {served}, the push wrote {digest}")
+
+
+def _publish(store: ImageStore, repo: str, tag: str, digest: str, **expect: Any) -> str:
+    """After a push to ``pending-<tag>``: check the config as the registry serves it, then tag it ``tag`` (what warm
+    calls look for, so a bad image is never found as cached); returns the digest reference."""
+    _verify_pushed(store, repo, f"pending-{tag}", digest)
+    ref = image_ref(store.registry, repo, digest)
+    _check_config(ref, inspect_config(store, ref), **expect)
+    registry_retag(store.registry, repo, f"pending-{tag}", tag)
+    _verify_pushed(store, repo, tag, digest)
+    return ref
 
 
 def ensure_local(store: ImageStore, ref: str) -> None:
@@ -462,14 +480,15 @@ def ensure_local(store: ImageStore, ref: str) -> None:
                                          str(store.policy), ref))
 
 
-def run_in_image(store: ImageStore, ref: str, argv: Sequence[str]) -> str:
-    """Run ``argv`` in a throwaway container of ``ref`` (``buildah run``, chroot isolation); returns its stdout."""
+def run_in_image(store: ImageStore, ref: str, argv: Sequence[str], *, step: str = "run") -> str:
+    """Run ``argv`` in a throwaway container of ``ref`` (``buildah run``, chroot isolation, the image's user and
+    env); returns its stdout (stderr goes to ``logs/<step>.log``)."""
     _prepare(store)
     ensure_local(store, ref)
-    ctr = _run(store, "run", buildah_argv(store, "from", "--pull=never", "--signature-policy", str(store.policy),
-                                          ref), capture=True).strip().splitlines()[-1]
+    ctr = _run(store, step, buildah_argv(store, "from", "--pull=never", "--signature-policy", str(store.policy),
+                                         ref), capture=True).strip().splitlines()[-1]
     try:
-        return _run(store, "run", buildah_argv(store, "run", "--isolation", "chroot", ctr, "--", *argv),
+        return _run(store, step, buildah_argv(store, "run", "--isolation", "chroot", ctr, "--", *argv),
                     capture=True)
     finally:
         _ok(store, buildah_argv(store, "rm", ctr))
@@ -509,10 +528,9 @@ def pause_image(store: ImageStore, pause_binary: Path) -> str:
                                                 "--config.entrypoint", "/pause", "--config.user", "65535:65535"])
                     layout.parent.mkdir(parents=True, exist_ok=True)
                     lay.rename(layout)
-            have = _skopeo_copy(store, "pause-push", f"oci:{layout}:pause", f"{store.registry}/pause:{keyed}")
-            _verify_pushed(store, "pause", keyed, have)
-            _check_config(ref, inspect_config(store, image_ref(store.registry, "pause", have)),
-                          user="65535", entrypoint=["/pause"])
+            have = _skopeo_copy(store, "pause-push", f"oci:{layout}:pause",
+                                f"{store.registry}/pause:pending-{keyed}")
+            _publish(store, "pause", keyed, have, user="65535", entrypoint=["/pause"])
             _log(f"pause image built in {time.monotonic() - t0:.1f} s ({have})")
         if registry_digest(store.registry, "pause", PAUSE_TAG) != have:
             registry_retag(store.registry, "pause", keyed, PAUSE_TAG)
@@ -577,12 +595,10 @@ def python_image(store: ImageStore, extra_ca_pem: bytes | None = None) -> str:
         local = f"localhost/digest-python:{tag}"
         # No host CA mount here: these RUN steps use no network, and update-ca-certificates must write the bundle.
         _run(store, "python-build", bud_argv(store, ctx / "Containerfile", ctx, local))
-        have = _push(store, "python-push", local, f"{store.registry}/python:{tag}")
-        _verify_pushed(store, "python", tag, have)
-        ref = image_ref(store.registry, "python", have)
-        _check_config(ref, inspect_config(store, ref), env=PYTHON_ENV)
         if extra_ca_pem is not None:
-            _check_trusts(store, ref, extra_ca_pem)
+            _check_trusts(store, local, extra_ca_pem)
+        have = _push(store, "python-push", local, f"{store.registry}/python:pending-{tag}")
+        ref = _publish(store, "python", tag, have, env=PYTHON_ENV)
         _log(f"python base built in {time.monotonic() - t0:.1f} s ({ref})")
         return ref
 
@@ -601,9 +617,11 @@ def _check_trusts(store: ImageStore, ref: str, pem: bytes) -> None:
 
 
 def project_image(store: ImageStore, name: str, dockerfile: Path, context: Path, python_ref: str, *,
-                  user: str | None = "10001", entrypoint: Sequence[str] | None = ("digestctl",)) -> str:
+                  user: str | None = "10001", entrypoint: Sequence[str] | None = ("digestctl",),
+                  smoke: Sequence[str] | None = ("digestctl", "--help")) -> str:
     """Build ``dockerfile`` on ``python_ref`` (``--build-arg PYTHON_IMAGE``), push it as ``<registry>/<name>`` and
-    return ``<registry>/<name>@sha256:…`` as the registry serves it; the config must show ``user``/``entrypoint``."""
+    return ``<registry>/<name>@sha256:…`` as the registry serves it. Before it is tagged as cached, ``smoke`` must
+    run in it and its config must show ``user`` and ``entrypoint``."""
     tag = f"ctx-{content_key(dockerfile, context, python_ref)[:16]}"
     have = registry_digest(store.registry, name, tag)
     if have is not None:
@@ -622,10 +640,10 @@ def project_image(store: ImageStore, name: str, dockerfile: Path, context: Path,
         _run(store, f"{name}-build", bud)
         image_id = iidfile.read_text().strip().removeprefix("sha256:")
         built = time.monotonic() - t0
-        have = _push(store, f"{name}-push", local, f"{store.registry}/{name}:{tag}")
-        _verify_pushed(store, name, tag, have)
-        ref = image_ref(store.registry, name, have)
-        _check_config(ref, inspect_config(store, ref), user=user, entrypoint=entrypoint)
+        if smoke:
+            run_in_image(store, local, smoke, step=f"{name}-smoke")
+        have = _push(store, f"{name}-push", local, f"{store.registry}/{name}:pending-{tag}")
+        ref = _publish(store, name, tag, have, user=user, entrypoint=entrypoint)
         _drop_older(store, name, keep_id=image_id, since=time.time() - (time.monotonic() - t0))
         _log(f"{name} image built in {built:.1f} s, pushed in {time.monotonic() - t0 - built:.1f} s ({ref})")
         return ref
@@ -712,8 +730,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report: dict[str, Any] = {}
 
     def timed(label: str, ref: str, t0: float) -> str:
-        report[label] = {"ref": ref, "seconds": round(time.monotonic() - t0, 3), "bytes": _size(store, ref)
-                         if "@" in ref else None}
+        report[label] = {"ref": ref, "seconds": round(time.monotonic() - t0, 3), "bytes": _size(store, ref)}
         return ref
 
     t0 = time.monotonic()
