@@ -80,7 +80,7 @@ def test_webhook_service_and_certificate_secret_settings() -> None:
 
 
 def _config(**changes: Any) -> OperatorConfig:
-    return dataclasses.replace(OperatorConfig(), webhook="validate", **changes)
+    return dataclasses.replace(OperatorConfig(), **{"webhook": "validate", **changes})
 
 
 # --- the rendered configuration -----------------------------------------------------------------------------------
