@@ -104,9 +104,6 @@ REQUIRED_COMMANDS = {
     "docker-registry": "docker-registry", "mmdebstrap": "mmdebstrap", "umoci": "umoci", "skopeo": "skopeo",
     "buildah": "buildah", "gcc": "gcc", "conntrack": "conntrack", "sysctl": "procps",
 }
-APT_PACKAGES = ("containerd", "runc", "containernetworking-plugins", "iptables", "conntrack", "mmdebstrap", "umoci",
-                "skopeo", "buildah", "docker-registry", "gcc", "libc6-dev", "iproute2", "procps", "kmod")
-
 
 def missing_prerequisites() -> list[str]:
     """What this machine lacks to run the cluster, each with its fix (empty when it can)."""
@@ -218,7 +215,7 @@ def write_configuration(layout: Layout, bins: Binaries) -> None:
                                                           layout.pki / "admin.key", "digest-admin"))
     layout.admin_kubeconfig.chmod(0o600)
     files = {
-        "containerd.toml": configs.containerd(layout, bins.containerd),
+        "containerd.toml": configs.containerd(layout),
         "certs.d/" + REGISTRY + "/hosts.toml": configs.registry_hosts(),
         "certs.d/_default/hosts.toml": configs.default_hosts(),
         "cni/10-digest-cluster.conflist": configs.cni(layout),
@@ -447,6 +444,9 @@ def down(layout: Layout | None = None, progress: Progress = _stderr) -> None:
             processes.stop(daemons.pop(name), layout.pids)
     for daemon in daemons.values():  # anything else the harness or a test recorded (emulator, Teams, ...)
         processes.stop(daemon, layout.pids)
+    for marker in (layout.root / "services").glob("*-dir"):  # host services' data outside the state directory
+        shutil.rmtree(marker.read_text(), ignore_errors=True)
+        marker.unlink()
     if (k8s_dir / "kube-proxy").exists():
         subprocess.run([str(k8s_dir / "kube-proxy"), "--cleanup"], capture_output=True, timeout=60)
     network.remove_kubelet_chains()

@@ -47,10 +47,9 @@ def api_server_url() -> str:
     return f"https://{NODE_IP}:{API_PORT}"
 
 
-def containerd(layout: Layout, shim_dir: Path) -> str:
+def containerd(layout: Layout) -> str:
     """containerd 2.x (config version 3). `restrict_oom_score_adj` is required on hosts without CAP_SYS_RESOURCE in
     the bounding set (runc cannot lower oom_score_adj there: `can't get final child's PID from pipe`)."""
-    del shim_dir  # the shim is found on containerd's PATH
     root, state, run = layout.containerd_root, layout.run / "containerd", layout.run / "runc"
     certs = layout.config / "certs.d"
     disabled = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",

@@ -94,7 +94,7 @@ def wait_for(cluster: Cluster, args: tuple[str, ...], predicate: Any, within: fl
 
 
 def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
-    for entry in (obj or {}).get("status", {}).get("conditions", []):
+    for entry in ((obj or {}).get("status") or {}).get("conditions") or []:  # a new CRD's status has none yet
         if entry.get("type") == kind:
             found: dict[str, Any] = entry
             return found

@@ -12,6 +12,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +28,7 @@ TEAMS_APP_ID = "00000000-0000-0000-0000-000000000001"
 
 @dataclass(frozen=True)
 class Emulator:
-    connection_string: str  # as pods use it (node IP)
-    host_connection_string: str  # the same, for tools on this host
+    connection_string: str  # at the node IP: for pods and for tools on this host alike
     ca_file: Path
 
 
@@ -83,7 +83,7 @@ def start_emulator(layout: Layout, queues: list[str]) -> Emulator:
     processes.wait_until(daemon, lambda: "Endpoint=sb://" in daemon.log.read_text(), "its connection string", 30)
     line = next(ln for ln in daemon.log.read_text().splitlines() if "Endpoint=sb://" in ln)
     connection = line[line.index("Endpoint=sb://"):].strip()
-    return Emulator(connection, connection, tls / "ca.pem")
+    return Emulator(connection, tls / "ca.pem")
 
 
 def start_teams(layout: Layout, app_id: str = TEAMS_APP_ID) -> Teams:
@@ -117,9 +117,13 @@ def start_postgres(layout: Layout, database: str = "digests") -> Postgres:
     """A fresh PostgreSQL cluster (run as the `postgres` user) on the node IP and loopback; pods authenticate with
     a generated password (scram-sha-256), host tools over loopback."""
     bindir = _postgres_bindir()
-    root = layout.root / "services" / "postgres"
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
+    # its own directory in /tmp: the `postgres` user cannot traverse a private state directory (pytest's tmp)
+    marker = layout.root / "services" / "postgres-dir"
+    if marker.exists():
+        shutil.rmtree(marker.read_text(), ignore_errors=True)
+    root = Path(tempfile.mkdtemp(prefix="digest-cluster-pg-"))
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(str(root))
     entry = pwd.getpwnam("postgres")
     os.chown(root, entry.pw_uid, entry.pw_gid)
     password = secrets.token_urlsafe(18)
@@ -129,9 +133,11 @@ def start_postgres(layout: Layout, database: str = "digests") -> Postgres:
     pwfile.chmod(0o600)
     data = root / "data"
     env = {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
-    subprocess.run(["runuser", "-u", "postgres", "--", str(bindir / "initdb"), "-D", str(data), "-U", "digest",
-                    f"--pwfile={pwfile}", "-A", "scram-sha-256", "-E", "UTF8", "--no-sync"],
-                   check=True, capture_output=True, env=env)
+    initdb = subprocess.run(["runuser", "-u", "postgres", "--", str(bindir / "initdb"), "-D", str(data), "-U",
+                             "digest", f"--pwfile={pwfile}", "-A", "scram-sha-256", "-E", "UTF8", "--no-sync"],
+                            capture_output=True, text=True, env=env)
+    if initdb.returncode != 0:
+        raise processes.StartError(f"initdb failed ({initdb.returncode}): {initdb.stderr.strip()}")
     pwfile.unlink()
     with (data / "pg_hba.conf").open("w") as hba:
         hba.write("local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
@@ -153,7 +159,11 @@ def start_postgres(layout: Layout, database: str = "digests") -> Postgres:
 
 
 def stop(layout: Layout, name: str) -> None:
-    """Stop the host service `name` (emulator, teams, postgres) if it runs."""
+    """Stop the host service `name` (emulator, teams, postgres) if it runs; PostgreSQL's data goes with it."""
     for daemon in processes.recorded(layout.pids):
         if daemon.name == name:
             processes.stop(daemon, layout.pids)
+    marker = layout.root / "services" / f"{name}-dir"
+    if marker.exists():
+        shutil.rmtree(marker.read_text(), ignore_errors=True)
+        marker.unlink()

@@ -79,10 +79,14 @@ def project_images(cluster: cluster_mod.Cluster) -> Images:
     return Images(python, operator, worker, store)
 
 
+def install_keda_crds(cluster: cluster_mod.Cluster) -> None:
+    install.apply_crds(cluster, sorted((ROOT.parent / "shared" / "reference" / "keda").glob("*.yaml")))
+
+
 @pytest.fixture(scope="session")
 def keda_crds(cluster: cluster_mod.Cluster) -> None:
     """KEDA's CRDs (the pipelines' ScaledObject and TriggerAuthentication); KEDA itself is not needed here."""
-    install.apply_crds(cluster, sorted((ROOT.parent / "shared" / "reference" / "keda").glob("*.yaml")))
+    install_keda_crds(cluster)
 
 
 @pytest.fixture(scope="session")

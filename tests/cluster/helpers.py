@@ -39,11 +39,6 @@ def pipeline(name: str, namespace: str, image: str, **spec: Any) -> dict[str, An
             "metadata": {"name": name, "namespace": namespace}, "spec": {"image": image, **spec}}
 
 
-def logs(cluster: Cluster, namespace: str, pod: str, container: str | None = None) -> str:
-    args = ["logs", "-n", namespace, pod] + (["-c", container] if container else [])
-    return cluster.kubectl(*args, check=False).stdout
-
-
 def events(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
     found = get(cluster, "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}")
     return list((found or {}).get("items", []))

@@ -7,7 +7,7 @@ import time
 
 from digest_cluster import install
 from digest_cluster.cluster import Cluster
-from tests.cluster.conftest import ROOT, Images
+from tests.cluster.conftest import Images, install_keda_crds
 from tests.cluster.helpers import http_get, metric, pipeline, pods, ready
 
 OPERATOR_SELECTOR = "app.kubernetes.io/name=digest-operator"
@@ -65,13 +65,9 @@ def test_missing_keda_crds_become_apply_failed_and_the_pipeline_recovers_once_in
     message = install.condition(failed, "Ready")["message"]  # type: ignore[index]
     assert "keda.sh" in message, message
     # level-triggered: installing the CRDs is enough, the next reconcile converges
-    _install_keda_crds(cluster)
+    install_keda_crds(cluster)
     install.wait_for(cluster, ("scaledobject", "no-keda", "-n", namespace), lambda o: o is not None, 120,
                      "the ScaledObject after the KEDA CRDs were installed")
-
-
-def _install_keda_crds(cluster: Cluster) -> None:
-    install.apply_crds(cluster, sorted((ROOT.parent / "shared" / "reference" / "keda").glob("*.yaml")))
 
 
 def _local_spec() -> dict[str, object]:

@@ -32,7 +32,7 @@ def test_sample_pipeline_delivers_and_the_monitor_parks_poison(
     _monitor_suspended(cluster, namespace, True)
 
     run = uuid.uuid4().hex[:8]
-    with ServiceBusClient.from_connection_string(emulator.host_connection_string) as client, \
+    with ServiceBusClient.from_connection_string(emulator.connection_string) as client, \
             client.get_queue_sender(QUEUE) as sender:
         sender.send_messages([ServiceBusMessage(request_body(f"{run}-{i}", conversation, title=f"{run}-{i}"),
                                                 message_id=f"{run}-{i}", content_type="application/json")
@@ -58,7 +58,7 @@ def test_sample_pipeline_delivers_and_the_monitor_parks_poison(
     assert sorted(delivered()) == sorted(f"{run}-{i}" for i in range(GOOD))
 
     # the poison messages are dead-lettered by the worker (the monitor is suspended until they are there)
-    with ServiceBusClient.from_connection_string(emulator.host_connection_string) as client, \
+    with ServiceBusClient.from_connection_string(emulator.connection_string) as client, \
             client.get_queue_receiver(QUEUE, sub_queue=ServiceBusSubQueue.DEAD_LETTER) as dlq:
         install.wait_for(cluster, ("dgp", "dev-digest", "-n", namespace),
                          lambda _: len(dlq.peek_messages(max_message_count=50, sequence_number=0)) == POISON, 60,
@@ -73,7 +73,7 @@ def test_sample_pipeline_delivers_and_the_monitor_parks_poison(
         cluster, ("dgp", "dev-digest", "-n", namespace),
         lambda o: ((o or {}).get("status", {}).get("deadLetter", {}).get("lastRun") or {}).get("parked") == POISON,
         150, "the monitor report (termination message) in status.deadLetter, having parked the poison messages")
-    with ServiceBusClient.from_connection_string(emulator.host_connection_string) as client:
+    with ServiceBusClient.from_connection_string(emulator.connection_string) as client:
         with client.get_queue_receiver(QUEUE, sub_queue=ServiceBusSubQueue.DEAD_LETTER) as dlq:
             assert dlq.peek_messages(max_message_count=50) == []
         with client.get_queue_receiver(PARK_QUEUE) as parked:

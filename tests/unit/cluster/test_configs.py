@@ -15,7 +15,7 @@ LAYOUT = Layout(Path("/srv/cluster"), Path("/srv/cache"))
 
 
 def test_containerd_clamps_oom_score_adj_and_uses_the_local_pause_image() -> None:
-    config = tomllib.loads(configs.containerd(LAYOUT, Path("/bin")))
+    config = tomllib.loads(configs.containerd(LAYOUT))
     runtime = config["plugins"]["io.containerd.cri.v1.runtime"]
     assert runtime["restrict_oom_score_adj"] is True  # runc cannot lower it without CAP_SYS_RESOURCE
     assert runtime["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"] is False
