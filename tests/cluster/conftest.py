@@ -20,6 +20,7 @@ import pytest
 from digest_cluster import cluster as cluster_mod
 from digest_cluster import images, install, services
 from digest_cluster.layout import REGISTRY, Layout, cache_root
+from tests.support.schemas import REFERENCE
 
 ROOT = Path(__file__).resolve().parents[2]
 QUEUE = "digest-requests"
@@ -80,7 +81,7 @@ def project_images(cluster: cluster_mod.Cluster) -> Images:
 
 
 def install_keda_crds(cluster: cluster_mod.Cluster) -> None:
-    install.apply_crds(cluster, sorted((ROOT.parent / "shared" / "reference" / "keda").glob("*.yaml")))
+    install.apply_crds(cluster, sorted((REFERENCE / "keda").glob("*.yaml")))
 
 
 @pytest.fixture(scope="session")

@@ -13,12 +13,13 @@ import pytest
 import yaml
 
 from tests.controlplane.conftest import ROOT
-from tests.support.controlplane import BUILD_SCRIPT, ControlPlane
+from tests.support.controlplane import ControlPlane
 from tests.support.samples import load, minimal, sample_files, with_path
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.xdist_group("controlplane")]  # one control plane, one worker
 
-K8S_VERSION = re.search(r"^K8S_VERSION=(\S+)", BUILD_SCRIPT.read_text(), re.M)[1]  # type: ignore[index]
+K8S_VERSION = re.search(r"^K8S_VERSION=(\S+)", (ROOT / "cluster" / "digest_cluster" / "build.sh").read_text(),
+                        re.M)[1]  # type: ignore[index]
 CRD = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/digestpipelines.digest.dev"
 
 
