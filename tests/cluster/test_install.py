@@ -37,7 +37,7 @@ def test_one_apply_installs_the_operator_and_two_replicas_peer(cluster: Cluster,
         assert "digest_operator_reconciles" in http_get(f"{base}/metrics")[1]
 
     # peering: with a pipeline to reconcile, exactly one replica acts and the other pauses in its favour
-    install.apply_objects(cluster, [pipeline("peering-probe", namespace, project_images.worker, **_local_spec())])
+    install.apply_objects(cluster, [pipeline("peering-probe", namespace, project_images.worker, **local_spec())])
     deadline = time.monotonic() + 90
     while True:
         counts = {p["metadata"]["name"]: metric(http_get(f"http://{p['status']['podIP']}:8080/metrics")[1],
@@ -57,7 +57,7 @@ def test_one_apply_installs_the_operator_and_two_replicas_peer(cluster: Cluster,
 def test_missing_keda_crds_become_apply_failed_and_the_pipeline_recovers_once_installed(
         cluster: Cluster, project_images: Images, operator_installed: str, namespace: str) -> None:
     cluster.kubectl("delete", "crd", "--ignore-not-found", *KEDA_CRDS)
-    install.apply_objects(cluster, [pipeline("no-keda", namespace, project_images.worker, **_local_spec())])
+    install.apply_objects(cluster, [pipeline("no-keda", namespace, project_images.worker, **local_spec())])
     failed = install.wait_for(
         cluster, ("dgp", "no-keda", "-n", namespace),
         lambda o: (c := install.condition(o, "Ready")) is not None and c.get("reason") == "ApplyFailed", 90,
@@ -70,7 +70,7 @@ def test_missing_keda_crds_become_apply_failed_and_the_pipeline_recovers_once_in
                      "the ScaledObject after the KEDA CRDs were installed")
 
 
-def _local_spec() -> dict[str, object]:
+def local_spec() -> dict[str, object]:
     return {
         "serviceBus": {"namespace": "sb.digest.invalid", "queue": "q",
                        "auth": {"connectionStringSecretRef": {"name": "servicebus", "key": "connectionString"}}},

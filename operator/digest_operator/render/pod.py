@@ -76,6 +76,9 @@ def scheduling(spec: DigestPipelineSpec, service_account: str) -> dict[str, Any]
     pod: dict[str, Any] = {
         "serviceAccountName": service_account,
         "automountServiceAccountToken": False,
+        # no {SERVICE}_PORT/_SERVICE_HOST variables: a Service named digest-… in the namespace would otherwise
+        # inject DIGEST_…_PORT into the worker's own settings
+        "enableServiceLinks": False,
         "securityContext": pod_security_context(),
     }
     if spec.image_pull_secrets:

@@ -74,6 +74,9 @@ def test_operator_deployment_is_hardened_and_probed() -> None:
     assert "--peering" in container["args"]
     assert deployment["spec"]["replicas"] == 2
     assert pod["serviceAccountName"] == "digest-operator"
+    # the Service digest-operator-webhook would otherwise inject DIGEST_OPERATOR_WEBHOOK_PORT=tcp://… (found on
+    # the real cluster: the operator refused to start once the webhook overlay was removed)
+    assert pod["enableServiceLinks"] is False
 
 
 def _rules() -> list[dict[str, Any]]:

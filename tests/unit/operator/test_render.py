@@ -67,6 +67,7 @@ def test_deployment_is_hardened_pinned_and_leaves_replicas_to_keda() -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["automountServiceAccountToken"] is False
+    assert pod["enableServiceLinks"] is False  # no DIGEST_*_PORT from Services named digest-…
     (container,) = pod["containers"]
     sc = container["securityContext"]
     assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
@@ -162,6 +163,7 @@ def test_dlq_monitor_cronjob_and_policy() -> None:
     assert container["image"] == objects["Deployment"]["spec"]["template"]["spec"]["containers"][0]["image"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["restartPolicy"] == "Never"
+    assert pod["enableServiceLinks"] is False
     assert pod["volumes"][1] == {"name": "policy", "configMap": {"name": "team-digest-dlq-monitor"}}
     import json
 
