@@ -165,14 +165,28 @@ build_pause() {
   finish_set "$pause_dest" "pause" "$started"
 }
 
+keda_module_dir() {
+  go mod download -json "github.com/kedacore/keda/v2@v${KEDA_VERSION}" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p'
+}
+
+# KEDA's install manifests (kustomize, config/) beside the binaries, from the same module version
+keda_config() {
+  [[ -f "$keda_dest/config/default/kustomization.yaml" ]] && return
+  local dir; dir=$(keda_module_dir)
+  [[ -d "$dir/config" ]] || { echo "build: FAILED: no config/ in github.com/kedacore/keda/v2@v${KEDA_VERSION}" >&2; exit 1; }
+  rm -rf "$keda_dest/config.tmp" && cp -r "$dir/config" "$keda_dest/config.tmp" && chmod -R u+w "$keda_dest/config.tmp"
+  mv "$keda_dest/config.tmp" "$keda_dest/config"
+}
+
 build_keda() {
   local started; started=$(date +%s)
   if cached "$keda_dest" keda keda-adapter keda-admission-webhooks; then
+    keda_config
     echo "build: cached KEDA v$KEDA_VERSION" >&2; echo "$keda_dest"; return
   fi
   start_set "$keda_dest"
   echo "build: KEDA v$KEDA_VERSION (about 12 minutes cold on 2 cores)" >&2
-  local dir; dir=$(go mod download -json "github.com/kedacore/keda/v2@v${KEDA_VERSION}" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  local dir; dir=$(keda_module_dir)
   [[ -d "$dir" ]] || { echo "build: FAILED: could not download github.com/kedacore/keda/v2@v${KEDA_VERSION}" >&2; exit 1; }
   cp -r "$dir" "$work/src" && chmod -R u+w "$work/src" && cd "$work/src"
   local v="-X github.com/kedacore/keda/v2/version.Version=${KEDA_VERSION} -X github.com/kedacore/keda/v2/version.GitCommit=module-proxy"
@@ -180,6 +194,7 @@ build_keda() {
   go build -p "$jobs" -ldflags "-s -w $v" -o "$work/out/keda-adapter" ./cmd/adapter
   go build -p "$jobs" -ldflags "-s -w $v" -o "$work/out/keda-admission-webhooks" ./cmd/webhooks
   mkdir -p "$work/out/crds" && cp config/crd/bases/*.yaml "$work/out/crds/"
+  cp -r config "$work/out/config"
   finish_set "$keda_dest" "KEDA v$KEDA_VERSION" "$started"
 }
 

@@ -502,39 +502,59 @@ def _umoci_unpack(store: ImageStore, step: str, layout: Path, tag: str, bundle: 
 # --- the images ----------------------------------------------------------------------------------------------------
 
 
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def binaries_image(store: ImageStore, repo: str, binaries: Sequence[Path], *, entrypoint: str, user: str) -> str:
+    """An image of static binaries only (each at ``/<name>``, an empty ``/tmp``), run as ``user``; pushed to
+    ``repo`` under a tag keyed by the binaries' content. Returns ``<registry>/<repo>@sha256:…``."""
+    key = sha256_hex(RECIPE, "binaries", entrypoint, user, *(f"{b.name}={_file_digest(b)}" for b in binaries))[:16]
+    keyed = f"bin-{key}"
+    have = registry_digest(store.registry, repo, keyed)
+    if have is not None:
+        return image_ref(store.registry, repo, have)
+    with _locked(store):
+        have = registry_digest(store.registry, repo, keyed)
+        if have is not None:
+            return image_ref(store.registry, repo, have)
+        t0 = time.monotonic()
+        step = f"{repo}-umoci"
+        layout = store.cache / "oci" / f"{repo}-{key}"
+        if not (layout / "index.json").exists():
+            with tempfile.TemporaryDirectory(dir=store.cache / "tmp") as tmp:
+                lay, bundle = Path(tmp) / "layout", Path(tmp) / "bundle"
+                _run(store, step, ["umoci", "init", "--layout", str(lay)])
+                _run(store, step, ["umoci", "new", "--image", f"{lay}:{repo}"])
+                _umoci_unpack(store, step, lay, repo, bundle)
+                for binary in binaries:
+                    shutil.copyfile(binary, bundle / "rootfs" / binary.name)
+                    (bundle / "rootfs" / binary.name).chmod(0o755)
+                (bundle / "rootfs" / "tmp").mkdir(mode=0o1777)
+                (bundle / "rootfs" / "tmp").chmod(0o1777)
+                _run(store, step, ["umoci", "repack", "--image", f"{lay}:{repo}", str(bundle)])
+                _run(store, step, ["umoci", "config", "--image", f"{lay}:{repo}",
+                                   "--config.entrypoint", entrypoint, "--config.user", user])
+                layout.parent.mkdir(parents=True, exist_ok=True)
+                lay.rename(layout)
+        have = _skopeo_copy(store, f"{repo}-push", f"oci:{layout}:{repo}", f"{store.registry}/{repo}:pending-{keyed}")
+        ref = _publish(store, repo, keyed, have, user=user.split(":")[0], entrypoint=[entrypoint])
+        _log(f"{repo} image built in {time.monotonic() - t0:.1f} s ({have})")
+    return ref
+
+
 def pause_image(store: ImageStore, pause_binary: Path) -> str:
     """The pause image (``/pause`` of ``pause_binary``, user 65535), pushed as ``<registry>/pause:3.10``."""
-    ref = f"{store.registry}/pause:{PAUSE_TAG}"
-    key = sha256_hex(RECIPE, "pause", pause_binary.read_bytes())[:16]
-    keyed = f"bin-{key}"
-    have = registry_digest(store.registry, "pause", keyed)
-    if have is not None and registry_digest(store.registry, "pause", PAUSE_TAG) == have:
-        return ref
-    with _locked(store):
-        have = registry_digest(store.registry, "pause", keyed)
-        if have is None:
-            t0 = time.monotonic()
-            layout = store.cache / "oci" / f"pause-{key}"
-            if not (layout / "index.json").exists():
-                with tempfile.TemporaryDirectory(dir=store.cache / "tmp") as tmp:
-                    lay, bundle = Path(tmp) / "layout", Path(tmp) / "bundle"
-                    _run(store, "pause-umoci", ["umoci", "init", "--layout", str(lay)])
-                    _run(store, "pause-umoci", ["umoci", "new", "--image", f"{lay}:pause"])
-                    _umoci_unpack(store, "pause-umoci", lay, "pause", bundle)
-                    shutil.copyfile(pause_binary, bundle / "rootfs" / "pause")
-                    (bundle / "rootfs" / "pause").chmod(0o755)
-                    _run(store, "pause-umoci", ["umoci", "repack", "--image", f"{lay}:pause", str(bundle)])
-                    _run(store, "pause-umoci", ["umoci", "config", "--image", f"{lay}:pause",
-                                                "--config.entrypoint", "/pause", "--config.user", "65535:65535"])
-                    layout.parent.mkdir(parents=True, exist_ok=True)
-                    lay.rename(layout)
-            have = _skopeo_copy(store, "pause-push", f"oci:{layout}:pause",
-                                f"{store.registry}/pause:pending-{keyed}")
-            _publish(store, "pause", keyed, have, user="65535", entrypoint=["/pause"])
-            _log(f"pause image built in {time.monotonic() - t0:.1f} s ({have})")
-        if registry_digest(store.registry, "pause", PAUSE_TAG) != have:
-            registry_retag(store.registry, "pause", keyed, PAUSE_TAG)
-    return ref
+    built = binaries_image(store, "pause", [pause_binary], entrypoint="/pause", user="65535:65535")
+    digest = built.split("@", 1)[1]
+    if registry_digest(store.registry, "pause", PAUSE_TAG) != digest:
+        with _locked(store):
+            registry_retag(store.registry, "pause", digest, PAUSE_TAG)
+    return f"{store.registry}/pause:{PAUSE_TAG}"
 
 
 def _base_layout(store: ImageStore) -> Path:

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,14 @@ class Teams:
     app_id: str
     password: str
     record: Path  # one JSON line per delivered activity
+
+    def set_latency(self, seconds: float) -> None:
+        """How long each accepted post takes from now on (the local Teams' `PUT /api/latency`)."""
+        request = urllib.request.Request(f"{self.connector_url}api/latency", method="PUT",
+                                         data=json.dumps({"seconds": seconds}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10):
+            pass
 
     def delivered(self) -> list[dict[str, object]]:
         if not self.record.exists():

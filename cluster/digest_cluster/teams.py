@@ -111,8 +111,10 @@ class LocalTeams:
     Keeps the last `keep` posts in memory (the page and `/api/activities`); `record` gets every delivered one."""
 
     def __init__(self, app_id: str, password: str, *, auth: bool = True, record: Path | None = None,
-                 keep: int = 2000, token_lifetime: int = 3600) -> None:
+                 keep: int = 2000, token_lifetime: int = 3600, latency: float = 0.0) -> None:
         self.app_id = app_id
+        self.latency = latency
+        """Seconds each accepted post takes (Teams answers a proactive post in about a second, not at once)."""
         self._password = password
         self.auth = auth
         self.token_lifetime = token_lifetime
@@ -224,6 +226,7 @@ class LocalTeams:
         app.router.add_get("/", self._page)
         app.router.add_get("/api/activities", self._api_activities)
         app.router.add_get("/api/stats", self._api_stats)
+        app.router.add_put("/api/latency", self._api_latency)
         app.router.add_get("/healthz", self._healthz)
         return app
 
@@ -250,6 +253,8 @@ class LocalTeams:
                 answer = web.json_response({"error": {"code": "BadArgument", "message": "Invalid activity"}},
                                            status=400)
             else:
+                if self.latency > 0:
+                    await asyncio.sleep(self.latency)
                 record["activity"], record["card"] = activity, card_summary(activity)
                 record["activity_id"] = f"activity-{next(self._ids)}"
                 answer = web.json_response({"id": record["activity_id"]}, status=201)
@@ -297,6 +302,17 @@ class LocalTeams:
 
     async def _api_stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats())
+
+    async def _api_latency(self, request: web.Request) -> web.Response:
+        """`PUT /api/latency` with `{"seconds": S}`: how long each accepted post takes from now on."""
+        try:
+            seconds = float((await request.json())["seconds"])
+        except (ValueError, KeyError, TypeError):
+            raise web.HTTPBadRequest(text='body: {"seconds": <number>}') from None
+        if not 0 <= seconds <= 60:
+            raise web.HTTPBadRequest(text="seconds: 0..60")
+        self.latency = seconds
+        return web.json_response({"seconds": seconds})
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")

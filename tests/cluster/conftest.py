@@ -18,22 +18,36 @@ from pathlib import Path
 import pytest
 
 from digest_cluster import cluster as cluster_mod
-from digest_cluster import images, install, services
+from digest_cluster import images, install, keda, services
 from digest_cluster.layout import REGISTRY, Layout, cache_root
 from tests.support.schemas import REFERENCE
 
 ROOT = Path(__file__).resolve().parents[2]
 QUEUE = "digest-requests"
 PARK_QUEUE = "digest-requests-parked"
+SCALING_QUEUE = "digest-scaling"
 MAX_DELIVERY = 3
+# KEDA, once installed, scales idle workers to zero: the modules that expect a worker pod without a queue run
+# before the ones that install it
+MODULE_ORDER = ("test_install", "test_pipeline", "test_rollouts", "test_webhook")
+
+
+def _module_rank(item: pytest.Item) -> int:
+    module = Path(str(item.fspath)).stem
+    return MODULE_ORDER.index(module) if module in MODULE_ORDER else len(MODULE_ORDER)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "tests/cluster/" in str(item.fspath):
-            item.add_marker(pytest.mark.cluster)
-            item.add_marker(pytest.mark.xdist_group("cluster"))
-            item.add_marker(pytest.mark.timeout(600))
+    tier = [item for item in items if "tests/cluster/" in str(item.fspath)]
+    for item in tier:
+        item.add_marker(pytest.mark.cluster)
+        item.add_marker(pytest.mark.xdist_group("cluster"))
+        item.add_marker(pytest.mark.timeout(600))
+    if tier:
+        first = items.index(tier[0])
+        members = set(tier)
+        rest = [item for item in items if item not in members]
+        items[:] = rest[:first] + sorted(tier, key=_module_rank) + rest[first:]
 
 
 @dataclass(frozen=True)
@@ -91,9 +105,20 @@ def keda_crds(cluster: cluster_mod.Cluster) -> None:
 
 
 @pytest.fixture(scope="session")
+def keda_installed(cluster: cluster_mod.Cluster, project_images: Images) -> str:
+    """Real KEDA (operator, metrics API server, admission webhooks) from its own kustomization, in images built
+    here from the cached KEDA build; returns the KEDA image reference."""
+    directory = keda.keda_dir()
+    ref = keda.image(project_images.store, directory)
+    keda.install(cluster, ref, directory / "config", (cluster.layout.ca_dir / "ca.crt").read_bytes())
+    return ref
+
+
+@pytest.fixture(scope="session")
 def emulator(cluster: cluster_mod.Cluster) -> Iterator[services.Emulator]:
     yield services.start_emulator(cluster.layout, [
-        f"{QUEUE}:MaxDeliveryCount={MAX_DELIVERY},LockDuration=PT30S", f"{PARK_QUEUE}:MaxDeliveryCount=10"])
+        f"{QUEUE}:MaxDeliveryCount={MAX_DELIVERY},LockDuration=PT30S", f"{PARK_QUEUE}:MaxDeliveryCount=10",
+        f"{SCALING_QUEUE}:MaxDeliveryCount={MAX_DELIVERY},LockDuration=PT30S"])
     services.stop(cluster.layout, "emulator")
 
 

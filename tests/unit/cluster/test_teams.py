@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import select
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -210,6 +212,20 @@ async def test_auth_can_be_turned_off_and_bad_bodies_are_refused() -> None:
         assert bad.status == 400
         assert [(p["status"], p["token"]) for p in teams.activities()] == [(201, None), (400, None)]
         assert "(no Adaptive Card)" in await (await client.get("/")).text()
+
+
+async def test_latency_set_through_the_api_delays_each_accepted_post() -> None:
+    teams = LocalTeams(APP_ID, SECRET, auth=False)
+    async with TestClient(TestServer(teams.connector_app())) as client:
+        assert (await client.put("/api/latency", json={"seconds": 0.4})).status == 200
+        assert (await client.put("/api/latency", json={"seconds": "soon"})).status == 400
+        assert (await client.put("/api/latency", json={"seconds": 61})).status == 400
+        started = time.monotonic()
+        await asyncio.gather(*(client.post(f"/v3/conversations/c{i}/activities", json={"type": "message"})
+                               for i in range(3)))
+        elapsed = time.monotonic() - started
+        assert 0.4 <= elapsed < 1.2, elapsed  # each post waits, concurrently, not one after the other
+        assert len(teams.activities()) == 3
 
 
 def test_card_summary_counts_hidden_items_and_page_renders_without_posts() -> None:

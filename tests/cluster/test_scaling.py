@@ -1,0 +1,115 @@
+"""Real KEDA scaling real worker pods from the emulator's queue depth, through the ScaledObject and
+TriggerAuthentication the operator renders: activation 0 → 1, the HPA at ceil(active / messagesPerReplica)
+within [min, max], and back to zero after cooldownPeriod."""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from typing import Any
+
+from azure.servicebus import ServiceBusClient, ServiceBusMessage
+from azure.servicebus.management import ServiceBusAdministrationClient
+
+from digest_cluster import install, sample
+from digest_cluster.cluster import Cluster
+from digest_cluster.services import Emulator, Postgres, Teams
+from digest_worker.producer import request_body
+from tests.cluster.conftest import MAX_DELIVERY, SCALING_QUEUE, Images
+from tests.cluster.helpers import as_json
+
+REQUESTS, PER_REPLICA, MAX_REPLICAS, POLLING, COOLDOWN = 20, 5, 4, 5, 20
+
+
+def _replicas(cluster: Cluster, namespace: str) -> int:
+    deployment = install.get(cluster, "deployment", "scaled", "-n", namespace) or {}
+    return int(deployment.get("spec", {}).get("replicas", -1))
+
+
+def test_keda_scales_workers_from_the_queue_depth_and_back_to_zero(
+        cluster: Cluster, project_images: Images, operator_installed: str, keda_installed: str,
+        emulator: Emulator, teams: Teams, postgres: Postgres, namespace: str) -> None:
+    conversation = f"19:{uuid.uuid4().hex}@thread.v2"
+    sample.seed(postgres, teams, [conversation])
+    install.apply_objects(cluster, sample.secrets(namespace, emulator, teams, postgres))
+    install.apply_objects(cluster, [sample.pipeline(
+        "scaled", namespace, project_images.worker, teams, queue=SCALING_QUEUE, max_delivery=MAX_DELIVERY,
+        scaling={"minReplicas": 0, "maxReplicas": MAX_REPLICAS, "messagesPerReplica": PER_REPLICA,
+                 "pollingInterval": POLLING, "cooldownPeriod": COOLDOWN},
+        worker={"concurrency": 1})])
+    # KEDA takes the rendered ScaledObject (its connection from the TriggerAuthentication's Secret) and, with an
+    # empty queue, scales the worker Deployment to zero
+    install.wait_for(cluster, ("scaledobject", "scaled", "-n", namespace),
+                     lambda o: (c := install.condition(o, "Ready")) is not None and c.get("status") == "True", 120,
+                     "KEDA: ScaledObject Ready")
+    install.wait_for(cluster, ("deployment", "scaled", "-n", namespace),
+                     lambda o: (o or {}).get("spec", {}).get("replicas") == 0, 120, "KEDA: the workers at zero")
+
+    teams.set_latency(1.0)  # Teams answers a post in about a second: the queue stays deep long enough to scale
+    try:
+        run = uuid.uuid4().hex[:8]
+        with ServiceBusClient.from_connection_string(emulator.connection_string) as client, \
+                client.get_queue_sender(SCALING_QUEUE) as sender:
+            sender.send_messages([ServiceBusMessage(request_body(f"{run}-{i}", conversation, title=f"{run}-{i}"),
+                                                    message_id=f"{run}-{i}", content_type="application/json")
+                                  for i in range(REQUESTS)])
+        sent = time.monotonic()
+        samples: list[dict[str, Any]] = []
+        activated_after: float | None = None
+        with ServiceBusAdministrationClient.from_connection_string(
+                emulator.connection_string, connection_verify=str(emulator.ca_file)) as admin:
+            deadline = sent + 240
+            while True:
+                now = time.monotonic() - sent
+                replicas = _replicas(cluster, namespace)
+                if activated_after is None and replicas >= 1:
+                    activated_after = now
+                hpa = install.get(cluster, "hpa", "keda-hpa-scaled", "-n", namespace)
+                active = admin.get_queue_runtime_properties(SCALING_QUEUE).active_message_count
+                delivered = {d["card"]["title"] for d in teams.delivered()  # type: ignore[index]
+                             if d.get("conversation_id") == conversation}
+                samples.append({"t": round(now, 1), "replicas": replicas, "active": active,
+                                "delivered": len(delivered), "hpa": (hpa or {}).get("status")})
+                if len(delivered) == REQUESTS and replicas == 0:
+                    break
+                assert time.monotonic() < deadline, as_json(samples[-20:])
+                time.sleep(1)
+    finally:
+        teams.set_latency(0)
+
+    # activation: from zero within one polling interval (plus KEDA's reconcile of the Deployment)
+    assert activated_after is not None and activated_after <= POLLING + 10, as_json(samples[:20])
+    # scale-out: the HPA asked for ceil(active / messagesPerReplica) replicas, capped at maxReplicas
+    peak = max(s["replicas"] for s in samples)
+    assert peak == min(MAX_REPLICAS, math.ceil(REQUESTS / PER_REPLICA)), as_json(samples)
+    decisions = {d for s in samples if (d := _decision(s["hpa"])) is not None}
+    assert decisions, as_json(samples)
+    for current, total, desired in decisions:
+        if desired > current:  # a scale-up decision follows the formula (within [1, max])
+            assert desired == min(MAX_REPLICAS, math.ceil(total / PER_REPLICA)), (current, total, desired)
+    # every request posted exactly once
+    titles = [d["card"]["title"] for d in teams.delivered()  # type: ignore[index]
+              if d.get("conversation_id") == conversation]
+    assert sorted(titles) == sorted(f"{run}-{i}" for i in range(REQUESTS))
+    # back to zero: after the last delivery, once the queue stayed empty for cooldownPeriod
+    drained = next(s["t"] for s in samples if s["delivered"] == REQUESTS)
+    zero = next(s["t"] for s in samples if s["t"] >= drained and s["replicas"] == 0)
+    assert COOLDOWN - 2 <= zero - drained <= COOLDOWN + POLLING + 30, as_json(samples)
+
+
+def _decision(status: dict[str, Any] | None) -> tuple[int, float, int] | None:
+    """(current replicas, total metric value, desired replicas) from an HPA status with an AverageValue target."""
+    if not status or not status.get("currentMetrics"):
+        return None
+    external = status["currentMetrics"][0].get("external") or {}
+    average = external.get("current", {}).get("averageValue")
+    if average is None:
+        return None
+    current = int(status.get("currentReplicas", 0))
+    return current, _quantity(average) * current, int(status.get("desiredReplicas", 0))
+
+
+def _quantity(text: str) -> float:
+    """A Kubernetes quantity as the HPA writes averages: `4`, `2500m`."""
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
