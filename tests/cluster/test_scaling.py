@@ -23,7 +23,7 @@ REQUESTS, PER_REPLICA, MAX_REPLICAS, POLLING, COOLDOWN = 20, 5, 4, 5, 20
 
 
 def _replicas(cluster: Cluster, namespace: str) -> int:
-    deployment = install.get(cluster, "deployment", "scaled", "-n", namespace) or {}
+    deployment = install.get(cluster, "deployment", "scaled-worker", "-n", namespace) or {}
     return int(deployment.get("spec", {}).get("replicas", -1))
 
 
@@ -43,7 +43,7 @@ def test_keda_scales_workers_from_the_queue_depth_and_back_to_zero(
     install.wait_for(cluster, ("scaledobject", "scaled", "-n", namespace),
                      lambda o: (c := install.condition(o, "Ready")) is not None and c.get("status") == "True", 120,
                      "KEDA: ScaledObject Ready")
-    install.wait_for(cluster, ("deployment", "scaled", "-n", namespace),
+    install.wait_for(cluster, ("deployment", "scaled-worker", "-n", namespace),
                      lambda o: (o or {}).get("spec", {}).get("replicas") == 0, 120, "KEDA: the workers at zero")
 
     teams.set_latency(1.0)  # Teams answers a post in about a second: the queue stays deep long enough to scale
