@@ -19,7 +19,8 @@ from digest_worker.producer import request_body
 from tests.cluster.conftest import MAX_DELIVERY, SCALING_QUEUE, Images
 from tests.cluster.helpers import as_json
 
-REQUESTS, PER_REPLICA, MAX_REPLICAS, POLLING, COOLDOWN = 20, 5, 4, 5, 20
+REQUESTS, PER_REPLICA, MAX_REPLICAS, POLLING, COOLDOWN = 25, 5, 4, 5, 20
+POST_SECONDS = 3.0  # slow posts keep the queue deep until the HPA's first decisions (its sync period is 15 s)
 
 
 def _replicas(cluster: Cluster, namespace: str) -> int:
@@ -46,7 +47,7 @@ def test_keda_scales_workers_from_the_queue_depth_and_back_to_zero(
     install.wait_for(cluster, ("deployment", "scaled-worker", "-n", namespace),
                      lambda o: (o or {}).get("spec", {}).get("replicas") == 0, 120, "KEDA: the workers at zero")
 
-    teams.set_latency(1.0)  # Teams answers a post in about a second: the queue stays deep long enough to scale
+    teams.set_latency(POST_SECONDS)
     try:
         run = uuid.uuid4().hex[:8]
         with ServiceBusClient.from_connection_string(emulator.connection_string) as client, \
@@ -81,13 +82,13 @@ def test_keda_scales_workers_from_the_queue_depth_and_back_to_zero(
     # activation: from zero within one polling interval (plus KEDA's reconcile of the Deployment)
     assert activated_after is not None and activated_after <= POLLING + 10, as_json(samples[:20])
     # scale-out: the HPA asked for ceil(active / messagesPerReplica) replicas, capped at maxReplicas
-    peak = max(s["replicas"] for s in samples)
-    assert peak == min(MAX_REPLICAS, math.ceil(REQUESTS / PER_REPLICA)), as_json(samples)
     decisions = {d for s in samples if (d := _decision(s["hpa"])) is not None}
-    assert decisions, as_json(samples)
-    for current, total, desired in decisions:
-        if desired > current:  # a scale-up decision follows the formula (within [1, max])
-            assert desired == min(MAX_REPLICAS, math.ceil(total / PER_REPLICA)), (current, total, desired)
+    scale_ups = [(current, total, desired) for current, total, desired in decisions if desired > current]
+    assert scale_ups, as_json(samples)
+    for current, total, desired in scale_ups:
+        assert desired == min(MAX_REPLICAS, math.ceil(total / PER_REPLICA)), (current, total, desired)
+    # the backlog was deep enough for the cap, as in the team's load test (0 → 4)
+    assert max(s["replicas"] for s in samples) == MAX_REPLICAS, as_json(samples)
     # every request posted exactly once
     titles = [d["card"]["title"] for d in teams.delivered()  # type: ignore[index]
               if d.get("conversation_id") == conversation]
