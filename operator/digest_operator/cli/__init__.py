@@ -7,21 +7,25 @@ import click
 from digest_operator.cli import crd, dlq, emulator, operator, render, rollout
 from digest_worker import cli as worker_cli
 
+LOCAL = {"cluster": "cluster", "up": "up_command", "down": "down_command"}
+"""Commands of the local-cluster package (`digest_cluster.cli`), which the images do not contain."""
+
 
 class _Main(click.Group):
-    """`digestctl`; `cluster` comes from the local-cluster package, which is not in the images (loaded on use)."""
+    """`digestctl`; the LOCAL commands are loaded on use, and only where the local-cluster package is installed."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), "cluster"])
+        return sorted([*super().list_commands(ctx), *LOCAL])
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name != "cluster":
+        if cmd_name not in LOCAL:
             return super().get_command(ctx, cmd_name)
         try:
-            from digest_cluster.cli import cluster
+            from digest_cluster import cli
         except ImportError:  # an installation without the local cluster (the operator and worker images)
             return None
-        return cluster
+        command: click.Command = getattr(cli, LOCAL[cmd_name])
+        return command
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
