@@ -105,15 +105,34 @@ REQUIRED_COMMANDS = {
     "buildah": "buildah", "gcc": "gcc", "conntrack": "conntrack", "sysctl": "procps",
 }
 
+def missing_packages() -> list[str]:
+    """The Debian packages the cluster needs that are not installed."""
+    absent = sorted({package for command, package in REQUIRED_COMMANDS.items() if shutil.which(command) is None
+                     and not Path(f"/usr/sbin/{command}").exists()})
+    if not Path("/usr/lib/cni/bridge").exists():
+        absent.append("containernetworking-plugins")
+    return absent
+
+
+def install_packages(packages: list[str], progress: Progress = _stderr) -> None:
+    """`apt-get install` these Debian packages (root only)."""
+    if not packages:
+        return
+    progress(f"cluster: installing Debian packages: {' '.join(packages)}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for argv in (["apt-get", "update", "-qq"],
+                 ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages]):
+        result = subprocess.run(argv, env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise ClusterError(f"{' '.join(argv)} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+
+
 def missing_prerequisites() -> list[str]:
     """What this machine lacks to run the cluster, each with its fix (empty when it can)."""
     problems: list[str] = []
     if os.geteuid() != 0:
         problems.append("not root: the cluster creates a bridge, iptables rules, mounts and cgroups (run as root)")
-    absent = sorted({package for command, package in REQUIRED_COMMANDS.items() if shutil.which(command) is None
-                     and not Path(f"/usr/sbin/{command}").exists()})
-    if not Path("/usr/lib/cni/bridge").exists():
-        absent.append("containernetworking-plugins")
+    absent = missing_packages()
     if absent:
         problems.append(f"missing Debian packages: apt-get install -y --no-install-recommends {' '.join(absent)}")
     if shutil.which("go") is None and not Path("/usr/local/go/bin/go").exists():

@@ -9,6 +9,7 @@ and the load test (`loadtest`). `down` removes all of it.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import uuid
@@ -67,10 +68,11 @@ def _step(progress: Progress, label: str, action: Callable[[], Any]) -> Any:
     return result
 
 
-def pipeline_document(teams: services.Teams, worker: str, options: Options) -> dict[str, Any]:
+def pipeline_document(teams: services.Teams, worker: str, options: Options, *, name: str = PIPELINE,
+                      namespace: str = NAMESPACE, queue: str = QUEUE) -> dict[str, Any]:
     """The local sample pipeline as the load test runs it (pure)."""
     return sample.pipeline(
-        PIPELINE, NAMESPACE, worker, teams, queue=QUEUE, max_delivery=MAX_DELIVERY,
+        name, namespace, worker, teams, queue=queue, max_delivery=MAX_DELIVERY,
         scaling={"minReplicas": 0, "maxReplicas": options.max_replicas,
                  "messagesPerReplica": options.messages_per_replica, "pollingInterval": options.polling_interval,
                  "cooldownPeriod": options.cooldown_period},
@@ -81,7 +83,11 @@ def pipeline_document(teams: services.Teams, worker: str, options: Options) -> d
 
 def start(options: Options, progress: Progress) -> tuple[Stack, str]:
     """Everything up to an idle pipeline scaled to zero by KEDA; returns the stack and the worker image."""
-    problems = cluster_mod.missing_prerequisites()
+    if os.geteuid() == 0:  # as root, install what Debian has; anything else is named with its fix
+        cluster_mod.install_packages([*cluster_mod.missing_packages(), *missing_host_packages()], progress)
+    problems = cluster_mod.missing_prerequisites() + [
+        f"missing Debian packages: apt-get install -y {' '.join(missing)}" for missing in [missing_host_packages()]
+        if missing]
     if problems:
         raise cluster_mod.ClusterError("cannot run `digestctl up`:\n  - " + "\n  - ".join(problems))
     layout = Layout.default()
@@ -108,10 +114,9 @@ def start(options: Options, progress: Progress) -> tuple[Stack, str]:
                      (layout.ca_dir / "ca.crt").read_bytes())
 
     _step(progress, "KEDA (cold: about 9 minutes of Go builds)", install_keda)
-    _step(progress, "Prometheus Operator CRDs", lambda: install.apply_crds(
-        started, [ROOT / "tests" / "reference" / "prometheus-operator" / f for f in MONITORING_CRDS]))
-    _step(progress, "operator (kubectl apply --server-side -k manifests/)",
-          lambda: install.install_operator(started, ROOT / "manifests", operator))
+    _step(progress, "Prometheus Operator CRDs", lambda: install_monitoring_crds(started))
+    _step(progress, "operator (kubectl apply --server-side -k manifests/ and manifests/monitoring/)",
+          lambda: install_operator(started, operator))
 
     def apply_pipeline() -> None:
         install.apply_objects(started, [{"apiVersion": "v1", "kind": "Namespace", "metadata": {
@@ -131,6 +136,24 @@ def start(options: Options, progress: Progress) -> tuple[Stack, str]:
     prometheus_url = _step(progress, "Prometheus (scraping from the PodMonitors, the rendered alert rule)",
                            lambda: start_prometheus(started))
     return Stack(started, emulator, teams, postgres, prometheus_url), worker
+
+
+HOST_PACKAGES = {"/usr/bin/prometheus": "prometheus", "/usr/bin/pg_ctlcluster": "postgresql"}
+"""What the host services need beyond the cluster: Prometheus, PostgreSQL."""
+
+
+def missing_host_packages() -> list[str]:
+    return sorted({package for path, package in HOST_PACKAGES.items() if not Path(path).exists()})
+
+
+def install_monitoring_crds(cluster: cluster_mod.Cluster) -> None:
+    install.apply_crds(cluster, [ROOT / "tests" / "reference" / "prometheus-operator" / f for f in MONITORING_CRDS])
+
+
+def install_operator(cluster: cluster_mod.Cluster, operator: str) -> None:
+    """The documented install, plus the operator's PodMonitor (it exports the dead-letter metric of the alert)."""
+    install.install_operator(cluster, ROOT / "manifests", operator)
+    cluster.kubectl("apply", "--server-side", "-k", str(ROOT / "manifests" / "monitoring"))
 
 
 def start_prometheus(cluster: cluster_mod.Cluster) -> str | None:

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 QUEUE = "digest-requests"
 PARK_QUEUE = "digest-requests-parked"
 SCALING_QUEUE = "digest-scaling"
+LOAD_QUEUE = "digest-load"
 MAX_DELIVERY = 3
 # KEDA, once installed, scales idle workers to zero: the modules that expect a worker pod without a queue run
 # before the ones that install it
@@ -118,7 +119,8 @@ def keda_installed(cluster: cluster_mod.Cluster, project_images: Images) -> str:
 def emulator(cluster: cluster_mod.Cluster) -> Iterator[services.Emulator]:
     yield services.start_emulator(cluster.layout, [
         f"{QUEUE}:MaxDeliveryCount={MAX_DELIVERY},LockDuration=PT30S", f"{PARK_QUEUE}:MaxDeliveryCount=10",
-        f"{SCALING_QUEUE}:MaxDeliveryCount={MAX_DELIVERY},LockDuration=PT30S"])
+        f"{SCALING_QUEUE}:MaxDeliveryCount={MAX_DELIVERY},LockDuration=PT30S",
+        f"{LOAD_QUEUE}:MaxDeliveryCount={MAX_DELIVERY},LockDuration=PT30S", f"{LOAD_QUEUE}-parked"])
     services.stop(cluster.layout, "emulator")
 
 
