@@ -94,8 +94,7 @@ def up_command(requests: int, poison: int, post_seconds: float, keep: bool, outp
         click.echo(f"export KUBECONFIG={running.cluster.kubeconfig}   # kubectl get dgp -n {stack.NAMESPACE}; "
                    f"kubectl describe dgp {stack.PIPELINE} -n {stack.NAMESPACE}")
         click.echo(f"Teams page: {running.teams.connector_url}")
-        if running.prometheus_url:
-            click.echo(f"Prometheus: {running.prometheus_url}")
+        click.echo(f"Prometheus: {running.prometheus_url}")
         click.echo("remove it all with: digestctl down")
     else:
         stack.down(_progress)

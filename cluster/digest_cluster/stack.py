@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from digest_cluster import cluster as cluster_mod
-from digest_cluster import images, install, keda, loadtest, sample, services
+from digest_cluster import images, install, keda, loadtest, prometheus, sample, services
 from digest_cluster.layout import REGISTRY, Layout
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +57,7 @@ class Stack:
     emulator: services.Emulator
     teams: services.Teams
     postgres: services.Postgres
-    prometheus_url: str | None
+    prometheus_url: str
 
 
 def _step(progress: Progress, label: str, action: Callable[[], Any]) -> Any:
@@ -156,12 +156,8 @@ def install_operator(cluster: cluster_mod.Cluster, operator: str) -> None:
     cluster.kubectl("apply", "--server-side", "-k", str(ROOT / "manifests" / "monitoring"))
 
 
-def start_prometheus(cluster: cluster_mod.Cluster) -> str | None:
+def start_prometheus(cluster: cluster_mod.Cluster) -> str:
     """Prometheus on 127.0.0.1:9090 configured from the cluster's PodMonitors and PrometheusRules."""
-    try:
-        from digest_cluster import prometheus
-    except ImportError:
-        return None
     monitors = (install.get(cluster, "podmonitors", "--all-namespaces") or {}).get("items", [])
     rules = (install.get(cluster, "prometheusrules", "--all-namespaces") or {}).get("items", [])
     started = prometheus.start(cluster.layout, monitors, rules)

@@ -42,8 +42,8 @@ def prometheus_for(cluster: Cluster) -> Iterator[list[prometheus.Prometheus]]:
 
 
 def _alerts(server: prometheus.Prometheus, pipeline: str) -> list[dict[str, object]]:
-    return [a for a in server.alerts() if a.get("labels", {}).get("alertname") == ALERT  # type: ignore[attr-defined]
-            and a.get("labels", {}).get("pipeline") == pipeline]  # type: ignore[attr-defined]
+    return [a for a in server.alerts() if a.get("labels", {}).get("alertname") == ALERT
+            and a.get("labels", {}).get("pipeline") == pipeline]
 
 
 def test_load_test_posts_every_request_once_and_the_dead_letter_alert_fires_and_resolves(
