@@ -10,6 +10,7 @@ import os
 import pwd
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -61,6 +62,15 @@ class Postgres:
     host_url: str  # for tools on this host
 
 
+def _port_free(name: str, port: int) -> None:
+    """Fail before starting `name` when something already listens on its port (its clients would talk to that)."""
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        if probe.connect_ex((NODE_IP, port)) == 0:
+            raise processes.StartError(f"{name}: {NODE_IP}:{port} is already in use (a service left running by "
+                                       f"`digestctl up --keep`? `digestctl down` removes it)")
+
+
 def _tls_dir(layout: Layout, name: str, hosts: tuple[str, ...]) -> Path:
     """A serving certificate from the local CA, in the emulator's file names (ca.pem, server.pem, server-key.pem)."""
     directory = layout.root / "services" / name
@@ -83,6 +93,7 @@ def _digestctl() -> list[str]:
 def start_emulator(layout: Layout, queues: list[str]) -> Emulator:
     """`digestctl emulator` on the node IP with these ad-hoc queues; its HTTPS management endpoint presents a
     certificate from the local CA (which KEDA and the images trust)."""
+    _port_free("emulator", EMULATOR_PORT)
     tls = _tls_dir(layout, "emulator", (NODE_IP, "127.0.0.1", "localhost"))
     argv = [*_digestctl(), "emulator", "--host", NODE_IP, "--port", str(EMULATOR_PORT),
             "--tls-dir", str(tls)]
@@ -97,6 +108,8 @@ def start_emulator(layout: Layout, queues: list[str]) -> Emulator:
 
 def start_teams(layout: Layout, app_id: str = TEAMS_APP_ID) -> Teams:
     """The local Teams: a Bot Connector (HTTP) recording cards and a token endpoint (HTTPS, local CA)."""
+    _port_free("teams", TEAMS_CONNECTOR_PORT)
+    _port_free("teams", TEAMS_TOKEN_PORT)
     tls = _tls_dir(layout, "teams", (NODE_IP, "127.0.0.1", "localhost"))
     password = secrets.token_urlsafe(24)
     password_file = tls / "password"
@@ -126,6 +139,7 @@ def start_postgres(layout: Layout, database: str = "digests") -> Postgres:
     """A fresh PostgreSQL cluster (run as the `postgres` user) on the node IP and loopback; pods authenticate with
     a generated password (scram-sha-256), host tools over loopback."""
     bindir = _postgres_bindir()
+    _port_free("postgres", POSTGRES_PORT)
     # its own directory in /tmp: the `postgres` user cannot traverse a private state directory (pytest's tmp)
     marker = layout.root / "services" / "postgres-dir"
     if marker.exists():

@@ -117,6 +117,7 @@ def keda_installed(cluster: cluster_mod.Cluster, project_images: Images) -> str:
 
 @pytest.fixture(scope="session")
 def emulator(cluster: cluster_mod.Cluster) -> Iterator[services.Emulator]:
+    services.stop(cluster.layout, "emulator")  # a reused cluster may still run `digestctl up --keep`'s
     yield services.start_emulator(cluster.layout, [
         f"{QUEUE}:MaxDeliveryCount={MAX_DELIVERY},LockDuration=PT30S", f"{PARK_QUEUE}:MaxDeliveryCount=10",
         f"{SCALING_QUEUE}:MaxDeliveryCount={MAX_DELIVERY},LockDuration=PT30S",
@@ -126,12 +127,14 @@ def emulator(cluster: cluster_mod.Cluster) -> Iterator[services.Emulator]:
 
 @pytest.fixture(scope="session")
 def teams(cluster: cluster_mod.Cluster) -> Iterator[services.Teams]:
+    services.stop(cluster.layout, "teams")
     yield services.start_teams(cluster.layout)
     services.stop(cluster.layout, "teams")
 
 
 @pytest.fixture(scope="session")
 def postgres(cluster: cluster_mod.Cluster) -> Iterator[services.Postgres]:
+    services.stop(cluster.layout, "postgres")
     yield services.start_postgres(cluster.layout)
     services.stop(cluster.layout, "postgres")
 
