@@ -128,9 +128,7 @@ def start(options: Options, progress: Progress) -> tuple[Stack, str]:
         install.wait_for(started, ("dgp", PIPELINE, "-n", NAMESPACE),
                          lambda o: (c := install.condition(o, "Ready")) is not None and c.get("status") == "True",
                          180, f"DigestPipeline {NAMESPACE}/{PIPELINE} Ready")
-        install.wait_for(started, ("deployment", f"{PIPELINE}-worker", "-n", NAMESPACE),
-                         lambda o: (o or {}).get("spec", {}).get("replicas") == 0, 180,
-                         "KEDA to scale the idle workers to zero")
+        wait_idle(started, NAMESPACE, PIPELINE)
 
     _step(progress, f"sample pipeline {NAMESPACE}/{PIPELINE}", apply_pipeline)
     prometheus_url = _step(progress, "Prometheus (scraping from the PodMonitors, the rendered alert rule)",
@@ -144,6 +142,17 @@ HOST_PACKAGES = {"/usr/bin/prometheus": "prometheus", "/usr/bin/pg_ctlcluster": 
 
 def missing_host_packages() -> list[str]:
     return sorted({package for path, package in HOST_PACKAGES.items() if not Path(path).exists()})
+
+
+def wait_idle(cluster: cluster_mod.Cluster, namespace: str, pipeline: str, within: float = 180) -> None:
+    """Until KEDA has scaled the idle workers to zero and their pods are gone (a pod that KEDA just scaled away
+    keeps consuming until the kubelet stops it)."""
+    install.wait_for(cluster, ("deployment", f"{pipeline}-worker", "-n", namespace),
+                     lambda o: (o or {}).get("spec", {}).get("replicas") == 0, within,
+                     "KEDA to scale the idle workers to zero")
+    install.wait_for(cluster, ("pods", "-n", namespace, "-l",
+                               f"app.kubernetes.io/instance={pipeline},app.kubernetes.io/component=worker"),
+                     lambda o: not (o or {}).get("items"), within, "the idle worker pods gone")
 
 
 def install_monitoring_crds(cluster: cluster_mod.Cluster) -> None:

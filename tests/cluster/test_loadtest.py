@@ -56,8 +56,7 @@ def test_load_test_posts_every_request_once_and_the_dead_letter_alert_fires_and_
     document = stack.pipeline_document(teams, project_images.worker, OPTIONS, name="load", namespace=namespace,
                                        queue=LOAD_QUEUE)
     install.apply_objects(cluster, [document])
-    install.wait_for(cluster, ("deployment", "load-worker", "-n", namespace),
-                     lambda o: (o or {}).get("spec", {}).get("replicas") == 0, 180, "KEDA: idle workers at zero")
+    stack.wait_idle(cluster, namespace, "load")
     rules = install.wait_for(cluster, ("prometheusrules", "-n", namespace), lambda o: bool((o or {}).get("items")),
                              60, "the rendered PrometheusRule")["items"]
     monitors = [*(install.get(cluster, "podmonitors", "-n", namespace) or {}).get("items", []),
