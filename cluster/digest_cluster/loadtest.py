@@ -230,9 +230,9 @@ class Result:
 
 def run(cluster: Cluster, emulator: Emulator, teams: Teams, *, namespace: str, pipeline: str, queue: str,
         conversation: str, requests: int, poison_count: int, output: Path, within: float = 600,
-        live: Callable[[str], None] = lambda line: None) -> Result:
-    """Send, sample every second until done (all posted, poison dead-lettered, zero replicas) or `within`, and
-    write the report files into `output`."""
+        live: Callable[[str], None] = lambda line: None, until_zero: bool = True) -> Result:
+    """Send, sample every second until done (all posted, poison dead-lettered, and with `until_zero` the workers
+    scaled back to zero) or `within`, and write the report files into `output`."""
     sent = send(emulator, queue, conversation, requests, poison_count)
     probe = Probe(cluster, emulator, teams, namespace, pipeline, queue, sent)
     samples: list[Sample] = []
@@ -242,7 +242,8 @@ def run(cluster: Cluster, emulator: Emulator, teams: Teams, *, namespace: str, p
             sample = probe.sample()
             samples.append(sample)
             live(live_line(sample, requests))
-            done = sample.delivered >= requests and sample.dead_letter >= poison_count and sample.desired == 0
+            done = sample.delivered >= requests and sample.dead_letter >= poison_count and (
+                sample.desired == 0 or not until_zero)
             if done or time.monotonic() > deadline:
                 break
             time.sleep(max(0.0, 1.0 - (time.monotonic() - probe.started - sample.t)))
