@@ -118,8 +118,7 @@ def _chaos(options: stack.Options, output: Path, requests: int, poison: int) -> 
     bound = worker_kills * options.concurrency
     exact_dlq = sorted(d["message_id"] for d in result.dead_letters) == sorted(result.run.poison)
     ready = install.wait_for(running.cluster, ("dgp", stack.PIPELINE, "-n", stack.NAMESPACE),
-                             lambda o: (c := install.condition(o, "Ready")) is not None and c.get("status") == "True",
-                             300, "the pipeline Ready again")
+                             lambda o: install.is_true(o, "Ready"), 300, "the pipeline Ready again")
     return {
         "requests": f"{requests} + {poison} poison",
         "kills": ", ".join(killed),

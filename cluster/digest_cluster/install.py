@@ -101,11 +101,16 @@ def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
     return None
 
 
+def is_true(obj: dict[str, Any] | None, kind: str) -> bool:
+    """Whether `obj` has condition `kind` with status True."""
+    found = condition(obj, kind)
+    return found is not None and found.get("status") == "True"
+
+
 def wait_established(cluster: Cluster, crds: tuple[str, ...], within: float = 60) -> None:
     """Wait until each CRD is Established (`kubectl wait` errors on a CRD that has no status yet)."""
     for name in crds:
-        wait_for(cluster, ("crd", name), lambda o: (c := condition(o, "Established")) is not None
-                 and c.get("status") == "True", within, f"CRD {name} Established")
+        wait_for(cluster, ("crd", name), lambda o: is_true(o, "Established"), within, f"CRD {name} Established")
 
 
 def apply_crds(cluster: Cluster, files: list[Path]) -> None:

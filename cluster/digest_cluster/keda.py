@@ -22,7 +22,7 @@ import yaml
 
 from digest_cluster import images
 from digest_cluster.cluster import Cluster, ClusterError, build
-from digest_cluster.install import get, split_digest_ref, wait_for
+from digest_cluster.install import is_true, split_digest_ref, wait_for
 
 NAMESPACE = "keda"
 IMAGE_REPO = "keda"
@@ -75,11 +75,6 @@ def kustomization(config: Path, ref: str, directory: Path) -> dict[str, Any]:
     }
 
 
-def _available(obj: dict[str, Any] | None) -> bool:
-    return any(c.get("type") == "Available" and c.get("status") == "True"
-               for c in ((obj or {}).get("status") or {}).get("conditions") or [])
-
-
 def install(cluster: Cluster, ref: str, config: Path, ca_pem: bytes, within: float = 240) -> None:
     """`kubectl apply --server-side -k` of the overlay, then wait for the three Deployments and for the API
     server to serve external metrics through KEDA (APIService Available)."""
@@ -93,8 +88,5 @@ def install(cluster: Cluster, ref: str, config: Path, ca_pem: bytes, within: flo
     for deployment in DEPLOYMENTS:
         cluster.kubectl("rollout", "status", "-n", NAMESPACE, f"deployment/{deployment}",
                         f"--timeout={int(within)}s", timeout=within + 10)
-    wait_for(cluster, ("apiservice", APISERVICE), _available, within, f"APIService {APISERVICE} Available")
-
-
-def installed(cluster: Cluster) -> bool:
-    return _available(get(cluster, "apiservice", APISERVICE))
+    wait_for(cluster, ("apiservice", APISERVICE), lambda o: is_true(o, "Available"), within,
+             f"APIService {APISERVICE} Available")

@@ -126,8 +126,7 @@ def start(options: Options, progress: Progress) -> tuple[Stack, str]:
         install.apply_objects(started, sample.secrets(NAMESPACE, emulator, teams, postgres))
         install.apply_objects(started, [pipeline_document(teams, worker, options)])
         install.wait_for(started, ("dgp", PIPELINE, "-n", NAMESPACE),
-                         lambda o: (c := install.condition(o, "Ready")) is not None and c.get("status") == "True",
-                         180, f"DigestPipeline {NAMESPACE}/{PIPELINE} Ready")
+                         lambda o: install.is_true(o, "Ready"), 180, f"DigestPipeline {NAMESPACE}/{PIPELINE} Ready")
         wait_idle(started, NAMESPACE, PIPELINE)
 
     _step(progress, f"sample pipeline {NAMESPACE}/{PIPELINE}", apply_pipeline)

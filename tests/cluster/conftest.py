@@ -20,14 +20,12 @@ import pytest
 from digest_cluster import cluster as cluster_mod
 from digest_cluster import images, install, keda, services
 from digest_cluster.layout import REGISTRY, Layout, cache_root
+from digest_cluster.stack import MAX_DELIVERY, PARK_QUEUE, QUEUE
 from tests.support.schemas import REFERENCE
 
 ROOT = Path(__file__).resolve().parents[2]
-QUEUE = "digest-requests"
-PARK_QUEUE = "digest-requests-parked"
 SCALING_QUEUE = "digest-scaling"
 LOAD_QUEUE = "digest-load"
-MAX_DELIVERY = 3
 # KEDA, once installed, scales idle workers to zero: the modules that expect a worker pod without a queue run
 # before the ones that install it
 MODULE_ORDER = ("test_install", "test_pipeline", "test_rollouts", "test_webhook")

@@ -13,8 +13,9 @@ from azure.servicebus.amqp import AmqpAnnotatedMessage, AmqpMessageProperties
 from digest_cluster import install, sample
 from digest_cluster.cluster import Cluster
 from digest_cluster.services import Emulator, Postgres, Teams
+from digest_cluster.stack import MAX_DELIVERY, PARK_QUEUE, QUEUE
 from digest_worker.producer import request_body
-from tests.cluster.conftest import MAX_DELIVERY, PARK_QUEUE, QUEUE, Images
+from tests.cluster.conftest import Images
 from tests.cluster.helpers import as_json, events, http_get, pods, ready
 
 GOOD, POISON = 5, 2

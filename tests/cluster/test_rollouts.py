@@ -13,7 +13,8 @@ from typing import Any
 from digest_cluster import images, install, sample
 from digest_cluster.cluster import Cluster
 from digest_cluster.services import Emulator, Postgres, Teams
-from tests.cluster.conftest import MAX_DELIVERY, QUEUE, Images
+from digest_cluster.stack import MAX_DELIVERY, QUEUE
+from tests.cluster.conftest import Images
 from tests.cluster.helpers import pods, ready
 
 SELECTOR = "app.kubernetes.io/instance=roll,app.kubernetes.io/component=worker"
