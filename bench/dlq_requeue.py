@@ -27,9 +27,9 @@ from typing import Any
 from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusSubQueue
 
 from bench.report import print_result
-from digest_worker.dlq import bus, ops
-from digest_worker.dlq.lanes import auto_count
-from digest_worker.dlq.select import Selection
+from digest_dlq import bus, ops
+from digest_dlq.lanes import auto_count
+from digest_dlq.select import Selection
 from tests.support.dlqdata import send_in_batches
 from tests.support.kubeconfig import free_port
 

@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 
 from bench.report import memory_mib, print_result
-from digest_operator.api.parse import parse_pipeline
+from digest_api.parse import parse_pipeline
 from digest_operator.render import ChildRef, possible_children, render_children
 from tests.support.kubeapi import KubeApi, run_kube_api
 from tests.support.kubeconfig import free_port, write_kubeconfig

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import aiohttp
 
-from digest_operator.api.imageref import ImageRef, parse_image
+from digest_api.imageref import ImageRef, parse_image
 from digest_operator.registry import Credentials, RegistryClient
 from tests.support.registry import PASSWORD, USER, Mode, Registry, StrippingProxy
 

@@ -40,7 +40,7 @@ from azure.servicebus import ServiceBusMessage
 from azure.servicebus.aio import ServiceBusClient
 
 from bench.report import print_result
-from digest_worker import contract
+from digest_api import contract
 from digest_worker.app import WorkerApp
 from digest_worker.config import load
 from tests.support.kubeconfig import free_port

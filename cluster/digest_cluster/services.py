@@ -87,7 +87,7 @@ def _python() -> list[str]:
 
 def _digestctl() -> list[str]:
     script = Path(sys.executable).parent / "digestctl"
-    return [str(script)] if script.exists() else [sys.executable, "-c", "from digest_operator.cli import main; main()"]
+    return [str(script)] if script.exists() else [sys.executable, "-c", "from digest_cli import main; main()"]
 
 
 def start_emulator(layout: Layout, queues: list[str]) -> Emulator:

@@ -11,7 +11,8 @@ import logging
 import re
 import socket
 import uuid
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from digest_sbemulator import amqp
 from digest_sbemulator.amqp import Array, Described, Symbol, UByte, UInt, UShort
@@ -50,10 +51,31 @@ from digest_sbemulator.frames import (
 )
 
 if TYPE_CHECKING:
+    from digest_sbemulator.broker import Namespace
     from digest_sbemulator.management import HttpsChannel
-    from digest_sbemulator.server import Broker
 
 log = logging.getLogger("digest_sbemulator")
+
+
+class Broker(Protocol):
+    """What a connection asks of the broker (`server.Broker`); every call runs on the event loop thread."""
+
+    namespace: Namespace
+    loop: asyncio.AbstractEventLoop
+    connections: set[Connection]
+    dirty: set[Connection]
+    https: Callable[[], HttpsChannel] | None
+    pending: bool
+
+    def link_attached(self, link: Link) -> None: ...
+
+    def release_link(self, link: Link) -> None: ...
+
+    def incoming(self, link: Link, message_format: int, raw: bytes) -> Described | None: ...
+
+    def settle(self, link: Link, token: int, code: int | None, fields: list[Any]) -> bytes: ...
+
+    def run(self, fn: Callable[[], Any]) -> Any: ...
 
 MAX_FRAME_SIZE = 1024 * 1024
 """What this server accepts; outgoing frames honour the client's own maximum."""

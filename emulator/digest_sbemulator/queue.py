@@ -12,6 +12,7 @@ A message released by a closing receiver (never handed to the application) does 
 
 from __future__ import annotations
 
+import bisect
 import enum
 import heapq
 import random
@@ -112,7 +113,10 @@ class SubQueue:
     def __init__(self, path: str, lock_duration: float) -> None:
         self.path = path
         self.lock_duration = lock_duration
-        self.messages: OrderedDict[int, Message] = OrderedDict()  # by sequence number, for peeking in order
+        self.messages: OrderedDict[int, Message] = OrderedDict()  # by sequence number
+        self._order: list[int] = []
+        """Sequence numbers in ascending order, for peeking: a dead-letter queue fills out of order (messages keep
+        their sequence numbers and fail at different times). Removed ones are skipped, and dropped by `_compact`."""
         self._available: list[int] = []  # heap of sequence numbers that may be delivered
         self._available_set: set[int] = set()
         self.locks: dict[int, int] = {}  # lock key → sequence number
@@ -143,7 +147,15 @@ class SubQueue:
         return len(self._available_set)
 
     def add(self, message: Message) -> None:
-        self.messages[message.sequence_number] = message
+        seq = message.sequence_number
+        self.messages[seq] = message
+        order = self._order
+        if not order or seq > order[-1]:
+            order.append(seq)  # the main queue: always in order
+        else:
+            bisect.insort(order, seq)
+        if len(order) > 2 * len(self.messages) + 1024:  # settled messages leave stale entries
+            self._compact()
         if message.state is State.SCHEDULED:
             self.scheduled += 1
         elif message.state is State.DEFERRED:
@@ -266,13 +278,28 @@ class SubQueue:
             self.deferred -= 1
         return message
 
+    def _compact(self) -> None:
+        messages = self.messages
+        self._order = sorted(messages) if len(messages) < len(self._order) // 8 else \
+            [seq for i, seq in enumerate(self._order) if seq in messages and (i == 0 or self._order[i - 1] != seq)]
+
     def peek(self, from_sequence: int, count: int) -> list[Message]:
-        result = []
-        for seq, message in self.messages.items():  # insertion order == sequence order
-            if seq >= from_sequence:
-                result.append(message)
-                if len(result) == count:
-                    break
+        """Up to `count` messages from `from_sequence` on, in sequence order (a bisection, then a short scan)."""
+        result: list[Message] = []
+        messages, order = self.messages, self._order
+        last, stale = None, 0
+        for i in range(bisect.bisect_left(order, from_sequence), len(order)):
+            seq = order[i]
+            message = messages.get(seq)
+            if message is None or seq == last:  # settled since, or added again after leaving
+                stale += 1
+                continue
+            result.append(message)
+            last = seq
+            if len(result) == count:
+                break
+        if stale > 1024 and stale > len(messages):  # a drained queue: do not scan its history again
+            self._compact()
         return result
 
 

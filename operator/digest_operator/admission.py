@@ -32,9 +32,9 @@ from typing import Any, Literal, Protocol
 
 import kopf
 
+from digest_api import GROUP, PLURAL, VERSION
+from digest_api.imageref import ImageRef, parse_image
 from digest_operator import certs
-from digest_operator.api import GROUP, PLURAL, VERSION
-from digest_operator.api.imageref import ImageRef, parse_image
 from digest_operator.config import OperatorConfig
 from digest_operator.drift import in_sync
 from digest_operator.k8s import ApiError, resource_path

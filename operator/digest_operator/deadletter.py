@@ -100,6 +100,7 @@ def status_from_report(old: dict[str, Any] | None, found: tuple[str, dict[str, A
     }
     result: dict[str, Any] = {
         "count": _count(report, "count"),
+        "countSource": report.get("countSource") if report.get("countSource") in ("management", "peek") else None,
         "oldestEnqueuedTime": _iso(_parse_time(report.get("oldestEnqueuedTime"))),
         "lastCheckedTime": checked,
         "circuit": circuit if circuit in ("Closed", "Open") else None,

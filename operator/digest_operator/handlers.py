@@ -16,8 +16,8 @@ from typing import Any, Protocol, cast
 
 import kopf
 
+from digest_api import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from digest_operator import admission, peering
-from digest_operator.api import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from digest_operator.imagepin import pull_credentials
 from digest_operator.k8s import ApiError
 from digest_operator.pinning import RESOLVE_REQUESTED_AT

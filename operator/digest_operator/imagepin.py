@@ -10,9 +10,9 @@ import asyncio
 import datetime
 from typing import Any, Protocol
 
+from digest_api.imageref import ImageRef, parse_image
+from digest_api.parse import Pipeline
 from digest_operator import pinning
-from digest_operator.api.imageref import ImageRef, parse_image
-from digest_operator.api.parse import Pipeline
 from digest_operator.conditions import IMAGE_PINNED, find
 from digest_operator.k8s import ApiError
 from digest_operator.pinning import Backoff

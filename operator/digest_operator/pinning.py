@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from digest_operator.api.imageref import ImageRef, parse_image
-from digest_operator.api.spec import ImagePolicy
+from digest_api.imageref import ImageRef, parse_image
+from digest_api.spec import ImagePolicy
 
 RESOLVE_REQUESTED_AT = "digest.dev/resolve-requested-at"
 """Annotation: changing its value (e.g. to the current time) makes the operator resolve the tag again."""

@@ -11,9 +11,10 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from digest_api.durations import parse_duration
+from digest_api.parse import Pipeline, SpecError, parse_pipeline
 from digest_operator import deadletter, imagepin, pinning, rollouts
 from digest_operator import status as status_mod
-from digest_operator.api.parse import Pipeline, SpecError, parse_pipeline
 from digest_operator.drift import in_sync, merge_patch
 from digest_operator.k8s import ApiError
 from digest_operator.pinning import Backoff
@@ -21,7 +22,6 @@ from digest_operator.render import ChildRef, possible_children, render_children
 from digest_operator.render.meta import APPLIED_HASH
 from digest_operator.rollout import RolloutState, rollout_state
 from digest_operator.status import Change, Event, Observation
-from digest_worker.dlq.select import parse_duration
 
 
 class Api(Protocol):

@@ -19,7 +19,7 @@ from typing import Literal
 
 import aiohttp
 
-from digest_operator.api.imageref import ImageRef
+from digest_api.imageref import ImageRef
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"

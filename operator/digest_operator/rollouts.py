@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from digest_operator.api.imageref import ImageRef, parse_image
+from digest_api.imageref import ImageRef, parse_image
 from digest_operator.rollout import RolloutState
 
 WORKER_CONTAINER = "worker"

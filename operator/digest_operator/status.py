@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from digest_operator.api.imageref import ImageRef
+from digest_api.imageref import ImageRef
 from digest_operator.conditions import (
     DEAD_LETTER_CLEAR,
     DEGRADED,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from digest_operator.api.parse import parse_pipeline
+from digest_api.parse import parse_pipeline
 from digest_operator.drift import quantity_value
 from digest_operator.k8s import resource_path
 from digest_operator.render import possible_children, render_children

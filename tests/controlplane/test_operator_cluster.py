@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from digest_operator.api.parse import parse_pipeline
+from digest_api.parse import parse_pipeline
 from digest_operator.k8s import resource_path
 from digest_operator.render import ChildRef, possible_children, render_children
 from tests.controlplane.conftest import OPERATOR_ACCOUNT, OPERATOR_NAMESPACE, PEERING, ROOT

@@ -12,9 +12,9 @@ from typing import Any
 from azure.servicebus import ServiceBusClient
 from click.testing import CliRunner, Result
 
-from digest_operator.cli import main
-from digest_operator.cli.exitcodes import ExitCode
-from digest_worker.dlq.bus import from_received
+from digest_cli import main
+from digest_cli.exitcodes import ExitCode
+from digest_dlq.bus import from_received
 from tests.support.dlqdata import assert_conserved, dead_letter_all, inventory, varied
 from tests.support.kubeapi import KubeApi
 from tests.support.kubeconfig import write_kubeconfig

@@ -11,11 +11,11 @@ from typing import Any
 from azure.servicebus import ServiceBusClient
 from click.testing import CliRunner, Result
 
-from digest_operator.cli import main
-from digest_operator.cli.exitcodes import ExitCode
+from digest_cli import main
+from digest_cli.exitcodes import ExitCode
+from digest_dlq import bus, ops
+from digest_dlq.select import Selection
 from digest_sbemulator.server import EmulatorServer
-from digest_worker.dlq import bus, ops
-from digest_worker.dlq.select import Selection
 from tests.support.dlqdata import assert_conserved, dead_letter_all, inventory, now, peek_inventory, varied
 
 FAST = ["--max-wait", "0.5"]  # the emulator hands out what it has at once; no need to wait 2 s for an empty DLQ
@@ -270,8 +270,8 @@ def test_a_short_page_leaves_nothing_locked(cs: str) -> None:
 def test_scan_handlers_skip_the_keep_alive_unless_paced() -> None:
     # Without keep_alive=None every handler's close waits for a keep-alive task sleeping in 1 s steps; a scan paced
     # by a rate limiter may idle long enough to need it.
-    from digest_worker.dlq import scan
-    from digest_worker.dlq.policy import RateLimiter
+    from digest_dlq import scan
+    from digest_dlq.policy import RateLimiter
 
     plain = bus.ActOptions()
     assert scan.handler_options(plain) == {"keep_alive": None}

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from digest_operator.crd import PRINTER_COLUMNS
+from digest_api.crd import PRINTER_COLUMNS
 from tests.e2e.test_operator import DGP, NS, condition, create_ready_pipeline, operator, wait_for_event
 from tests.support.kubeapi import KubeApi
 from tests.support.operator_thread import OperatorThread

@@ -401,7 +401,7 @@ async def test_render_prints_exactly_what_the_operator_creates(kube_api: KubeApi
     import yaml
     from click.testing import CliRunner
 
-    from digest_operator.cli import main
+    from digest_cli import main
     from digest_operator.drift import in_sync
 
     await kube_api.create(DGP, minimal())

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from digest_operator.api.imageref import parse_image
+from digest_api.imageref import parse_image
 from digest_operator.registry import (
     DOCKER_MANIFEST,
     DOCKER_MANIFEST_LIST,

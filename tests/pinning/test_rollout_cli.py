@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from digest_operator.cli import main
-from digest_operator.cli.exitcodes import ExitCode
+from digest_cli import main
+from digest_cli.exitcodes import ExitCode
 from tests.e2e.test_operator import DGP, PATHS
 from tests.pinning.test_rollout_e2e import BAD, GOOD, NEXT, REPO, image_of, report, rollout
 from tests.support.kubeapi import KubeApi

@@ -10,12 +10,12 @@ import random
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from azure.servicebus import ServiceBusClient, ServiceBusMessage, ServiceBusSender, ServiceBusSubQueue
 from azure.servicebus.amqp import AmqpAnnotatedMessage
 
-from digest_worker.dlq.bus import from_received
+from digest_dlq.bus import from_received
 
 REASONS = ["Transient.Exhausted.Http", "Transient.Exhausted.Teams", "MaxDeliveryCountExceeded", "Poison.BadJson",
            "TTLExpiredException"]
@@ -70,23 +70,40 @@ def _hash(body_type: str, raw: bytes) -> str:
     return hashlib.sha256(body_type.encode() + b"\0" + raw).hexdigest()
 
 
-def dead_letter_all(connection_string: str, queue: str, items: list[tuple[Any, Sent]]) -> dict[str, str]:
-    """Send `items`, receive each and dead-letter it with its reason; returns message id → body hash as received."""
+def dead_letter_all(connection_string: str, queue: str, items: list[tuple[Any, Sent]], *,
+                    order: Literal["received", "reversed", "interleaved"] = "received") -> dict[str, str]:
+    """Send `items`, receive each and dead-letter it with its reason; returns message id → body hash as received.
+
+    `reversed` and `interleaved` receive everything first (holding the locks), then dead-letter out of sequence
+    order, as messages that fail at different times do: the dead-letter queue then fills out of order."""
     by_id = {sent.message_id: sent for _, sent in items}
     hashes: dict[str, str] = {}
     with ServiceBusClient.from_connection_string(connection_string) as client:
         with client.get_queue_sender(queue) as sender:
             send_in_batches(sender, (message for message, _ in items))
         with client.get_queue_receiver(queue, prefetch_count=0) as receiver:
+            held: list[Any] = []
+
+            def dead_letter(received: Any) -> None:
+                sent = by_id[str(received.message_id)]
+                receiver.dead_letter_message(received, reason=sent.reason,
+                                             error_description=f"{sent.reason}: attempt failed\nstack line")
+
             while len(hashes) < len(items):
                 got = receiver.receive_messages(max_message_count=100, max_wait_time=5)
                 assert got, f"only {len(hashes)} of {len(items)} messages arrived"
                 for received in got:
-                    mid = str(received.message_id)
-                    hashes[mid] = from_received(received).body_hash()
-                    sent = by_id[mid]
-                    receiver.dead_letter_message(received, reason=sent.reason,
-                                                 error_description=f"{sent.reason}: attempt failed\nstack line")
+                    hashes[str(received.message_id)] = from_received(received).body_hash()
+                    if order == "received":
+                        dead_letter(received)
+                    else:
+                        held.append(received)
+            if order == "reversed":
+                held.reverse()
+            elif order == "interleaved":
+                held = held[::3] + [m for i, m in enumerate(held) if i % 3][::-1]
+            for received in held:
+                dead_letter(received)
     return hashes
 
 

@@ -1,5 +1,5 @@
-"""The wheel ships the four `digest_*` packages (operator, worker, emulator, cluster), never `operator`, and the
-`digestctl` script."""
+"""The wheel ships the seven `digest_*` packages (api, operator, worker, dlq, emulator, cluster, cli), never
+`operator`, and the `digestctl` script."""
 
 from __future__ import annotations
 
@@ -27,10 +27,11 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_wheel_has_only_the_project_import_packages(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
-    assert top == {"digest_operator", "digest_worker", "digest_sbemulator", "digest_cluster"}
-    assert "digest_operator/api/spec.py" in names
+    assert top == {"digest_api", "digest_operator", "digest_worker", "digest_dlq", "digest_sbemulator",
+                   "digest_cluster", "digest_cli"}
+    assert "digest_api/spec.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "digestctl = digest_operator.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "digestctl = digest_cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
 
 def test_stdlib_operator_module_is_not_shadowed() -> None:

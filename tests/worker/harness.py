@@ -14,8 +14,8 @@ from typing import Any
 from azure.servicebus import ServiceBusMessage, ServiceBusSubQueue
 from azure.servicebus.aio import ServiceBusClient
 
+from digest_api import contract
 from digest_sbemulator.server import EmulatorServer
-from digest_worker import contract
 from digest_worker.app import WorkerApp
 from digest_worker.card import DigestItem
 from digest_worker.config import async_database_url, load

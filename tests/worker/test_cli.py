@@ -11,13 +11,13 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from digest_operator.cli import main
+from digest_cli import main
 from digest_worker.producer import POISON_KINDS
 from tests.worker.harness import CONVERSATIONS, Stack, metric
 
 
 def test_operator_cli_imports_no_worker_runtime_library() -> None:
-    code = ("import sys, digest_operator.cli; "
+    code = ("import sys, digest_cli; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'azure', 'botbuilder', 'botframework', "
             "'sqlalchemy', 'alembic', 'msal', 'asyncpg', 'aiosqlite'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

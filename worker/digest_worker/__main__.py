@@ -1,6 +1,9 @@
 """`python -m digest_worker`: the same as `digestctl worker`."""
 
-from digest_worker.cli import worker
+import os
+import sys
+
+from digest_worker.app import run
 
 if __name__ == "__main__":
-    worker(prog_name="python -m digest_worker")
+    sys.exit(run(os.environ))

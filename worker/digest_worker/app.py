@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -202,3 +202,20 @@ async def serve(config: WorkerConfig) -> int:
                                       "metrics_port": config.metrics_port})
     await app.run()
     return 0
+
+
+def run(environ: Mapping[str, str]) -> int:
+    """The worker process (`digestctl worker`, `python -m digest_worker`): configure from `DIGEST_*` variables and
+    serve until stopped; 1 if the configuration is invalid."""
+    import sys
+
+    from digest_worker import logs
+    from digest_worker.config import ConfigError, load
+
+    try:
+        config = load(environ)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    logs.setup(config.log_level)
+    return asyncio.run(serve(config))

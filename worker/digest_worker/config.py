@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from digest_worker import contract
+from digest_api import contract
 
 APP_TYPES = ("MultiTenant", "SingleTenant", "UserAssignedMSI")
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:////tmp/digest-worker.db"

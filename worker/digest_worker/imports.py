@@ -1,4 +1,5 @@
-"""Pure parsing of the JSON files `digestctl references import` and `digestctl items import` read."""
+"""The JSON files `digestctl references import` and `digestctl items import` read: pure parsing, and `import_file`,
+which stores them in the worker's database."""
 
 from __future__ import annotations
 
@@ -80,3 +81,17 @@ def parse_references(text: str) -> list[StoredReference]:
 def parse_items(text: str, now: datetime | None = None) -> list[tuple[DigestItem, str | None]]:
     when = now or datetime.now(UTC)
     return [e.item(when) for e in _parse(text, TypeAdapter(list[ItemEntry]))]
+
+
+async def import_file(text: str, kind: str, database_url: str | None) -> int:
+    """Parse `text` (kind `references` or `items`) and upsert it into the database (migrated first); rows written."""
+    from digest_worker.config import DEFAULT_DATABASE_URL, async_database_url
+    from digest_worker.db.store import Store
+
+    rows: Any = parse_references(text) if kind == "references" else parse_items(text)
+    store = Store.open(async_database_url(database_url or DEFAULT_DATABASE_URL))
+    try:
+        await store.upgrade()
+        return await (store.put_references(rows) if kind == "references" else store.put_items(rows))
+    finally:
+        await store.close()

@@ -12,6 +12,7 @@ from digest_worker.body import normalise
 from digest_worker.card import CardTooLarge, Digest, default_title, render
 from digest_worker.config import WorkerConfig
 from digest_worker.context import MessageContext, message_context
+from digest_worker.db import states
 from digest_worker.db import store as ledger
 from digest_worker.db.store import Store
 from digest_worker.failures import Category, FailureError
@@ -72,7 +73,7 @@ class Processor:
                                      f"conversation {request.conversation_id!r} is marked inactive (bot removed?)")
         items = await self._fetch(request)
         if not items and not self.config.post_empty_digest:
-            await store.finish(rid, ledger.SKIPPED)
+            await store.finish(rid, states.SKIPPED)
             return Outcome(Result.SKIPPED)
         digest = Digest(request.title or default_title(request.date_range_days), request.date_range_days, items)
         try:
@@ -95,7 +96,7 @@ class Processor:
                 if failure.status in DEACTIVATING_STATUSES:
                     await self._quietly(store.deactivate(request.conversation_id))
             else:
-                await self._quietly(store.finish(rid, ledger.RECEIVED, error=exc.args[0]))
+                await self._quietly(store.finish(rid, states.RECEIVED, error=exc.args[0]))
             raise
         # Teams accepted: record it at once. A crash before this commit is the only window that can post twice.
         await self._record_sent(rid, activity_id)
@@ -114,7 +115,7 @@ class Processor:
     async def _record_sent(self, rid: str, activity_id: str | None) -> None:
         for attempt in range(1, RECORD_ATTEMPTS + 1):
             try:
-                await self.store.finish(rid, ledger.SENT, activity_id=activity_id)
+                await self.store.finish(rid, states.SENT, activity_id=activity_id)
                 return
             except FailureError:
                 if attempt == RECORD_ATTEMPTS:
@@ -124,7 +125,7 @@ class Processor:
                 await asyncio.sleep(0.2 * attempt)
 
     async def _finish_failed(self, rid: str, error: str) -> None:
-        await self._quietly(self.store.finish(rid, ledger.FAILED, error=error))
+        await self._quietly(self.store.finish(rid, states.FAILED, error=error))
 
     @staticmethod
     async def _quietly(operation: Any) -> None:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from azure.servicebus.aio import ServiceBusClient
 
 POISON_KINDS = ("not_json", "wrong_type", "out_of_range", "non_utf8", "empty", "value_body", "sequence_body")
 
@@ -37,3 +41,59 @@ def poison(kind: str, request_id: str, conversation_id: str) -> dict[str, Any]:
     if kind == "sequence_body":
         return {"sequence_body": [[1, 2, 3]]}
     raise ValueError(f"unknown poison kind {kind!r}; one of {', '.join(POISON_KINDS)}")
+
+
+def connect(connection_string: str | None, namespace: str | None) -> ServiceBusClient:
+    """An async Service Bus client from a connection string, or a namespace FQDN with DefaultAzureCredential."""
+    from azure.servicebus.aio import ServiceBusClient
+
+    if connection_string:
+        return ServiceBusClient.from_connection_string(connection_string)
+    if namespace:
+        from azure.identity.aio import DefaultAzureCredential
+
+        return ServiceBusClient(namespace, DefaultAzureCredential())
+    raise ValueError("a connection string or a namespace is required")
+
+
+def messages(count: int, poison_count: int, conversations: Sequence[str], *, days: int = 7, max_items: int = 10,
+             owner: str | None = None, prefix: str = "req") -> list[Any]:
+    """`count` requests `<prefix>-<n>` addressed round robin, with `poison_count` poison messages (every kind in
+    turn) spread evenly among them."""
+    from azure.servicebus import ServiceBusMessage
+    from azure.servicebus.amqp import AmqpAnnotatedMessage, AmqpMessageProperties
+
+    def bad(k: int) -> Any:
+        rid = f"{prefix}-poison-{k}"
+        return AmqpAnnotatedMessage(**poison(POISON_KINDS[k % len(POISON_KINDS)], rid, conversations[0]),
+                                    properties=AmqpMessageProperties(message_id=rid))
+
+    out: list[Any] = []
+    every = max(count // poison_count, 1) if poison_count else 0
+    p = 0
+    for i in range(count):
+        rid = f"{prefix}-{i}"
+        out.append(ServiceBusMessage(request_body(rid, conversations[i % len(conversations)], days=days,
+                                                  max_items=max_items, owner=owner),
+                                     message_id=rid, content_type="application/json"))
+        if p < poison_count and (i + 1) % every == 0:
+            out.append(bad(p))
+            p += 1
+    out.extend(bad(k) for k in range(p, poison_count))
+    return out
+
+
+async def send(client: ServiceBusClient, queue: str, batch_of: Sequence[Any]) -> int:
+    """Send the messages in as few batches as fit; how many were sent."""
+    async with client, client.get_queue_sender(queue) as sender:
+        batch = await sender.create_message_batch()
+        for message in batch_of:
+            try:
+                batch.add_message(message)
+            except ValueError:  # full: send it and start a new batch
+                await sender.send_messages(batch)
+                batch = await sender.create_message_batch()
+                batch.add_message(message)
+        if len(batch):
+            await sender.send_messages(batch)
+    return len(batch_of)

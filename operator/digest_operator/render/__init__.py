@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from digest_operator.api.imageref import ImageRef
-from digest_operator.api.parse import Pipeline
+from digest_api.imageref import ImageRef
+from digest_api.parse import Pipeline
 from digest_operator.render import dlq_monitor, monitoring, scaling, workload
 from digest_operator.render.meta import Owner, prune_empty, stamp_applied_hash
 from digest_operator.render.names import ChildNames

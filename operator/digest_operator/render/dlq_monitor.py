@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from digest_operator.api.imageref import ImageRef
-from digest_operator.api.spec import DigestPipelineSpec
+from digest_api import contract
+from digest_api.imageref import ImageRef
+from digest_api.spec import DigestPipelineSpec
 from digest_operator.render import pod
 from digest_operator.render.meta import Owner, labels, metadata
 from digest_operator.render.names import ChildNames
-from digest_worker import contract
 
 COMPONENT = "dlq-monitor"
 POLICY_DIR = "/etc/digest-pipelines"

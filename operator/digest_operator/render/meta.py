@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from digest_operator.api import API_VERSION, KIND
+from digest_api import API_VERSION, KIND
 
 PART_OF = "digest-pipelines"
 MANAGED_BY = "digest-operator"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from digest_operator.api.spec import DigestPipelineSpec, SecretKeyRef
+from digest_api import contract
+from digest_api.spec import DigestPipelineSpec, SecretKeyRef
 from digest_operator.render.names import ChildNames
-from digest_worker import contract
 
 RUN_AS_ID = 10001
 WORKLOAD_IDENTITY_LABEL = "azure.workload.identity/use"

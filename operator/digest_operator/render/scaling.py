@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from digest_operator.api.spec import DigestPipelineSpec
+from digest_api.spec import DigestPipelineSpec
 from digest_operator.render.meta import Owner, metadata
 from digest_operator.render.names import ChildNames
 

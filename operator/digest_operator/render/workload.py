@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from digest_operator.api.imageref import ImageRef
-from digest_operator.api.spec import DigestPipelineSpec
+from digest_api import contract
+from digest_api.imageref import ImageRef
+from digest_api.spec import DigestPipelineSpec
 from digest_operator.render import pod
 from digest_operator.render.meta import Owner, metadata, selector_labels
 from digest_operator.render.names import ChildNames
-from digest_worker import contract
 
 COMPONENT = "worker"
 CONTAINER = "worker"

@@ -21,7 +21,11 @@ from digest_cluster.images import ImageBuildError, ImageStore
 from tests.support.samples import ROOT
 
 STORE = ImageStore(Path("/srv/cache/images"), "127.0.0.1:5000")
-COPIED = ["pyproject.toml", "uv.lock", "README.md", "operator", "worker"]
+COPIED = {
+    "Dockerfile.operator": ["pyproject.toml", "uv.lock", "README.md", "api", "operator", "cli"],
+    "Dockerfile.worker": ["pyproject.toml", "uv.lock", "README.md", "api", "worker", "dlq", "cli"],
+}
+"""Each image holds the API, its component and the CLI (the worker image also runs the DLQ monitor)."""
 
 
 @pytest.mark.parametrize("name", ["Dockerfile.operator", "Dockerfile.worker"])
@@ -34,7 +38,7 @@ def test_dockerfiles_take_the_base_as_a_build_arg_defaulting_to_python_slim(name
 
 @pytest.mark.parametrize("name", ["Dockerfile.operator", "Dockerfile.worker"])
 def test_the_context_paths_of_the_project_dockerfiles(name: str) -> None:
-    assert images.copied_paths((ROOT / name).read_text()) == COPIED
+    assert images.copied_paths((ROOT / name).read_text()) == COPIED[name]
 
 
 def test_copied_paths_skips_stages_and_reads_flags_json_and_continuations() -> None:
@@ -113,8 +117,9 @@ def test_the_content_key_outside_git_walks_the_copied_paths(repo: Path, tmp_path
 
 
 def test_the_project_key_covers_the_real_sources() -> None:
-    files = images.context_files(ROOT, COPIED)
-    assert {"pyproject.toml", "uv.lock", "README.md", "worker/digest_worker/__init__.py"} <= set(files)
+    files = images.context_files(ROOT, COPIED["Dockerfile.worker"])
+    assert {"pyproject.toml", "uv.lock", "README.md", "worker/digest_worker/__init__.py",
+            "dlq/digest_dlq/__init__.py"} <= set(files)
     assert not any("__pycache__" in f or f.startswith(("tests/", "emulator/", "cluster/")) for f in files)
 
 

@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
-from digest_worker.dlq.batching import ENVELOPE_RESERVE, batch_cost, pack
-from digest_worker.dlq.copy import MAX_ID_LENGTH, build_copy, choose_id, requeue_id
-from digest_worker.dlq.message import DlqMessage, decode_value, encode_value, normalise_properties
-from digest_worker.dlq.records import RecordError, from_record, to_record
-from digest_worker.dlq.report import Outcome, compact, monitor_report, stats
-from digest_worker.dlq.select import Selection, parse_duration
+from digest_api.durations import parse_duration
+from digest_dlq.batching import ENVELOPE_RESERVE, batch_cost, pack
+from digest_dlq.copy import MAX_ID_LENGTH, build_copy, choose_id, requeue_id
+from digest_dlq.message import DlqMessage, decode_value, encode_value, normalise_properties
+from digest_dlq.records import RecordError, from_record, to_record
+from digest_dlq.report import Outcome, compact, monitor_report, stats
+from digest_dlq.select import Selection
 
 NOW = datetime.datetime(2026, 11, 28, 12, 0, tzinfo=datetime.UTC)
 

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from digest_worker.dlq import bus, lanes, scan
-from digest_worker.dlq.policy import RateLimiter
+from digest_dlq import bus, lanes, scan
+from digest_dlq.policy import RateLimiter
 
 
 @pytest.mark.parametrize(("cpus", "expected"), [({0}, 1), ({0, 1}, 2), ({0, 1, 2, 3}, 2)])

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from digest_operator.api.spec import RequeuePolicy
-from digest_worker.dlq.message import DlqMessage
-from digest_worker.dlq.policy import RateLimiter, backoff_delay, circuit, decide, plan
+from digest_api.spec import RequeuePolicy
+from digest_dlq.message import DlqMessage
+from digest_dlq.policy import RateLimiter, backoff_delay, circuit, decide, plan
 
 NOW = datetime.datetime(2026, 11, 28, 12, 0, tzinfo=datetime.UTC)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from digest_operator.api.parse import parse_pipeline
+from digest_api.parse import parse_pipeline
 from digest_operator.render import render_children
 from tests.support.samples import load, with_path
 

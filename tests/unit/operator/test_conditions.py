@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from digest_operator.api.imageref import parse_image
+from digest_api.imageref import parse_image
 from digest_operator.conditions import Condition, find, merge_conditions
 from digest_operator.rollout import rollout_state
 from digest_operator.status import Change, Observation, compute, events

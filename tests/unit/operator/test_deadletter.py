@@ -59,6 +59,13 @@ def test_status_from_report_and_staleness() -> None:
     assert garbage is not None and garbage["count"] == 0 and garbage["lastRun"]["requeued"] == 0
 
 
+def test_the_count_source_is_kept_when_it_is_one_the_monitor_uses() -> None:
+    managed = deadletter.status_from_report(None, ("p", report(countSource="management")))
+    assert managed is not None and managed["countSource"] == "management"
+    forged = deadletter.status_from_report(None, ("p", report(countSource="<script>")))
+    assert forged is not None and "countSource" not in forged
+
+
 def test_dead_letter_clear_condition() -> None:
     unknown = deadletter.condition(None, FIVE_MIN, "5m", NOW)
     assert (unknown.status, unknown.reason) == ("Unknown", "NoReport")

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from digest_operator.api.imageref import parse_image
-from digest_operator.api.spec import ImagePolicy
+from digest_api.imageref import parse_image
+from digest_api.spec import ImagePolicy
 from digest_operator.pinning import (
     RESOLVE_REQUESTED_AT,
     Backoff,

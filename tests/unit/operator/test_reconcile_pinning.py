@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from digest_operator.api.imageref import ImageRef
+from digest_api.imageref import ImageRef
 from digest_operator.conditions import find
 from digest_operator.pinning import RESOLVE_REQUESTED_AT, Backoff
 from digest_operator.reconcile import reconcile

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 import yaml
 
-from digest_operator.api.imageref import parse_image
-from digest_operator.api.parse import parse_pipeline
+from digest_api import contract
+from digest_api.imageref import parse_image
+from digest_api.parse import parse_pipeline
 from digest_operator.render import possible_children, render_children
 from digest_operator.render.meta import APPLIED_HASH, child_name
-from digest_worker import contract
 from tests.support.samples import DIGEST, load, minimal, sample_files, with_path
 from tests.support.schemas import assert_valid
 

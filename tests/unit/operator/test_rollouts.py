@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from digest_operator.api.imageref import parse_image
+from digest_api.imageref import parse_image
 from digest_operator.rollout import RolloutState
 from digest_operator.rollouts import (
     annotate,

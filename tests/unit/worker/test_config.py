@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from digest_worker import contract
+from digest_api import contract
 from digest_worker.config import DEFAULT_DATABASE_URL, ConfigError, async_database_url, load
 
 BASE = {contract.SERVICEBUS_QUEUE: "digests", contract.SERVICEBUS_NAMESPACE: "ns.servicebus.windows.net"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from azure.servicebus.aio import ServiceBusClient
 
-from digest_worker import contract
+from digest_api import contract
 from digest_worker.config import load
 from digest_worker.consumer import RECEIVER_SOCKET_TIMEOUT_SECONDS, receiver_options
 

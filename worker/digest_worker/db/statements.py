@@ -20,7 +20,7 @@ from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.types import TypeEngine
 
-from digest_worker.db.store import FAILED, RECEIVED, SENDING
+from digest_worker.db.states import FAILED, RECEIVED, SENDING
 from digest_worker.db.tables import conversation_references, digest_items, digest_requests
 
 GENERATED = Path(__file__).with_name("sqlite_sql.py")

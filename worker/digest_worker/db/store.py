@@ -28,6 +28,7 @@ from digest_worker.card import DigestItem
 from digest_worker.db import migrate
 from digest_worker.db.sqlite_ledger import SqliteLedger, Statement
 from digest_worker.db.sqlite_sql import STATEMENTS
+from digest_worker.db.states import SENT, SKIPPED
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
 MISSING_TABLE_HINTS = ("no such table", "does not exist", "undefinedtable")
 
-RECEIVED, SENDING, SENT, SKIPPED, FAILED = "received", "sending", "sent", "skipped", "failed"
 DONE = (SENT, SKIPPED)
 TABLES = ("digest_requests", "conversation_references", "digest_items")
 

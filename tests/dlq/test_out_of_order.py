@@ -1,0 +1,85 @@
+"""Every toolkit view of a dead-letter queue that filled out of sequence order (messages fail at different times):
+list, stats, export, purge selection and the monitor's count each see every message exactly once, and stats and
+the monitor say where their count came from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from digest_cli import main
+from digest_sbemulator.server import EmulatorServer
+from tests.support.dlqdata import dead_letter_all, inventory, varied
+
+COUNT = 600
+"""Above the 250-per-peek cap."""
+FAST = ["--max-wait", "0.5"]
+
+
+def dlq(cs: str, *args: str) -> Result:
+    return CliRunner().invoke(main, ["dlq", *args, "--connection-string", cs, "--queue", "orders", *FAST],
+                              catch_exceptions=False)
+
+
+@pytest.fixture(params=["reversed", "interleaved"])
+def dead(request: pytest.FixtureRequest, cs: str) -> dict[str, str]:
+    return dead_letter_all(cs, "orders", varied(COUNT), order=request.param)
+
+
+def test_list_shows_every_message_once_in_sequence_order(cs: str, dead: dict[str, str]) -> None:
+    result = dlq(cs, "list", "-o", "jsonl")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    seqs = [r["sequenceNumber"] for r in rows]
+    assert len(rows) == COUNT and seqs == sorted(set(seqs))
+    assert {r["messageId"] for r in rows} == set(dead)
+
+
+def test_stats_counts_by_peek_and_by_the_management_api_and_says_which(cs: str, sb: EmulatorServer,
+                                                                        dead: dict[str, str]) -> None:
+    peeked = json.loads(dlq(cs, "stats", "-o", "json").stdout)
+    assert peeked["selected"] == COUNT and sum(g["count"] for g in peeked["groups"]) == COUNT
+    assert (peeked["runtime"]["source"], peeked["runtime"]["deadLetterMessageCount"]) == ("peek", COUNT)
+    managed = json.loads(dlq(cs, "stats", "-o", "json", "--ca-file", str(sb.tls.ca_file)).stdout)
+    assert (managed["runtime"]["source"], managed["runtime"]["deadLetterMessageCount"]) == ("management", COUNT)
+
+
+def test_export_writes_each_message_once(cs: str, tmp_path: Path, dead: dict[str, str]) -> None:
+    path = tmp_path / "dlq.jsonl"
+    assert dlq(cs, "export", "--file", str(path)).exit_code == 0
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(records) == COUNT
+    assert len({r["sequenceNumber"] for r in records}) == COUNT
+
+
+def test_purge_selects_and_removes_exactly_the_matching_messages(cs: str, dead: dict[str, str]) -> None:
+    listed = [json.loads(line) for line in dlq(cs, "list", "-o", "jsonl", "--reason", "Poison.*").stdout.splitlines()]
+    poison = {r["messageId"] for r in listed}
+    assert 0 < len(poison) < COUNT
+    summary = json.loads(dlq(cs, "purge", "--reason", "Poison.*", "--yes", "-o", "json").stdout)
+    assert (summary["purged"], summary["failed"], summary["left"]) == (len(poison), 0, 0)
+    left = {mid for mid, _, _ in inventory(cs, "orders", dead_letter=True)}
+    assert left == set(dead) - poison
+
+
+def _monitor(cs: str, tmp_path: Path, *extra: str) -> dict[str, Any]:
+    policy = tmp_path / "requeue-policy.json"
+    policy.write_text(json.dumps({"pipeline": {"namespace": "team", "name": "digest"}, "queue": "orders",
+                                  "maxDeliveryCount": 3, "requeuePolicy": {"mode": "Active", "rules": []}}))
+    result = CliRunner().invoke(main, ["dlq", "monitor", "--policy", str(policy), "--connection-string", cs,
+                                       "-o", "json", *FAST, *extra], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
+
+
+def test_the_monitor_counts_every_message_once_and_names_its_source(cs: str, sb: EmulatorServer, tmp_path: Path,
+                                                                     dead: dict[str, str]) -> None:
+    peeked = _monitor(cs, tmp_path)
+    assert (peeked["count"], peeked["countSource"]) == (COUNT, "peek")
+    managed = _monitor(cs, tmp_path, "--ca-file", str(sb.tls.ca_file))
+    assert (managed["count"], managed["countSource"]) == (COUNT, "management")
