@@ -8,7 +8,7 @@ messages (by message id and body hash).
 The emulator runs as a `digestctl emulator` process (one per method), so client and server do not share an
 interpreter. The toolkit runs with the CLI's default lanes (`--parallel`: 2 forked lanes where two CPUs are usable);
 its run is CPU-bound and the naive one is not, so other load on the machine lowers the ratio: run it several times
-and compare within a run (results and the time split: docs/dlq.md, "Benchmark").
+and compare within a run (results and the time split: bench/README.md).
 
     uv run python -m bench.dlq_requeue [--messages 5000] [--seed 7] [--lanes N]
 """
