@@ -524,8 +524,9 @@ class ImagePolicy(Model):
     `status.image.resolved` and renders only the digest; it resolves again when the spec changes or when the
     annotation `digest.dev/resolve-requested-at` changes value. `Track`: as Resolve, and also every
     `trackInterval`, so a moved tag rolls out its new digest. When the registry is down or refuses, the last pinned
-    digest keeps running, ImagePinned=False names the reason (RegistryUnavailable, TagNotFound, Unauthorized) and
-    the resolution is retried with backoff. An image with a digest is used as is in every mode."""
+    digest keeps running, ImagePinned=False names the reason (RegistryUnavailable, TagNotFound, Unauthorized,
+    RegistryNotAllowed) and the resolution is retried with backoff. An image with a digest is used as is in every
+    mode."""
     track_interval: Duration = "5m"
     """Track mode: time between resolutions of the tag (the operator's resync interval is the lower bound)."""
 

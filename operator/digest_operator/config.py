@@ -51,6 +51,11 @@ class OperatorConfig:
     resolve_backoff_max: float = 300.0
     insecure_registries: tuple[str, ...] = ()
     """Registry hosts (`host:port`) spoken to over plain HTTP, e.g. a registry on loopback."""
+    allowed_registries: tuple[str, ...] = ()
+    """Registry hosts Resolve, Track and the mutating webhook may contact (empty: any); others are refused with
+    ImagePinned=False, reason RegistryNotAllowed."""
+    registry_token_hosts: tuple[str, ...] = ()
+    """Host names, besides a registry's own, whose token realm may receive pull-secret credentials."""
     registry_ca_file: str | None = None
     """PEM bundle of extra CAs trusted for registries (a registry with a private CA)."""
     webhook: WebhookMode = "off"
@@ -128,9 +133,10 @@ class OperatorConfig:
                 values["peering_lifetime"] = int(env[key])
             except ValueError:
                 problems.append(f"{key}={env[key]}: must be an integer number of seconds")
-        key = PREFIX + "INSECURE_REGISTRIES"
-        if key in env:
-            values["insecure_registries"] = tuple(h.strip() for h in env[key].split(",") if h.strip())
+        for name in ("insecure_registries", "allowed_registries", "registry_token_hosts"):
+            key = PREFIX + name.upper()
+            if key in env:
+                values[name] = tuple(h.strip() for h in env[key].split(",") if h.strip())
         choices = {"webhook": ("off", "validate", "mutate"), "webhook_failure_policy": ("Fail", "Ignore")}
         for name, allowed in choices.items():
             key = PREFIX + name.upper()

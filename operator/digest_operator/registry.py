@@ -5,17 +5,24 @@ manifests (so a multi-arch image answers with its index, which is what gets pinn
 `Docker-Content-Digest`; without that header (or when HEAD is refused) a GET whose body is hashed with sha256.
 Authentication: anonymous, `Basic` challenges and the `Bearer` token flow (`WWW-Authenticate: Bearer realm,service,
 scope`), with credentials from the pipeline's pull secrets. Every failure is a `RegistryError` with a condition
-reason: RegistryUnavailable, TagNotFound or Unauthorized.
+reason: RegistryUnavailable, TagNotFound, Unauthorized or RegistryNotAllowed.
+
+What a pipeline author can make the operator fetch is bounded: only registries of `allowed_registries` (when set),
+token realms over https (plain http only on the host of a registry listed as insecure), pull-secret credentials sent
+to a realm only on the registry's own host name (or `token_hosts`, and Docker Hub's `auth.docker.io`), no redirects
+from a token endpoint, and every body read capped.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import ssl
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -32,7 +39,12 @@ DOCKER_HUB = "docker.io"
 DOCKER_HUB_API = "registry-1.docker.io"
 DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"})
 
-Reason = Literal["RegistryUnavailable", "TagNotFound", "Unauthorized"]
+DOCKER_HUB_TOKEN_HOST = "auth.docker.io"
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+"""The distribution spec's manifest size limit that registries enforce."""
+MAX_TOKEN_BYTES = 256 * 1024
+
+Reason = Literal["RegistryUnavailable", "TagNotFound", "Unauthorized", "RegistryNotAllowed"]
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 _DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
 
@@ -89,14 +101,23 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), {k.lower(): v for k, v in _CHALLENGE_PARAM.findall(params)}
 
 
+def hostname(netloc: str) -> str:
+    """The host name of a `host[:port]` (an IPv6 literal keeps its brackets off)."""
+    return (urlsplit(f"//{netloc}").hostname or netloc).lower()
+
+
 class RegistryClient:
     """Resolves tags over HTTPS (verified against the system CAs and `ca_file`); plain HTTP for `insecure_hosts`,
-    e.g. a registry on loopback."""
+    e.g. a registry on loopback. `allowed_registries` (empty: any) bounds which registries it contacts;
+    `token_hosts` are extra host names a registry's token realm may have and still receive credentials."""
 
     def __init__(
         self, *, insecure_hosts: Collection[str] = (), timeout: float = 10.0, ca_file: str | None = None,
+        allowed_registries: Collection[str] = (), token_hosts: Collection[str] = (),
     ) -> None:
         self._insecure = frozenset(insecure_hosts)
+        self._allowed = frozenset(split_name(f"{h}/x")[0] for h in allowed_registries)
+        self._token_hosts = frozenset(h.lower() for h in token_hosts)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._ca_file = ca_file
         self._session: aiohttp.ClientSession | None = None
@@ -125,18 +146,22 @@ class RegistryClient:
         """The digest the registry serves for `image`'s tag (`latest` when it has none)."""
         host, repository = split_name(image.name)
         tag = image.tag or "latest"
+        if self._allowed and host not in self._allowed:
+            raise RegistryError("RegistryNotAllowed", f"registry {host} is not allowed (the operator contacts only "
+                                f"{', '.join(sorted(self._allowed))}: DIGEST_OPERATOR_ALLOWED_REGISTRIES)")
         url = f"{self._base(host)}/v2/{repository}/manifests/{tag}"
         where = f"{host}/{repository}:{tag}"
         try:
-            return await self._resolve(url, where, repository, credentials)
+            return await self._resolve(url, where, host, repository, credentials)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise RegistryError("RegistryUnavailable", f"{where}: registry not reachable: {exc!r}") from exc
 
-    async def _resolve(self, url: str, where: str, repository: str, credentials: Credentials | None) -> Resolved:
+    async def _resolve(self, url: str, where: str, host: str, repository: str,
+                       credentials: Credentials | None) -> Resolved:
         headers = {"Accept": ACCEPT}
         status, digest, media_type, challenge = await self._head(url, headers)
         if status == 401:
-            headers["Authorization"] = await self._authorize(challenge, where, repository, credentials)
+            headers["Authorization"] = await self._authorize(challenge, where, host, repository, credentials)
             status, digest, media_type, _ = await self._head(url, headers)
         if status in (200, 401, 403, 404) or status >= 500:
             self._check(status, where, credentials)
@@ -144,8 +169,8 @@ class RegistryClient:
             return Resolved(digest, media_type)
         # No Docker-Content-Digest, or HEAD not supported: GET the manifest and hash what was served.
         async with self._http().get(url, headers=headers) as response:
-            body = await response.read()
             self._check(response.status, where, credentials)
+            body = await _read_capped(response, MAX_MANIFEST_BYTES, f"{where}: the manifest")
             return Resolved("sha256:" + hashlib.sha256(body).hexdigest(), _media_type(response))
 
     async def _head(self, url: str, headers: dict[str, str]) -> tuple[int, str | None, str | None, str]:
@@ -166,7 +191,25 @@ class RegistryClient:
         if status >= 400:
             raise RegistryError("RegistryUnavailable", f"{where}: the registry answered {status}")
 
-    async def _authorize(self, challenge: str, where: str, repository: str, credentials: Credentials | None) -> str:
+    def _realm(self, realm: str, where: str, host: str, credentials: Credentials | None) -> bool:
+        """Check the token realm a registry named; whether credentials may be sent to it."""
+        parts = urlsplit(realm)
+        if not parts.hostname or parts.scheme not in ("https", "http"):
+            raise RegistryError("RegistryUnavailable", f"{where}: the registry names an invalid token realm")
+        registry_name = hostname(api_host(host))
+        if parts.scheme == "http" and not (parts.netloc in self._insecure or (
+                host in self._insecure and parts.hostname == registry_name)):
+            raise RegistryError("RegistryUnavailable", f"{where}: the registry's token realm {parts.hostname} is "
+                                "plain http; only https realms are used (or the host of an insecure registry)")
+        own = {registry_name, *self._token_hosts, *((DOCKER_HUB_TOKEN_HOST,) if host == DOCKER_HUB else ())}
+        if credentials is not None and parts.hostname not in own:
+            raise RegistryError("Unauthorized", f"{where}: the registry's token realm is on another host "
+                                f"({parts.hostname}); credentials go only to {registry_name} or a host listed in "
+                                "DIGEST_OPERATOR_REGISTRY_TOKEN_HOSTS")
+        return credentials is not None
+
+    async def _authorize(self, challenge: str, where: str, host: str, repository: str,
+                         credentials: Credentials | None) -> str:
         """The Authorization header answering a 401's `WWW-Authenticate` challenge."""
         scheme, params = parse_challenge(challenge)
         if scheme == "basic":
@@ -176,22 +219,38 @@ class RegistryClient:
             return aiohttp.encode_basic_auth(credentials.username, credentials.password)
         if scheme != "bearer" or "realm" not in params:
             raise RegistryError("Unauthorized", f"{where}: unsupported authentication challenge {scheme!r}")
+        send = self._realm(params["realm"], where, host, credentials)
         query = {"scope": params.get("scope") or f"repository:{repository}:pull"}
         if "service" in params:
             query["service"] = params["service"]
         headers = {"Authorization": aiohttp.encode_basic_auth(credentials.username, credentials.password)
-                   } if credentials else {}
-        async with self._http().get(params["realm"], params=query, headers=headers) as response:
+                   } if send and credentials else {}
+        async with self._http().get(params["realm"], params=query, headers=headers,
+                                    allow_redirects=False) as response:
             if response.status in (401, 403):
                 self._check(response.status, f"{where} (token endpoint)", credentials)
-            if response.status >= 400:
+            if response.status >= 300:
                 raise RegistryError("RegistryUnavailable",
                                     f"{where}: the token endpoint answered {response.status}")
-            payload = await response.json(content_type=None)
-        token = payload.get("token") or payload.get("access_token") if isinstance(payload, dict) else None
-        if not token:
+            body = await _read_capped(response, MAX_TOKEN_BYTES, f"{where}: the token endpoint's answer")
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            raise RegistryError("RegistryUnavailable", f"{where}: the token endpoint's answer is not JSON") from None
+        token = (payload.get("token") or payload.get("access_token")) if isinstance(payload, dict) else None
+        if not token or not isinstance(token, str):
             raise RegistryError("Unauthorized", f"{where}: the token endpoint returned no token")
         return f"Bearer {token}"
+
+
+async def _read_capped(response: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
+    chunks, size = [], 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise RegistryError("RegistryUnavailable", f"{what} is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _media_type(response: aiohttp.ClientResponse) -> str | None:

@@ -58,7 +58,9 @@ class Runtime:
         if self._registry is None:
             self._registry = RegistryClient(insecure_hosts=self.config.insecure_registries,
                                             timeout=self.config.registry_timeout,
-                                            ca_file=self.config.registry_ca_file)
+                                            ca_file=self.config.registry_ca_file,
+                                            allowed_registries=self.config.allowed_registries,
+                                            token_hosts=self.config.registry_token_hosts)
         return self._registry
 
     @property

@@ -41,8 +41,12 @@ def test_pinning_and_webhook_settings() -> None:
         "DIGEST_OPERATOR_WEBHOOK_PORT": "8443", "DIGEST_OPERATOR_WEBHOOK_FAILURE_POLICY": "Ignore",
         "DIGEST_OPERATOR_WEBHOOK_HOST": "digest-operator-webhook.digest-system.svc",
         "DIGEST_OPERATOR_REGISTRY_CA_FILE": "/etc/ssl/registry-ca.pem",
+        "DIGEST_OPERATOR_ALLOWED_REGISTRIES": "ghcr.io, contoso.azurecr.io",
+        "DIGEST_OPERATOR_REGISTRY_TOKEN_HOSTS": "login.contoso.example",
     })
     assert config.registry_ca_file == "/etc/ssl/registry-ca.pem"
+    assert config.allowed_registries == ("ghcr.io", "contoso.azurecr.io")
+    assert config.registry_token_hosts == ("login.contoso.example",)
     assert config.insecure_registries == ("127.0.0.1:5000", "localhost:5001")
     assert (config.resolve_backoff, config.webhook, config.webhook_port) == (2.0, "mutate", 8443)
     assert config.webhook_failure_policy == "Ignore"
