@@ -267,14 +267,31 @@ def test_steady_state_writes_nothing(control_plane: ControlPlane, running: Opera
         reconciles(3)
         if (control_plane.get(dgp(namespace)) or {})["metadata"]["resourceVersion"] == version:
             break
-    # then several more resyncs (every 0.5 s), each reading every child, must write nothing
+    # then several more resyncs (every 0.5 s), each reading every child, must write nothing. The window must show
+    # this pipeline reconciled (each reconcile starts with a fresh read of it; the operator's reconcile count also
+    # counts other pipelines): a dead or stuck operator writes nothing too. Three reads: two whole reconciles
     _, start = control_plane.audit_entries(0)
     reconciles(6)
+    deadline = time.monotonic() + 30
+    while len(fresh_reads(operator_requests(control_plane, start, namespace))) < 3:
+        assert time.monotonic() < deadline, "the resync timer did not reconcile this pipeline"
+        time.sleep(0.05)
     requests = operator_requests(control_plane, start, namespace)
     reads = [e for e in requests if e["verb"] in ("get", "list", "watch")]
     writes = [describe(e) for e in requests if e["verb"] in WRITE_VERBS]
-    assert reads, "the audit log shows no reconcile reads at all: wrong user or namespace filter"
+    resyncs = len(fresh_reads(requests))
+    for ref in possible_children("demo"):  # each reconcile (the last may be under way) compared every child
+        looked = [e for e in reads if e["verb"] == "get" and e["objectRef"].get("resource") == ref.plural
+                  and e["objectRef"].get("name") == ref.name]
+        assert len(looked) >= resyncs - 1, f"{len(looked)} reads of {ref.kind} {ref.name} for {resyncs} reconciles"
     assert writes == [], yaml.safe_dump(writes)
+
+
+def fresh_reads(requests: list[dict[str, Any]], name: str = "demo") -> list[dict[str, Any]]:
+    """The reads of the pipeline itself that start each of its reconciles."""
+    return [e for e in requests if e["verb"] == "get" and (e.get("objectRef") or {}).get("resource") ==
+            "digestpipelines" and not (e.get("objectRef") or {}).get("subresource")
+            and (e.get("objectRef") or {}).get("name") == name]
 
 
 def test_prune_deletes_what_is_no_longer_rendered(
@@ -327,20 +344,50 @@ NOT_EXERCISED = {
 }
 
 
-def test_rbac_is_least_privilege(control_plane: ControlPlane, running: OperatorThread, audit_start: int) -> None:
-    """Every rule of manifests/rbac/role.yaml is either used by a call seen in this module's audit log or listed in
-    NOT_EXERCISED with the call that needs it; the module's fixture fails on any denial (RBAC sufficient)."""
+def used_rules(plane: ControlPlane, start: int, namespace: str) -> dict[tuple[str, str, str], str]:
+    """(apiGroup, resource[/subresource], verb) of the operator's calls since `start`: cluster-scoped and
+    cluster-wide ones (watches, the peering) and those in `namespace`; each with one call that used it."""
     used: dict[tuple[str, str, str], str] = {}
-    for entry in operator_requests(control_plane, audit_start):
+    for entry in operator_requests(plane, start):
         ref = entry.get("objectRef") or {}
-        if not ref.get("resource"):
-            continue  # discovery (/api, /apis, /version): allowed to every authenticated user
+        if not ref.get("resource") or ref.get("namespace") not in (None, namespace):
+            continue  # discovery (/api, /apis, /version) is allowed to every authenticated user; other tests' calls
         resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
         used.setdefault((ref.get("apiGroup", ""), resource, entry["verb"]), describe(entry))
         if entry["verb"] == "patch" and entry["responseStatus"]["code"] == 201:
             # a server-side apply that creates the object is authorized for create too (not a separate entry)
             used.setdefault((ref.get("apiGroup", ""), resource, "create"), describe(entry))
+    return used
+
+
+def test_rbac_is_least_privilege(
+        control_plane: ControlPlane, running: OperatorThread, audit_start: int, namespace: str) -> None:
+    """Every rule of manifests/rbac/role.yaml is either used by a call seen in the audit log or listed in
+    NOT_EXERCISED with the call that needs it; the module's fixture fails on any denial (RBAC sufficient).
+
+    The test drives the calls itself, in its own namespace: a pipeline whose children are all created (apply,
+    status, Events, the DLQ monitor's pod list), then pruned. Only the operator's cluster-wide calls since it
+    started (watches, the peering) and the calls in this namespace count, so the other tests of the module add
+    nothing: the verdict is the same alone and in the module."""
+    create_pipeline(control_plane, namespace)
+    paths = child_paths(namespace)
+    for kind, child_path in paths.items():
+        control_plane.wait_for(child_path, lambda o: o is not None, within=60, what=kind)
+    control_plane.wait_for(f"/api/v1/namespaces/{namespace}/events", lambda o: any(
+        e.get("reason") == "Created" and e["involvedObject"].get("name") == "demo" for e in (o or {}).get(
+            "items", [])), what="the operator's Created Event")
+    code, answer = control_plane.request("PATCH", dgp(namespace), {"spec": {
+        "monitoring": {"enabled": False}, "worker": {"serviceAccountName": "shared-worker"}}},
+        content_type="application/merge-patch+json")
+    assert code == 200, answer
+    for kind in ("PodMonitor", "PrometheusRule", "ServiceAccount"):
+        control_plane.wait_for(paths[kind], lambda o: o is None, what=f"{kind} pruned")
     granted = granted_rules()
+    deadline = time.monotonic() + 10  # the audit entry of the last call may land just after its answer
+    while granted - set(used := used_rules(control_plane, audit_start, namespace)) != set(NOT_EXERCISED):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert set(used) <= granted, sorted(set(used) - granted)
     unused = granted - set(used)
     assert unused == set(NOT_EXERCISED), (sorted(unused - set(NOT_EXERCISED)),

@@ -308,15 +308,41 @@ async def test_watch_honours_label_selector(kube_api: KubeApi) -> None:
 async def test_fail_next_fails_before_commit(kube_api: KubeApi) -> None:
     await kube_api.create(DGP, pipeline())
     before = await kube_api.get(f'{DGP}/p1')
-    kube_api.fail_next('PATCH', r'/digestpipelines/p1$', 500, times=2)
-    for _ in range(2):
+    fault = kube_api.fail_next('PATCH', r'/digestpipelines/p1$', 500, times=2)
+    for fired in range(1, 3):
         status, body, _ = await raw(kube_api, 'PATCH', f'{DGP}/p1', {'spec': {'replicas': 9}}, MERGE)
         assert (status, body['kind'], body['apiVersion']) == (500, 'Status', 'v1')
         assert (body['status'], body['reason'], body['code']) == ('Failure', 'InternalError', 500)
         assert await kube_api.get(f'{DGP}/p1') == before  # nothing was stored
+        assert (fault.fired, fault.left) == ([f'PATCH {DGP}/p1'] * fired, 2 - fired)
+        if fired == 1:
+            with pytest.raises(AssertionError, match='not consumed'):
+                kube_api.assert_faults_consumed()
     status, _, _ = await raw(kube_api, 'PATCH', f'{DGP}/p1/status', {'status': {'a': 1}}, MERGE)
     assert status == 200  # the pattern did not match /status
     assert (await kube_api.patch(f'{DGP}/p1', {'spec': {'replicas': 9}}))['spec']['replicas'] == 9
+    assert len(fault.fired) == 2  # used up: it fires no more
+    kube_api.assert_faults_consumed()
+
+
+async def test_a_fault_no_request_matches_is_reported_unconsumed(kube_api: KubeApi) -> None:
+    """A test whose fault pattern matches no request (a renamed path, another verb) must not pass silently."""
+    await kube_api.create(DGP, pipeline())
+    kube_api.fail_next('PATCH', r'/digestpipelines/p1$', 500)
+    wrong_verb = kube_api.fail_next('PUT', r'/digestpipelines/p1$', 500)
+    wrong_path = kube_api.fail_next('PATCH', r'/digestpipeline/p1$', 500)
+    status, _, _ = await raw(kube_api, 'PATCH', f'{DGP}/p1', {'spec': {'replicas': 9}}, MERGE)
+    assert status == 500
+    assert (await kube_api.patch(f'{DGP}/p1', {'spec': {'replicas': 9}}))['spec']['replicas'] == 9
+    assert (wrong_verb.fired, wrong_path.fired) == ([], [])
+    with pytest.raises(AssertionError) as info:
+        kube_api.assert_faults_consumed()
+    assert 'PUT /digestpipelines/p1$ -> 500 x1: fired 0' in str(info.value)
+    assert 'PATCH /digestpipeline/p1$ -> 500 x1: fired 0' in str(info.value)
+    with pytest.raises(AssertionError, match='fired 0'):
+        wrong_path.assert_consumed()
+    with pytest.raises(ValueError, match='at least 1'):
+        kube_api.fail_next('GET', '/x', 500, times=0)
 
 
 async def test_fail_next_429_has_retry_after_and_custom_reason(kube_api: KubeApi) -> None:
@@ -329,6 +355,7 @@ async def test_fail_next_429_has_retry_after_and_custom_reason(kube_api: KubeApi
     assert (status, body['reason'], 'Retry-After' in resp.headers) == (409, 'AlreadyExists', False)
     assert await kube_api.get(f'{SA}/s') is None
     await kube_api.create(DEPLOY, deployment('d'))  # the faults are used up
+    kube_api.assert_faults_consumed()
 
 
 # 8. The request log.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 from typing import Any
 
 import pytest
@@ -30,7 +31,9 @@ PATHS = {
     "PodMonitor": f"/apis/monitoring.coreos.com/v1/namespaces/{NS}/podmonitors/demo-worker",
     "PrometheusRule": f"/apis/monitoring.coreos.com/v1/namespaces/{NS}/prometheusrules/demo-dead-letter",
 }
+WORKLOAD = ("Deployment", "ScaledObject", "CronJob")  # rendered only for a pinned image (render_children)
 STEADY_WINDOW = 2.5  # seconds of observation; the timer runs every 0.5 s
+WINDOW_RECONCILES = 3  # reconciles a window must see at least (about five fit in it)
 
 
 @pytest.fixture
@@ -74,6 +77,44 @@ async def wait_for_reconciles(op: OperatorThread, count: int, within: float = 30
     while op.runtime.reconcile_count < count:
         assert asyncio.get_running_loop().time() < deadline, f"only {op.runtime.reconcile_count} reconciles"
         await asyncio.sleep(0.05)
+
+
+def reconciles_with(op: OperatorThread, result: str) -> float:
+    """Reconciles that ran to the end with this result (ok, invalid, error)."""
+    value = op.runtime.metrics.registry.get_sample_value("digest_operator_reconciles_total", {"result": result})
+    return value or 0.0
+
+
+async def observe_window(kube_api: KubeApi, op: OperatorThread, *, since: int | None = None,
+                         reconciles: int = WINDOW_RECONCILES, result: str = "ok", observed: tuple[str, ...] = (),
+                         name: str = "demo") -> list[tuple[str, str, str]]:
+    """The writes made in a window of STEADY_WINDOW seconds (from `since`, a request-log mark, else now), after
+    showing that the operator was active in it: at least `reconciles` reconciles ran to the end with `result`, and
+    each one's fresh read of the pipeline (the first request of a reconcile) and its reads of the `observed` paths
+    (the children it compares with their rendering) reached the API. "Nothing was written" then means the
+    reconciles looked and found nothing to write; without this a dead, stuck or idle operator would pass."""
+    mark = kube_api.mark() if since is None else since
+    runs, finished = op.runtime.reconcile_count, reconciles_with(op, result)
+    await asyncio.sleep(STEADY_WINDOW)
+    await wait_for_reconciles(op, runs + reconciles)
+    deadline = asyncio.get_running_loop().time() + 30
+    while reconciles_with(op, result) < finished + reconciles:  # counted just after the reconcile returns
+        assert asyncio.get_running_loop().time() < deadline, (
+            f"{reconciles_with(op, result) - finished} of {op.runtime.reconcile_count - runs} reconciles in the "
+            f"window ended {result}")
+        await asyncio.sleep(0.05)
+    op.check()
+    reads = [r[1] for r in kube_api.requests(mark) if r[0] == "GET"]
+    for path in (f"{DGP}/{name}", *observed):
+        assert reads.count(path) >= reconciles, (f"{reads.count(path)} reads of {path} for "
+                                                 f"{op.runtime.reconcile_count - runs} reconciles in the window")
+    return kube_api.writes(mark)
+
+
+def api_errors(op: OperatorThread, status: int) -> float:
+    """Errors with this HTTP status that the operator's own client received."""
+    value = op.runtime.metrics.registry.get_sample_value("digest_operator_api_errors_total", {"code": str(status)})
+    return value or 0.0
 
 
 async def wait_until_quiet(kube_api: KubeApi, op: OperatorThread, within: float = 30.0) -> None:
@@ -156,18 +197,14 @@ async def test_steady_state_and_restart_make_zero_writes(
 ) -> None:
     await create_ready_pipeline(kube_api)
     await wait_until_quiet(kube_api, operator)  # the last writes of the convergence have landed
-    mark, runs = kube_api.mark(), operator.runtime.reconcile_count
-    await asyncio.sleep(STEADY_WINDOW)
-    await wait_for_reconciles(operator, runs + 2)  # the resync timer reconciled in the window
-    assert kube_api.writes(mark) == []
+    children = tuple(PATHS.values())
+    assert await observe_window(kube_api, operator, observed=children) == []  # the resync timer reconciled
 
     await asyncio.to_thread(operator.stop)
     mark = kube_api.mark()
     restarted = await asyncio.to_thread(OperatorThread(kube_api.url).start)
     operators.append(restarted)
-    await asyncio.sleep(STEADY_WINDOW)
-    await wait_for_reconciles(restarted, 2)  # resume, then the timer
-    assert kube_api.writes(mark) == []
+    assert await observe_window(kube_api, restarted, since=mark, observed=children) == []  # resume, then the timer
 
 
 async def test_hand_edit_of_an_owned_field_is_repaired(kube_api: KubeApi, operator: OperatorThread) -> None:
@@ -195,10 +232,9 @@ async def test_invalid_spec_gets_a_condition_and_no_retry_storm(kube_api: KubeAp
     assert "spec.scaling: minReplicas (5) must be less than or equal to maxReplicas (2)" in condition(
         pipeline, "Ready")["message"]
     assert condition(pipeline, "Degraded")["status"] == "True"
-    await asyncio.sleep(0.5)
-    mark = kube_api.mark()
-    await asyncio.sleep(STEADY_WINDOW)
-    assert kube_api.writes(mark) == []
+    await asyncio.sleep(0.5)  # Kopf's Event and annotation writes for the refused create land
+    # the resync timer keeps reconciling the invalid pipeline: no Kopf retries, no writes
+    assert await observe_window(kube_api, operator, result="invalid") == []
     await wait_for_event(kube_api, "Warning", "InvalidSpec")
     warnings = [r for t, r, _ in await events(kube_api) if t == "Warning"]
     assert warnings.count("InvalidSpec") == 1
@@ -212,23 +248,39 @@ async def test_tag_only_image_is_refused_and_the_pinned_digest_keeps_running(
     kube_api: KubeApi, operator: OperatorThread,
 ) -> None:
     await create_ready_pipeline(kube_api)
+    mark = kube_api.mark()
     await kube_api.patch(f"{DGP}/demo", {"spec": {"image": "registry.example.com/team/digest-worker:latest"}})
     pipeline = await kube_api.wait_for(f"{DGP}/demo", lambda o: condition(o, "ImagePinned").get("status") == "False")
     assert condition(pipeline, "ImagePinned")["reason"] == "TagNotAllowed"
     assert condition(pipeline, "Ready")["reason"] == "ImageNotPinned"
+    seen = kube_api.mark()
+    await wait_for_reconciles(operator, operator.runtime.reconcile_count + 2)  # the timer reconciled the tag too
+    assert ("GET", PATHS["Deployment"], "") in kube_api.requests(seen)  # ... and looked at the Deployment
     deployment = await kube_api.get(PATHS["Deployment"])
     assert deployment is not None
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"].endswith(DIGEST)
+    assert [w for w in kube_api.writes(mark) if w[1] == PATHS["Deployment"]] == []  # not even rewritten
     assert "is not pinned by digest" in await wait_for_event(kube_api, "Warning", "TagNotAllowed")
 
 
 async def test_new_pipeline_with_a_tag_gets_no_workload(kube_api: KubeApi, operator: OperatorThread) -> None:
+    """Without a pinned image the operator applies every child but the workload (render_children): the
+    ServiceAccount, the DLQ monitor's ConfigMap, the TriggerAuthentication, the PodMonitor and the PrometheusRule;
+    no Deployment, ScaledObject or CronJob, then or in any later reconcile."""
+    applied = [kind for kind in PATHS if kind not in WORKLOAD]
+    assert applied == ["ServiceAccount", "ConfigMap", "TriggerAuthentication", "PodMonitor", "PrometheusRule"]
     await kube_api.create(DGP, minimal(image="registry.example.com/team/digest-worker:1.0"))
     await kube_api.wait_for(f"{DGP}/demo", lambda o: condition(o, "ImagePinned").get("reason") == "TagNotAllowed")
-    await kube_api.wait_for(PATHS["ScaledObject"] and PATHS["ConfigMap"], lambda o: o is not None)
-    await asyncio.sleep(0.5)
-    for kind in ("Deployment", "ScaledObject", "CronJob"):
+    for kind in applied:
+        await kube_api.wait_for(PATHS[kind], lambda o: o is not None)
+    # reconciled again since (the resync timer): each later reconcile looked for the workload and left it out
+    mark, runs = kube_api.mark(), operator.runtime.reconcile_count
+    await wait_for_reconciles(operator, runs + 2)
+    looked = [r[1] for r in kube_api.requests(mark) if r[0] == "GET"]
+    for kind in WORKLOAD:
+        assert PATHS[kind] in looked, kind
         assert await kube_api.get(PATHS[kind]) is None, kind
+    assert [w for w in kube_api.writes() if w[1] in {PATHS[kind] for kind in WORKLOAD}] == []  # never written
 
 
 @pytest.mark.parametrize(("method", "pattern", "status"), [
@@ -241,18 +293,25 @@ async def test_new_pipeline_with_a_tag_gets_no_workload(kube_api: KubeApi, opera
 async def test_transient_api_errors_converge(
     kube_api: KubeApi, operator: OperatorThread, method: str, pattern: str, status: int,
 ) -> None:
-    kube_api.fail_next(method, pattern, status, times=2)
+    fault = kube_api.fail_next(method, pattern, status, times=2)
     await create_ready_pipeline(kube_api)
     for path in PATHS.values():
         assert await kube_api.get(path) is not None
+    fault.assert_consumed()  # the operator's requests got both errors, and converged anyway
+    assert api_errors(operator, status) >= 2
 
 
 async def test_writes_are_reported_even_when_the_status_write_fails(kube_api: KubeApi, operator: OperatorThread) \
         -> None:
-    """The children are written, then the status write conflicts (Kopf moved the resourceVersion, say): the retry
-    finds nothing to write, so the first attempt's Events and metrics must not be lost."""
-    kube_api.fail_next("PATCH", r"/digestpipelines/demo/status$", 409)
+    """The children are written, then the status write conflicts (Kopf moved the resourceVersion, say) on every
+    attempt of `write_status`, so the reconcile fails: the retry finds nothing to write, so the first attempt's
+    Events and metrics must not be lost."""
+    from digest_operator.handlers import write_status
+
+    attempts = inspect.signature(write_status).parameters["attempts"].default  # one 409 fewer is retried away
+    fault = kube_api.fail_next("PATCH", r"/digestpipelines/demo/status$", 409, times=attempts)
     await create_ready_pipeline(kube_api)
+    fault.assert_consumed()
     created = await wait_for_event(kube_api, "Normal", "Created")
     assert "Deployment/demo-worker" in created
     assert operator.runtime.metrics.child_writes.labels("Created", "Deployment")._value.get() == 1
@@ -336,7 +395,7 @@ async def test_missing_keda_crds_are_reported_as_apply_failed() -> None:
 
 
 async def test_refused_child_write_is_reported_then_retried(kube_api: KubeApi, operator: OperatorThread) -> None:
-    kube_api.fail_next("PATCH", r"/podmonitors/demo-worker$", 403, times=2, reason="Forbidden")
+    fault = kube_api.fail_next("PATCH", r"/podmonitors/demo-worker$", 403, times=2, reason="Forbidden")
     await kube_api.create(DGP, minimal())
     pipeline = await kube_api.wait_for(f"{DGP}/demo", lambda o: condition(o, "Ready").get("reason") == "ApplyFailed")
     assert "PodMonitor demo-worker failed: 403" in condition(pipeline, "Degraded")["message"]
@@ -344,6 +403,7 @@ async def test_refused_child_write_is_reported_then_retried(kube_api: KubeApi, o
     await kube_api.wait_for(PATHS["PodMonitor"], lambda o: o is not None, within=30)
     await complete_rollout(kube_api)
     await kube_api.wait_for(f"{DGP}/demo", ready, within=30)
+    fault.assert_consumed()  # refused twice, then applied by a retry
     assert "PodMonitor demo-worker" in await wait_for_event(kube_api, "Warning", "ApplyFailed")
 
 

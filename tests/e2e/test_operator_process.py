@@ -54,11 +54,12 @@ async def test_operator_process_serves_probes_and_metrics(kube_api: KubeApi, tmp
     try:
         await _wait_ready(base + "/readyz", process)
         assert (await _get(base + "/healthz"))[0] == 200
-        kube_api.fail_next("GET", r"/cronjobs/demo-dlq-monitor$", 500)  # counted as an API error, then retried
+        fault = kube_api.fail_next("GET", r"/cronjobs/demo-dlq-monitor$", 500)  # an API error, then retried
         await kube_api.create(DGP, minimal())
         await kube_api.wait_for(PATHS["Deployment"], lambda o: o is not None, within=30)
         await complete_rollout(kube_api)
         await kube_api.wait_for(f"{DGP}/demo", ready, within=30)
+        fault.assert_consumed()
         status, metrics = await _get(base + "/metrics")
         assert status == 200
         assert 'digest_operator_reconciles_total{result="ok"}' in metrics

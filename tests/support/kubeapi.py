@@ -15,7 +15,8 @@ Added on top of stock kmock 0.8 (see /work/shared/notes/kmock-facts.md for its g
 - background garbage collection by ``ownerReferences`` (multiple owners, dependents' finalizers respected);
 - lists with ``kind``/``apiVersion``/``resourceVersion``; label and field selectors on lists and watches;
 - ``/api/v1/namespaces[/name]`` (kmock 0.8 cannot parse these paths);
-- pre-commit fault injection (``fail_next``), ``/healthz``, ``/readyz``, ``/livez``, trailing-slash discovery;
+- pre-commit fault injection (``fail_next``; each ``Fault`` records the requests it failed), ``/healthz``,
+  ``/readyz``, ``/livez``, trailing-slash discovery;
 - ``unserved_groups``: API groups the server does not serve (e.g. ``keda.sh`` without KEDA's CRDs), answered as
   kube-apiserver's router answers them: 404 with the plain-text body ``404 page not found``; absent from discovery.
 
@@ -138,11 +139,31 @@ def _bundled_resources() -> dict[kmock.resource, kmock.ResourceInfo]:
 
 @dataclasses.dataclass
 class Fault:
+    """One ``fail_next`` injection: the first ``times`` requests matching ``method`` and ``path`` get ``status``.
+
+    ``fired`` records each request that got the error (``METHOD path``), so that a test can show its fault was
+    exercised: a fault whose pattern no request matches (a renamed path, another verb) fails nothing, and a test
+    that only checks convergence would pass without any error handling having run.
+    """
     method: str
     path: re.Pattern[str]
     status: int
     times: int
     reason: str
+    fired: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def left(self) -> int:
+        """How many more matching requests will fail."""
+        return self.times - len(self.fired)
+
+    def describe(self) -> str:
+        return (f'{self.method} {self.path.pattern} -> {self.status} x{self.times}: '
+                f'fired {len(self.fired)} time(s) {self.fired}')
+
+    def assert_consumed(self) -> None:
+        """The fault fired exactly ``times`` times (a fault never fires more often than that)."""
+        assert not self.left, f'injected fault not consumed: {self.describe()}'
 
 
 @attrs.define(kw_only=True)
@@ -210,10 +231,20 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
             self._in_flight -= 1
 
     def fail_next(self, method: str, path_pattern: str, status: int, times: int = 1,
-                  reason: str | None = None) -> None:
-        """Fail the next ``times`` requests matching the method (or ``*``) and path regex; store nothing."""
-        self._faults.append(Fault(method.upper(), re.compile(path_pattern), status, times,
-                                  reason or REASONS.get(status, 'Unknown')))
+                  reason: str | None = None) -> Fault:
+        """Fail the next ``times`` requests matching the method (or ``*``) and path regex; store nothing.
+
+        Returns the fault, whose ``fired`` list records the requests it failed (see ``Fault.assert_consumed``)."""
+        if times < 1:
+            raise ValueError(f'times must be at least 1, not {times}')
+        fault = Fault(method.upper(), re.compile(path_pattern), status, times, reason or REASONS.get(status, 'Unknown'))
+        self._faults.append(fault)
+        return fault
+
+    @property
+    def faults(self) -> list[Fault]:
+        """Every fault injected with ``fail_next``, in order, with what each has fired."""
+        return list(self._faults)
 
     @property
     def resource_version(self) -> int:
@@ -247,8 +278,8 @@ class KubeApiEmulator(kmock.KubernetesEmulator):
             # kube-apiserver's NotFoundHandler: the route does not exist, so there is no Status object
             return aiohttp.web.Response(status=404, text='404 page not found\n', content_type='text/plain')
         for fault in self._faults:
-            if fault.times > 0 and fault.method in {'*', method} and fault.path.search(path):
-                fault.times -= 1
+            if fault.left > 0 and fault.method in {'*', method} and fault.path.search(path):
+                fault.fired.append(f'{method} {path}')
                 return aiohttp.web.json_response(
                     status_body(fault.status, fault.reason, f'injected fault for {method} {path}'),
                     status=fault.status, headers={'Retry-After': '1'} if fault.status == 429 else None)
@@ -513,8 +544,15 @@ class KubeApi:
     session: aiohttp.ClientSession
 
     def fail_next(self, method: str, path_pattern: str, status: int, times: int = 1,
-                  reason: str | None = None) -> None:
-        self.emulator.fail_next(method, path_pattern, status, times, reason)
+                  reason: str | None = None) -> Fault:
+        return self.emulator.fail_next(method, path_pattern, status, times, reason)
+
+    def assert_faults_consumed(self) -> None:
+        """Every fault injected so far fired exactly the number of times asked: the requests the test meant to
+        fail were made (same verb, a matching path) and got the error."""
+        assert self.emulator.faults, 'no fault was injected'
+        unconsumed = [fault.describe() for fault in self.emulator.faults if fault.left]
+        assert not unconsumed, f'injected faults not consumed: {unconsumed}'
 
     def requests(self, since: int = 0) -> list[tuple[str, str, str]]:
         return [(r.method.value, r.url.path, r.url.query_string) for r in self.emulator.request_log[since:]]
