@@ -2,7 +2,10 @@
 condition, Events and metric values.
 
 The monitor CronJob's pods carry the pipeline's labels; the newest terminated `dlq-monitor` container holds the
-latest report. Only the report's time changes `lastRun`, so an unchanged report writes nothing and posts no Event.
+latest report. Labels alone prove nothing (any pod creator in the namespace can set them), so a report counts only
+from a pod controlled by a Job that the pipeline's own CronJob controls, and its time is never later than the
+container's `finishedAt` (a report from the future would otherwise freeze the status and the alert). Only the
+report's time changes `lastRun`, so an unchanged report writes nothing and posts no Event.
 """
 
 from __future__ import annotations
@@ -23,6 +26,20 @@ def pod_selector(pipeline: str) -> str:
     return f"{PIPELINE_LABEL}={pipeline},app.kubernetes.io/component={COMPONENT}"
 
 
+def _controller_uid(obj: dict[str, Any], kind: str) -> str | None:
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller") is True and ref.get("kind") == kind:
+            uid = ref.get("uid")
+            return uid if isinstance(uid, str) and uid else None
+    return None
+
+
+def monitor_jobs(jobs: list[dict[str, Any]], cronjob_uid: str) -> set[str]:
+    """UIDs of the Jobs the pipeline's CronJob controls."""
+    return {str(job["metadata"]["uid"]) for job in jobs
+            if (job.get("metadata") or {}).get("uid") and _controller_uid(job, "CronJob") == cronjob_uid}
+
+
 def _terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
     for status in (pod.get("status") or {}).get("containerStatuses") or []:
         if status.get("name") == CONTAINER:
@@ -31,26 +48,31 @@ def _terminated(pod: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def latest_report(pods: list[dict[str, Any]]) -> tuple[str, dict[str, Any]] | None:
-    """(pod name, report) of the newest finished monitor pod with a parseable report."""
+def latest_report(pods: list[dict[str, Any]], jobs: set[str]) -> tuple[str, dict[str, Any]] | None:
+    """(pod name, report) of the newest finished monitor pod with a parseable report, among the pods controlled by
+    one of `jobs` (see `monitor_jobs`). The report's `time` is clamped to the container's `finishedAt`; a pod whose
+    container has no `finishedAt` is not trusted."""
     candidates = []
     for pod in pods:
         state = _terminated(pod)
-        if state is None or not state.get("message"):
+        if state is None or not state.get("message") or _controller_uid(pod, "Job") not in jobs:
             continue
+        finished = _parse_time(state.get("finishedAt"))
         try:
             report = json.loads(state["message"])
         except ValueError:
             continue
-        if isinstance(report, dict) and report.get("v") == 1 and isinstance(report.get("time"), str):
-            candidates.append((str(report["time"]), str(pod.get("metadata", {}).get("name", "")), report))
+        if finished is None or not isinstance(report, dict) or report.get("v") != 1:
+            continue
+        said = _parse_time(report.get("time"))
+        if said is None:
+            continue
+        when = min(said, finished)
+        candidates.append((when, str(pod.get("metadata", {}).get("name", "")), {**report, "time": _iso(when)}))
     if not candidates:
         return None
-    _, pod_name, report = max(candidates, key=lambda c: (_parse_time(c[0]) or _EPOCH, c[1]))
+    _, pod_name, report = max(candidates, key=lambda c: (c[0], c[1]))
     return pod_name, report
-
-
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
 def _parse_time(text: Any) -> datetime.datetime | None:

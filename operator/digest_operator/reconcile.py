@@ -218,7 +218,9 @@ async def reconcile(
                 history = rollouts.mark_rolled_back(history, rollback)
             observation.rollout_record = record
         observation.history = history[:limit]
-        await _observe_dead_letters(api, pipeline, old_status, observation, now)
+        cronjob = state.live[by_kind["CronJob"]]
+        monitor = cronjob if cronjob is not None and owned_by(cronjob, pipeline.uid) else None
+        await _observe_dead_letters(api, pipeline, monitor, old_status, observation, now)
 
     new_status = status_mod.compute(old_status, observation, now)
     return Outcome(
@@ -277,17 +279,23 @@ def _with_rollback(objects: list[dict[str, Any]], rollback: rollouts.Rollback | 
     return [rollouts.annotate(o, rollback) if o["kind"] == "Deployment" else o for o in objects]
 
 
-async def _observe_dead_letters(api: Api, pipeline: Pipeline, old_status: dict[str, Any], observation: Observation,
-                                now: str) -> None:
-    """status.deadLetter from the newest DLQ monitor report (a finished monitor pod's termination message)."""
+async def _observe_dead_letters(api: Api, pipeline: Pipeline, cronjob: dict[str, Any] | None,
+                                old_status: dict[str, Any], observation: Observation, now: str) -> None:
+    """status.deadLetter from the newest DLQ monitor report: the termination message of a finished pod of a Job
+    of the pipeline's own monitor CronJob (`cronjob`; None when there is none this pipeline controls)."""
     old = old_status.get("deadLetter")
-    try:
-        pods = await api.list("v1", "pods", pipeline.namespace, deadletter.pod_selector(pipeline.name))
-    except ApiError as exc:
-        if exc.transient:
-            raise
-        pods = []  # e.g. no RBAC to list pods: keep what the status says
-    new = deadletter.status_from_report(old, deadletter.latest_report(pods))
+    found = None
+    if cronjob is not None:
+        selector = deadletter.pod_selector(pipeline.name)
+        try:
+            jobs = await api.list("batch/v1", "jobs", pipeline.namespace, selector)
+            pods = await api.list("v1", "pods", pipeline.namespace, selector) if jobs else []
+        except ApiError as exc:
+            if exc.transient:
+                raise
+            jobs, pods = [], []  # e.g. no RBAC to list jobs or pods: keep what the status says
+        found = deadletter.latest_report(pods, deadletter.monitor_jobs(jobs, str(cronjob["metadata"]["uid"])))
+    new = deadletter.status_from_report(old, found)
     observation.dead_letter = new
     alert_after = pipeline.spec.dead_letter.alert_after
     now_time = datetime.datetime.fromisoformat(now.replace("Z", "+00:00"))

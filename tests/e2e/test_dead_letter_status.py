@@ -19,17 +19,42 @@ pytestmark = pytest.mark.e2e
 __all__ = ["operator"]  # fixtures
 
 
-def monitor_pod(name: str, report: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NS, "labels": {
-        "digest.dev/pipeline": "demo", "app.kubernetes.io/component": "dlq-monitor",
-        "app.kubernetes.io/instance": "demo"}},
-        "spec": {"containers": [{"name": "dlq-monitor", "image": "x"}], "restartPolicy": "Never"}}
+LABELS = {"digest.dev/pipeline": "demo", "app.kubernetes.io/component": "dlq-monitor",
+          "app.kubernetes.io/instance": "demo"}
+
+
+def controller(kind: str, obj: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"apiVersion": obj["apiVersion"], "kind": kind, "name": obj["metadata"]["name"],
+             "uid": obj["metadata"]["uid"], "controller": True}]
+
+
+async def monitor_job(kube_api: KubeApi, name: str) -> dict[str, Any]:
+    """A Job as the CronJob controller creates it: labelled from the jobTemplate, controlled by the CronJob."""
+    cronjob = await kube_api.wait_for(f"/apis/batch/v1/namespaces/{NS}/cronjobs/demo-dlq-monitor",
+                                      lambda o: o is not None, within=30)
+    assert cronjob is not None
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {
+        "name": name, "namespace": NS, "labels": LABELS, "ownerReferences": controller("CronJob", cronjob)},
+        "spec": {"template": {"spec": {"containers": [{"name": "dlq-monitor", "image": "x"}],
+                                       "restartPolicy": "Never"}}}}
+    created: dict[str, Any] = await kube_api.create(f"/apis/batch/v1/namespaces/{NS}/jobs", job)
+    return created
+
+
+def monitor_pod(name: str, job: dict[str, Any] | None) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, "namespace": NS, "labels": LABELS}
+    if job is not None:
+        metadata["ownerReferences"] = controller("Job", job)
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
+            "spec": {"containers": [{"name": "dlq-monitor", "image": "x"}], "restartPolicy": "Never"}}
 
 
 def terminated(report: dict[str, Any]) -> dict[str, Any]:
+    finished = datetime.datetime.now(datetime.UTC).isoformat()
     return {"status": {"phase": "Succeeded", "containerStatuses": [{
         "name": "dlq-monitor", "ready": False, "restartCount": 0, "image": "x", "imageID": "",
-        "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": json.dumps(report)}}}]}}
+        "state": {"terminated": {"exitCode": 0, "reason": "Completed", "message": json.dumps(report),
+                                 "finishedAt": finished}}}]}}
 
 
 def report(count: int, oldest: datetime.datetime, **extra: Any) -> dict[str, Any]:
@@ -45,13 +70,19 @@ async def test_monitor_report_fills_the_status(kube_api: KubeApi, operator: Oper
     pods = f"/api/v1/namespaces/{NS}/pods"
     old = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=2)
     first = report(7, old)
-    await kube_api.create(pods, monitor_pod("demo-dlq-monitor-1", first))
+    # a pod with the pipeline's labels but no Job of the CronJob behind it: its (newer, empty) report is ignored
+    planted = report(0, old, time=(datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)).isoformat())
+    await kube_api.create(pods, monitor_pod("planted", None))
+    await kube_api.patch(f"{pods}/planted/status", terminated(planted))
+    job = await monitor_job(kube_api, "demo-dlq-monitor-1")
+    await kube_api.create(pods, monitor_pod("demo-dlq-monitor-1", job))
     await kube_api.patch(f"{pods}/demo-dlq-monitor-1/status", terminated(first))
     obj = await kube_api.wait_for(f"{DGP}/demo", lambda o: ((o or {}).get("status") or {}).get(
         "deadLetter", {}).get("count") == 7, within=30)
     assert obj is not None
     dead = obj["status"]["deadLetter"]
     assert dead["lastRun"]["requeued"] == 4 and dead["circuit"] == "Closed"
+    assert dead["lastRun"]["pod"] == "demo-dlq-monitor-1"
     assert (condition(obj, "DeadLetterClear")["status"], condition(obj, "DeadLetterClear")["reason"]) == \
         ("False", "DeadLettersPending")
     assert "requeued 4" in await wait_for_event(kube_api, "Normal", "DeadLettersRequeued")
@@ -61,7 +92,7 @@ async def test_monitor_report_fills_the_status(kube_api: KubeApi, operator: Oper
 
     cleared = report(0, old, requeued=7, circuit={"state": "Open", "returned": 12, "threshold": 10})
     cleared["oldestEnqueuedTime"] = None
-    await kube_api.create(pods, monitor_pod("demo-dlq-monitor-2", cleared))
+    await kube_api.create(pods, monitor_pod("demo-dlq-monitor-2", await monitor_job(kube_api, "demo-dlq-monitor-2")))
     await kube_api.patch(f"{pods}/demo-dlq-monitor-2/status", terminated(cleared))
     obj = await kube_api.wait_for(f"{DGP}/demo", lambda o: condition(o, "DeadLetterClear").get("reason") == "Empty",
                                   within=30)

@@ -68,6 +68,7 @@ def cronjob(owner: Owner, spec: DigestPipelineSpec, names: ChildNames, image: Im
             "successfulJobsHistoryLimit": 1,
             "failedJobsHistoryLimit": 3,
             "jobTemplate": {
+                "metadata": {"labels": labels(owner, COMPONENT)},  # the operator lists its Jobs by these
                 "spec": {
                     "backoffLimit": 1,
                     "activeDeadlineSeconds": 900,

@@ -101,6 +101,7 @@ def test_rbac_covers_every_child_kind_with_exactly_the_verbs_used() -> None:
     assert _allowed("digest.dev", "digestpipelines") == {"get", "list", "watch", "patch"}
     assert _allowed("digest.dev", "digestpipelines/status") == {"patch"}
     assert _allowed("", "events") == {"create"}
+    assert _allowed("batch", "jobs") == {"list"}  # the DLQ monitor's Jobs: the report's provenance
 
 
 def _peering_argument() -> str:
