@@ -126,6 +126,19 @@ def test_rbac_has_no_wildcards_and_no_secret_access() -> None:
         assert "secrets" not in rule["resources"]
 
 
+def test_no_shipped_role_uses_wildcards() -> None:
+    """Every (Cluster)Role of manifests/ lists its verbs, resources and groups: `*` would grant verbs added later."""
+    roles = [*_by_kind("ClusterRole"), *_by_kind("Role")]
+    assert {r["metadata"]["name"] for r in roles} >= {"digest-operator", "digestpipeline-admin"}
+    for role in roles:
+        for rule in role["rules"]:
+            for key in ("verbs", "resources", "apiGroups"):
+                assert "*" not in rule.get(key, []), (role["metadata"]["name"], key)
+    (admin,) = [r for r in roles if r["metadata"]["name"] == "digestpipeline-admin"]
+    assert set(admin["rules"][0]["verbs"]) == {"get", "list", "watch", "create", "update", "patch", "delete",
+                                               "deletecollection"}
+
+
 def test_monitoring_overlay_renders_and_validates() -> None:
     for obj in _kustomize("manifests/monitoring"):
         assert_valid(obj)
