@@ -1,4 +1,5 @@
-"""The only module that talks to the Kubernetes API: get, server-side apply with a fixed field manager, delete.
+"""The only module that talks to the Kubernetes API: get, list, watch, server-side apply with a fixed field manager,
+delete.
 
 It reuses Kopf's `ConnectionInfo` (from `kopf.login_with_service_account` / `kopf.login_with_kubeconfig`, or a test's
 login), so the operator has one authentication path. Errors map to `ApiError`; `transient` tells 409/429/5xx apart.
@@ -12,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import builtins
 import json
 import ssl
 import tempfile
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -105,6 +107,13 @@ def response_body(status: int, payload: bytes) -> dict[str, Any]:
     return decoded
 
 
+def _watch_event(status: int, line: bytes) -> dict[str, Any]:
+    event = _json_object(line)
+    if event is None:
+        raise ApiError(status, INVALID_RESPONSE, f"a watch event is not JSON: {_text(line)!r}")
+    return event
+
+
 def resource_path(api_version: str, plural: str, namespace: str | None, name: str | None = None) -> str:
     base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
     if namespace is not None:
@@ -152,6 +161,7 @@ class KubeClient:
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._observer = observer
         self._session: aiohttp.ClientSession | None = None
+        self._watch_session: aiohttp.ClientSession | None = None
         self._info: kopf.ConnectionInfo | None = None
         self._workdir = tempfile.TemporaryDirectory(prefix="digest-operator-")
         self._lock = asyncio.Lock()
@@ -161,22 +171,30 @@ class KubeClient:
             if refresh or self._session is None or self._info is None:
                 if self._session is not None:
                     await self._session.close()
+                if self._watch_session is not None:
+                    await self._watch_session.close()
                 info = await asyncio.to_thread(self._credentials)
                 headers = {"User-Agent": "digest-operator", "Accept": "application/json"}
                 if info.token:
                     headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
                 auth = aiohttp.BasicAuth(info.username, info.password or "") if info.username else None
-                connector = aiohttp.TCPConnector(ssl=_ssl_context(info, Path(self._workdir.name)), limit=64)
+                tls = _ssl_context(info, Path(self._workdir.name))
+                connector = aiohttp.TCPConnector(ssl=tls, limit=64)
                 self._session = aiohttp.ClientSession(
                     headers=headers, auth=auth, connector=connector, timeout=self._timeout,
+                )
+                # watches hold their connection for minutes: a pool of their own, so they never starve requests
+                self._watch_session = aiohttp.ClientSession(
+                    headers=headers, auth=auth, connector=aiohttp.TCPConnector(ssl=tls, limit=0),
                 )
                 self._info = info
             return self._session, self._info
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._watch_session):
+            if session is not None:
+                await session.close()
+        self._session = self._watch_session = None
         self._workdir.cleanup()
 
     async def request(
@@ -224,6 +242,60 @@ class KubeClient:
         result = await self.request("GET", resource_path(api_version, plural, namespace),
                                     params={"labelSelector": label_selector})
         return list((result or {}).get("items") or [])
+
+    async def list_all(
+        self, api_version: str, plural: str, namespace: str | None, label_selector: str, page: int = 500,
+    ) -> tuple[builtins.list[dict[str, Any]], str]:
+        """Every object matching `label_selector`, in pages of `page`, and the list's resourceVersion (to watch
+        from). An expired continue token (410) is an `ApiError`: the caller lists again."""
+        path = resource_path(api_version, plural, namespace)
+        items: builtins.list[dict[str, Any]] = []
+        params = {"labelSelector": label_selector, "limit": str(page)}
+        version = ""
+        while True:
+            result = await self.request("GET", path, params=params)
+            if result is None:  # 404 on the collection: the kind is not served
+                raise ApiError(404, "NotFound", f"GET {path}: the server does not serve it", not_served=True)
+            meta = result.get("metadata") or {}
+            version = version or str(meta.get("resourceVersion") or "")
+            items.extend(result.get("items") or [])
+            token = meta.get("continue")
+            if not token:
+                return items, version
+            params = {**params, "continue": str(token)}
+
+    async def watch(
+        self, api_version: str, plural: str, namespace: str | None, label_selector: str, resource_version: str,
+        *, server_timeout: int, client_timeout: float,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The events of a watch from `resource_version` (bookmarks included) until the server ends it after
+        `server_timeout` seconds; a stream silent for `client_timeout` seconds is given up (`ApiError` 0, like a
+        dropped connection). An error answer is an `ApiError` (410 Gone: the version is too old, list again)."""
+        await self._connect()
+        session, info = self._watch_session, self._info
+        assert session is not None
+        assert info is not None
+        params = {"watch": "true", "allowWatchBookmarks": "true", "labelSelector": label_selector,
+                  "resourceVersion": resource_version, "timeoutSeconds": str(max(1, server_timeout))}
+        path = resource_path(api_version, plural, namespace)
+        timeout = aiohttp.ClientTimeout(total=None, connect=self._timeout.total, sock_read=client_timeout)
+        try:
+            async with session.get(info.server.rstrip("/") + path, params=params, timeout=timeout) as response:
+                self._observe("WATCH", response.status)
+                if response.status >= 400:
+                    raise response_error(response.status, await response.read(),
+                                         response.headers.get("Retry-After"))
+                buffer = b""
+                async for chunk in response.content.iter_any():  # events are lines, of any length
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        if line.strip():
+                            yield _watch_event(response.status, line)
+                if buffer.strip():
+                    yield _watch_event(response.status, buffer)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ApiError(0, "ConnectionError", f"WATCH {path}: {exc!r}") from exc
 
     async def apply(self, obj: dict[str, Any], plural: str) -> dict[str, Any]:
         """Server-side apply `obj` as this operator's field manager, taking over conflicting fields (drift repair)."""
