@@ -12,10 +12,11 @@ import datetime
 import functools
 import json
 import logging
+import os
 import re
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -45,9 +46,10 @@ def common(fn: F) -> F:
     options = [
         click.option("--namespace", envvar="DIGEST_SERVICEBUS_NAMESPACE", metavar="FQDN",
                      help="Service Bus namespace (DefaultAzureCredential). Env DIGEST_SERVICEBUS_NAMESPACE."),
-        click.option("--connection-string", envvar="DIGEST_SERVICEBUS_CONNECTION_STRING", metavar="TEXT",
+        click.option("--connection-string", metavar="TEXT",
                      help="Connection string (SAS; works with the local emulator). Env "
-                          "DIGEST_SERVICEBUS_CONNECTION_STRING. Takes precedence over --namespace."),
+                          "DIGEST_SERVICEBUS_CONNECTION_STRING, or DIGEST_SERVICEBUS_CONNECTION_STRING_FILE naming a "
+                          "file that holds it. Takes precedence over --namespace."),
         click.option("--ca-file", envvar="DIGEST_SERVICEBUS_CA_FILE", metavar="PATH",
                      help="CA bundle for the management API's certificate: the local emulator's ca.pem (printed by "
                           "`digestctl emulator`) gives runtime counts and queue settings instead of peek counts. "
@@ -111,11 +113,24 @@ class _Progress:
             sys.stderr.write("\n")
 
 
+def _connection_string(given: str | None, environ: Mapping[str, str]) -> str | None:
+    """--connection-string, else DIGEST_SERVICEBUS_CONNECTION_STRING or the file ..._FILE names (never both)."""
+    from digest_api import contract
+
+    if given:
+        return given
+    try:
+        return contract.secret(environ, contract.SERVICEBUS_CONNECTION_STRING)
+    except contract.SecretError as exc:
+        fail(ExitCode.USAGE, str(exc))
+
+
 def _context(kw: dict[str, Any], label: str = "messages") -> tuple[Context, _Progress]:
     from digest_dlq import bus
     from digest_dlq.ops import Context
 
     _setup_logging(bool(kw.get("verbose")))
+    kw["connection_string"] = _connection_string(kw.get("connection_string"), os.environ)
     if not kw.get("queue"):
         fail(ExitCode.USAGE, "--queue is required (or DIGEST_SERVICEBUS_QUEUE)")
     if not kw.get("connection_string") and not kw.get("namespace"):

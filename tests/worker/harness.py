@@ -73,6 +73,7 @@ class Stack:
             contract.TEAMS_LOGIN_URL: self.tokens.login_url,
             contract.TEAMS_OAUTH_SCOPE: "https://api.botframework.com",
             contract.TEAMS_TIMEOUT_SECONDS: "2",
+            contract.TEAMS_SERVICE_URLS: self.connector.url,  # the local connector (http, loopback) explicitly
             contract.DATABASE_URL: self.database_url,
             contract.SYSTEMIC_BACKOFF_SECONDS: "0.2",
             contract.RECONNECT_BACKOFF_SECONDS: "0.1",

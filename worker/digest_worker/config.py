@@ -1,7 +1,9 @@
-"""Worker configuration from the environment (names in `contract`), validated at once: every problem is listed."""
+"""Worker configuration from the environment (names in `contract`), validated at once: every problem is listed.
+Secrets come from their plain variable or from the file `<NAME>_FILE` names (`contract.secret`)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -10,7 +12,8 @@ from digest_api import contract
 
 APP_TYPES = ("MultiTenant", "SingleTenant", "UserAssignedMSI")
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:////tmp/digest-worker.db"
-SECRET_NAMES = frozenset({contract.SERVICEBUS_CONNECTION_STRING, contract.TEAMS_APP_PASSWORD, contract.DATABASE_URL})
+SECRET_NAMES = frozenset(contract.SECRET_VARIABLES)
+SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]{0,30}$")
 
 T = TypeVar("T")
 
@@ -44,6 +47,7 @@ class WorkerConfig:
     teams_max_retry_after_seconds: float
     teams_login_url: str | None
     teams_oauth_scope: str | None
+    teams_service_urls: tuple[contract.ServiceUrlRule, ...]
     database_url: str
     database_migrate: bool
     source: str | None
@@ -67,11 +71,13 @@ def async_database_url(url: str) -> str:
         return f"postgresql+asyncpg://{rest}"
     if base == "sqlite":
         return f"sqlite+aiosqlite://{rest}"
-    raise ValueError(f"unsupported database scheme {scheme!r} (use postgresql:// or sqlite://)")
+    shown = f" {scheme!r}" if SCHEME.match(scheme) else ""  # never echo what may be part of a secret
+    raise ValueError(f"unsupported database scheme{shown} (use postgresql:// or sqlite://)")
 
 
-def load(env: Mapping[str, str]) -> WorkerConfig:
-    problems: list[str] = []
+def load(environ: Mapping[str, str], read: Callable[[str], bytes] = contract.read_bytes) -> WorkerConfig:
+    """The configuration from `environ`; `read` reads the files `*_FILE` variables name."""
+    env, problems = contract.resolve_secrets(environ, read)
 
     def get(name: str, default: str | None = None) -> str | None:
         value = env.get(name, "").strip()
@@ -136,6 +142,12 @@ def load(env: Mapping[str, str]) -> WorkerConfig:
     if login_url is not None and not login_url.startswith("https://"):
         problems.append(f"{contract.TEAMS_LOGIN_URL}={login_url!r}: must be an https:// URL")
 
+    try:
+        service_urls = contract.parse_service_urls(get(contract.TEAMS_SERVICE_URLS))
+    except ValueError as exc:
+        problems.append(f"{contract.TEAMS_SERVICE_URLS}: {exc}")
+        service_urls = ()
+
     database_url = get(contract.DATABASE_URL, DEFAULT_DATABASE_URL) or DEFAULT_DATABASE_URL
     try:
         database_url = async_database_url(database_url)
@@ -168,6 +180,7 @@ def load(env: Mapping[str, str]) -> WorkerConfig:
         teams_max_retry_after_seconds=num(contract.TEAMS_MAX_RETRY_AFTER_SECONDS, 60.0, float, 0, 3600),
         teams_login_url=login_url,
         teams_oauth_scope=get(contract.TEAMS_OAUTH_SCOPE),
+        teams_service_urls=service_urls,
         database_url=database_url,
         database_migrate=flag(contract.DATABASE_MIGRATE, True),
         source=source,

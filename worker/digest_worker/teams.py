@@ -39,6 +39,7 @@ from msrest.universal_http import requests as msrest_requests
 from msrest.universal_http.aiohttp import AioHttpClientResponse
 from msrest.universal_http.async_abc import AsyncHTTPSender as AsyncHTTPDriver
 
+from digest_api import contract
 from digest_worker import failures
 from digest_worker.config import WorkerConfig
 from digest_worker.db.store import StoredReference
@@ -85,7 +86,8 @@ class BearerToken(SansIOHTTPPolicy, Authentication):  # type: ignore[type-arg]
 
 class AiohttpDriver(AsyncHTTPDriver):
     """An msrest HTTP driver on one aiohttp session (msrest 0.7.1's own aiohttp driver sends neither headers nor
-    body), with a total timeout per request."""
+    body), with a total timeout per request. Redirects are not followed: the request, its body and the bot's token
+    go to the allowed service URL only (the Bot Connector does not redirect posts)."""
 
     def __init__(self, timeout: float) -> None:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout))
@@ -95,7 +97,7 @@ class AiohttpDriver(AsyncHTTPDriver):
 
     async def send(self, request: ClientRequest, **config: Any) -> AioHttpClientResponse:
         result = await self._session.request(request.method, request.url, headers=request.headers,
-                                             data=request.data)
+                                             data=request.data, allow_redirects=False)
         response = AioHttpClientResponse(request, result)
         await response.load_body()
         return response
@@ -258,6 +260,17 @@ class TeamsDelivery:
         except Exception as exc:
             raise classify(exc) from exc
 
+    def check_service_url(self, service_url: str) -> None:
+        """Refuse (permanently: the reference will not change by retrying) a service URL outside the allow-list
+        before any token is fetched or anything is sent: `Permanent.TeamsServiceUrlNotAllowed`, naming the host."""
+        verdict = contract.check_service_url(service_url, self.config.teams_service_urls)
+        if not verdict.allowed:
+            raise failures.permanent(
+                "TeamsServiceUrlNotAllowed",
+                f"service URL host {verdict.host or '?'!r} ({verdict.origin}) is not allowed: the bot's token is sent "
+                f"only to {contract.TEAMS_SERVICE_URLS} entries "
+                f"({', '.join(str(rule) for rule in self.config.teams_service_urls) or 'none'})")
+
     async def _connector(self, service_url: str) -> Any:
         """The connector client for `service_url`, built by the adapter's connector factory (so the configured
         credentials and audience apply), moved onto the aiohttp transport, and reused for CONNECTOR_REUSE_SECONDS:
@@ -313,6 +326,7 @@ class TeamsDelivery:
         if delay > 0:  # a 429 told us to hold off: every send waits, not only the throttled one
             await asyncio.sleep(delay)
         reference = conversation_reference(stored)
+        self.check_service_url(reference.service_url)
         try:
             client = await self._connector(reference.service_url)
             message = message_model(activity)
