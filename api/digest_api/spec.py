@@ -6,6 +6,7 @@ and into `docs/spec.md`. Every model refuses unknown fields, so a typo is an err
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
@@ -542,6 +543,110 @@ class Monitoring(Model):
     """Scrape interval of the worker metrics."""
 
 
+def _cidr(value: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"not a CIDR block: {exc}") from None
+    return value
+
+
+Cidr = Annotated[str, AfterValidator(_cidr), Field(max_length=64)]
+PORT_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$"
+
+
+class LabelSelectorRequirement(Model):
+    key: str = Field(max_length=317, pattern=LABEL_KEY_PATTERN)
+    """Label key."""
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    """How the key's value is matched."""
+    values: list[Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)]] = Field(
+        default_factory=list, max_length=100)
+    """Values for In and NotIn; empty for Exists and DoesNotExist."""
+
+    @model_validator(mode="after")
+    def _values_match_operator(self) -> LabelSelectorRequirement:
+        if self.operator in ("In", "NotIn") and not self.values:
+            raise ValueError(f"values must not be empty with operator {self.operator}")
+        if self.operator in ("Exists", "DoesNotExist") and self.values:
+            raise ValueError(f"values must be empty with operator {self.operator}")
+        return self
+
+
+class LabelSelector(Model):
+    """A Kubernetes label selector; an empty selector selects everything."""
+
+    match_labels: Labels = Field(default_factory=dict)
+    """Labels that must all match."""
+    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list, max_length=20)
+    """Requirements that must all hold."""
+
+
+class IPBlock(Model):
+    cidr: Cidr
+    """Allowed destination range, e.g. `10.20.0.0/16`."""
+    except_: list[Cidr] = Field(default_factory=list, alias="except", max_length=50)
+    """Ranges inside `cidr` that stay blocked."""
+
+
+class NetworkPolicyPeer(Model):
+    """A destination: an IP range, or pods chosen by namespace and/or pod labels (as in a NetworkPolicy)."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [{
+        "rule": "has(self.ipBlock) != (has(self.podSelector) || has(self.namespaceSelector))",
+        "message": "set either ipBlock or podSelector/namespaceSelector",
+    }]})
+
+    ip_block: IPBlock | None = None
+    """An IP range."""
+    namespace_selector: LabelSelector | None = None
+    """Namespaces (without podSelector: all their pods)."""
+    pod_selector: LabelSelector | None = None
+    """Pods (in the pipeline's namespace unless namespaceSelector is set)."""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> NetworkPolicyPeer:
+        if (self.ip_block is None) == (self.pod_selector is None and self.namespace_selector is None):
+            raise ValueError("set either ipBlock or podSelector/namespaceSelector")
+        return self
+
+
+class NetworkPolicyPort(Model):
+    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
+    """Protocol."""
+    port: Annotated[int, Field(ge=1, le=65535)] | Annotated[str, Field(pattern=PORT_NAME_PATTERN)] = Field(
+        json_schema_extra=INT_OR_STRING)
+    """Port number or named container port."""
+    end_port: int | None = Field(default=None, ge=1, le=65535)
+    """Last port of a range starting at `port` (a number)."""
+
+    @model_validator(mode="after")
+    def _range(self) -> NetworkPolicyPort:
+        if self.end_port is not None and (not isinstance(self.port, int) or self.end_port < self.port):
+            raise ValueError("endPort needs a numeric port not greater than it")
+        return self
+
+
+class EgressRule(Model):
+    """Extra destinations the worker and monitor pods may reach."""
+
+    to: list[NetworkPolicyPeer] = Field(min_length=1, max_length=50)
+    """Destinations (at least one: an empty list would allow every destination)."""
+    ports: list[NetworkPolicyPort] = Field(min_length=1, max_length=50)
+    """Destination ports (at least one)."""
+
+
+class NetworkPolicySpec(Model):
+    """The NetworkPolicy of the worker and DLQ monitor pods: ingress only to the metrics port; egress only to DNS
+    (53), Service Bus (5671 AMQP, 443 AMQP over WebSockets and the management API), Teams and Entra ID (443),
+    PostgreSQL (5432, when `database.urlSecretRef` is set) and the rules added here."""
+
+    enabled: bool = True
+    """Render the NetworkPolicy (it takes effect only where the cluster's network plugin enforces policies)."""
+    egress: list[EgressRule] = Field(default_factory=list, max_length=20)
+    """More egress, e.g. a database on another port, an in-cluster Service Bus emulator or a proxy."""
+
+
 class DigestPipelineSpec(Model):
     """Desired state of a Service Bus digest worker pipeline."""
 
@@ -569,3 +674,5 @@ class DigestPipelineSpec(Model):
     """Rolling update settings."""
     monitoring: Monitoring = Field(default_factory=Monitoring, json_schema_extra={"default": {}})
     """Prometheus Operator integration."""
+    network_policy: NetworkPolicySpec = Field(default_factory=NetworkPolicySpec, json_schema_extra={"default": {}})
+    """Network isolation of the worker and monitor pods."""

@@ -9,7 +9,8 @@ import yaml
 
 
 class _Dumper(yaml.SafeDumper):
-    pass
+    def ignore_aliases(self, data: Any) -> bool:
+        return True  # every document stands alone: no &anchors/*aliases for objects shared in memory
 
 
 def _str(dumper: yaml.SafeDumper, data: str) -> yaml.Node:

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from digest_cluster import services
+from digest_cluster.layout import NODE_IP
 from digest_cluster.services import Emulator, Postgres, Teams
 
 SAMPLE = Path(__file__).resolve().parents[2] / "manifests" / "samples" / "digest_v1alpha1_digestpipeline_local.yaml"
@@ -46,6 +48,10 @@ def pipeline(name: str, namespace: str, worker_image: str, teams: Teams, *, queu
     body["serviceBus"] |= {"queue": queue, "maxDeliveryCount": max_delivery}
     body["teams"] |= {"appId": teams.app_id, "loginUrl": teams.login_url}
     body["database"] = {"urlSecretRef": {"name": "digest-db", "key": "url"}}
+    # the host services listen on the node IP, on ports the NetworkPolicy's defaults do not open (PostgreSQL is 5432)
+    ports = [services.EMULATOR_PORT, services.TEAMS_CONNECTOR_PORT, services.TEAMS_TOKEN_PORT]
+    body["networkPolicy"] = {"egress": [{"to": [{"ipBlock": {"cidr": f"{NODE_IP}/32"}}],
+                                         "ports": [{"port": port} for port in ports]}]}
     if monitor_schedule is not None:
         dead_letter: dict[str, Any] = {"monitor": {"schedule": monitor_schedule}}
         if park_queue is not None:

@@ -298,10 +298,11 @@ def test_prune_deletes_what_is_no_longer_rendered(
         control_plane: ControlPlane, running: OperatorThread, namespace: str) -> None:
     create_pipeline(control_plane, namespace)
     paths = child_paths(namespace)
-    for kind in ("PodMonitor", "PrometheusRule", "ServiceAccount"):
+    for kind in ("PodMonitor", "PrometheusRule", "ServiceAccount", "NetworkPolicy"):
         control_plane.wait_for(paths[kind], lambda o: o is not None, within=60, what=kind)
     code, answer = control_plane.request("PATCH", dgp(namespace), {"spec": {
-        "monitoring": {"enabled": False}, "worker": {"serviceAccountName": "shared-worker"}}},
+        "monitoring": {"enabled": False}, "worker": {"serviceAccountName": "shared-worker"},
+        "networkPolicy": {"enabled": False}}},
         content_type="application/merge-patch+json")
     assert code == 200, answer
     for kind in ("PodMonitor", "PrometheusRule", "ServiceAccount"):

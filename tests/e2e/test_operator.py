@@ -30,6 +30,7 @@ PATHS = {
     "CronJob": f"/apis/batch/v1/namespaces/{NS}/cronjobs/demo-dlq-monitor",
     "PodMonitor": f"/apis/monitoring.coreos.com/v1/namespaces/{NS}/podmonitors/demo-worker",
     "PrometheusRule": f"/apis/monitoring.coreos.com/v1/namespaces/{NS}/prometheusrules/demo-dead-letter",
+    "NetworkPolicy": f"/apis/networking.k8s.io/v1/namespaces/{NS}/networkpolicies/demo-worker",
 }
 WORKLOAD = ("Deployment", "ScaledObject", "CronJob")  # rendered only for a pinned image (render_children)
 STEADY_WINDOW = 2.5  # seconds of observation; the timer runs every 0.5 s
@@ -265,10 +266,11 @@ async def test_tag_only_image_is_refused_and_the_pinned_digest_keeps_running(
 
 async def test_new_pipeline_with_a_tag_gets_no_workload(kube_api: KubeApi, operator: OperatorThread) -> None:
     """Without a pinned image the operator applies every child but the workload (render_children): the
-    ServiceAccount, the DLQ monitor's ConfigMap, the TriggerAuthentication, the PodMonitor and the PrometheusRule;
-    no Deployment, ScaledObject or CronJob, then or in any later reconcile."""
+    ServiceAccount, the DLQ monitor's ConfigMap, the TriggerAuthentication, the PodMonitor, the PrometheusRule and
+    the NetworkPolicy; no Deployment, ScaledObject or CronJob, then or in any later reconcile."""
     applied = [kind for kind in PATHS if kind not in WORKLOAD]
-    assert applied == ["ServiceAccount", "ConfigMap", "TriggerAuthentication", "PodMonitor", "PrometheusRule"]
+    assert applied == ["ServiceAccount", "ConfigMap", "TriggerAuthentication", "PodMonitor", "PrometheusRule",
+                       "NetworkPolicy"]
     await kube_api.create(DGP, minimal(image="registry.example.com/team/digest-worker:1.0"))
     await kube_api.wait_for(f"{DGP}/demo", lambda o: condition(o, "ImagePinned").get("reason") == "TagNotAllowed")
     for kind in applied:

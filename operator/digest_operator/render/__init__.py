@@ -10,7 +10,7 @@ from typing import Any
 
 from digest_api.imageref import ImageRef
 from digest_api.parse import Pipeline
-from digest_operator.render import dlq_monitor, monitoring, scaling, workload
+from digest_operator.render import dlq_monitor, monitoring, network, scaling, workload
 from digest_operator.render.meta import Owner, prune_empty, stamp_applied_hash
 from digest_operator.render.names import ChildNames
 
@@ -39,6 +39,7 @@ def possible_children(name: str) -> list[ChildRef]:
         ChildRef("batch/v1", "CronJob", "cronjobs", names.monitor_cronjob),
         ChildRef(monitoring.MONITORING_API, "PodMonitor", "podmonitors", names.pod_monitor),
         ChildRef(monitoring.MONITORING_API, "PrometheusRule", "prometheusrules", names.prometheus_rule),
+        ChildRef(network.API_VERSION, "NetworkPolicy", "networkpolicies", names.network_policy),
     ]
 
 
@@ -48,6 +49,8 @@ def render_children(pipeline: Pipeline, image: ImageRef | None) -> list[Object]:
     owner = Owner(pipeline.name, pipeline.namespace, pipeline.uid)
     names = ChildNames.of(pipeline.name)
     objects: list[Object] = []
+    if spec.network_policy.enabled:
+        objects.append(network.network_policy(owner, spec, names))  # before the pods it isolates
     if spec.worker.service_account_name is None:
         objects.append(workload.service_account(owner, spec, names))
     objects.append(dlq_monitor.config_map(owner, spec, names))

@@ -17,6 +17,7 @@ class ChildNames:
     monitor_cronjob: str
     pod_monitor: str
     prometheus_rule: str
+    network_policy: str
 
     @classmethod
     def of(cls, pipeline: str) -> ChildNames:
@@ -29,4 +30,5 @@ class ChildNames:
             monitor_cronjob=child_name(pipeline, "-dlq-monitor", CRONJOB_MAX),
             pod_monitor=child_name(pipeline, "-worker"),
             prometheus_rule=child_name(pipeline, "-dead-letter"),
+            network_policy=child_name(pipeline, "-worker"),
         )

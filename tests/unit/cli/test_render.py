@@ -18,8 +18,8 @@ def test_render_prints_every_child_as_yaml() -> None:
     result = CliRunner().invoke(main, ["render", "-f", str(SAMPLE)])
     assert result.exit_code == 0, result.output
     kinds = [doc["kind"] for doc in yaml.safe_load_all(result.stdout)]
-    assert kinds == ["ServiceAccount", "ConfigMap", "TriggerAuthentication", "Deployment", "ScaledObject", "CronJob",
-                     "PodMonitor", "PrometheusRule"]
+    assert kinds == ["NetworkPolicy", "ServiceAccount", "ConfigMap", "TriggerAuthentication", "Deployment",
+                     "ScaledObject", "CronJob", "PodMonitor", "PrometheusRule"]
 
 
 def test_render_json_is_a_list() -> None:

@@ -142,3 +142,19 @@ def test_no_shipped_role_uses_wildcards() -> None:
 def test_monitoring_overlay_renders_and_validates() -> None:
     for obj in _kustomize("manifests/monitoring"):
         assert_valid(obj)
+
+
+def _policy_ports(rules: list[dict[str, Any]]) -> set[tuple[str, int]]:
+    return {(p["protocol"], p["port"]) for rule in rules for p in rule["ports"]}
+
+
+def test_the_operator_network_policy_isolates_the_operator_pods() -> None:
+    (policy,) = _by_kind("NetworkPolicy")
+    (deployment,) = _by_kind("Deployment")
+    assert policy["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert _policy_ports(policy["spec"]["ingress"]) == {("TCP", p["containerPort"]) for p in container["ports"]}
+    assert _policy_ports(policy["spec"]["egress"]) == {("UDP", 53), ("TCP", 53), ("TCP", 443), ("TCP", 6443)}

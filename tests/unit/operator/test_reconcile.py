@@ -62,7 +62,7 @@ async def _converge(api: MemoryApi, body: dict[str, Any]) -> dict[str, Any]:
 async def test_second_reconcile_writes_nothing() -> None:
     api = MemoryApi()
     body = await _converge(api, _body())
-    assert len(api.writes) == 8
+    assert len(api.writes) == 9
     api.writes.clear()
     outcome = await reconcile(body, api, NOW)
     assert api.writes == [] and outcome.status_patch == {} and outcome.events == []
@@ -117,7 +117,7 @@ async def test_tag_only_image_on_a_new_pipeline_deploys_no_workload() -> None:
     api = MemoryApi()
     outcome = await reconcile(_body(image="registry.example.com/worker:1.0"), api, NOW)
     assert {kind for _, kind, _ in api.writes} == {"ServiceAccount", "ConfigMap", "TriggerAuthentication",
-                                                   "PodMonitor", "PrometheusRule"}
+                                                   "PodMonitor", "PrometheusRule", "NetworkPolicy"}
     assert find(outcome.status["conditions"], "Ready")["reason"] == "ImageNotPinned"  # type: ignore[index]
 
 

@@ -41,7 +41,7 @@ def test_every_rendered_object_validates_against_upstream_schemas(path: Path) ->
 def test_all_children_rendered_with_owner_and_labels() -> None:
     objects = _render(load())
     assert set(objects) == {"ServiceAccount", "ConfigMap", "TriggerAuthentication", "Deployment", "ScaledObject",
-                            "CronJob", "PodMonitor", "PrometheusRule"}
+                            "CronJob", "PodMonitor", "PrometheusRule", "NetworkPolicy"}
     for obj in objects.values():
         meta = obj["metadata"]
         assert meta["namespace"] == "digests"
@@ -188,7 +188,7 @@ def test_monitoring_objects() -> None:
 def test_without_a_pinned_image_no_workload_is_rendered() -> None:
     body = with_path(minimal(), "spec.image", "registry.example.com/worker:latest")
     assert set(_render(body, image=None)) == {"ServiceAccount", "ConfigMap", "TriggerAuthentication", "PodMonitor",
-                                              "PrometheusRule"}
+                                              "PrometheusRule", "NetworkPolicy"}
     kept = _render(body, image=f"registry.example.com/worker@{DIGEST}")
     assert kept["Deployment"]["spec"]["template"]["spec"]["containers"][0]["image"].endswith(DIGEST)
 

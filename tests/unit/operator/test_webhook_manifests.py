@@ -58,3 +58,10 @@ def test_operator_webhook_settings_match_service_and_certificate() -> None:
     assert config.webhook_host is None
     assert config.webhook_service_ref == (service["metadata"]["namespace"], service["metadata"]["name"],
                                           service["spec"]["ports"][0]["port"])
+
+
+def test_the_network_policy_opens_the_webhook_port_too() -> None:
+    policy, deployment = _one("NetworkPolicy", "digest-operator"), _one("Deployment", "digest-operator")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    ports = {(p["protocol"], p["port"]) for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+    assert ports == {("TCP", p["containerPort"]) for p in container["ports"]} == {("TCP", 8080), ("TCP", 9443)}
