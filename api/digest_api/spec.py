@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from digest_api import contract
 from digest_api.imageref import IMAGE_PATTERN as IMAGE_PATTERN
 
 # The Prometheus duration syntax (units in descending order), which PrometheusRule `for` and PodMonitor `interval`
@@ -316,6 +317,15 @@ class Worker(Model):
     """Tolerations of the worker pods."""
 
 
+def _service_url_entry(value: str) -> str:
+    if value.strip().lower() != contract.DEFAULT_ENTRY:
+        contract.parse_service_url_rule(value.strip())
+    return value.strip()
+
+
+ServiceUrlEntry = Annotated[str, AfterValidator(_service_url_entry), Field(min_length=1, max_length=512)]
+
+
 class TeamsApp(Model):
     """The Teams bot identity used for proactive delivery."""
 
@@ -349,6 +359,11 @@ class TeamsApp(Model):
     oauth_scope: str | None = Field(default=None, pattern=r"^https://[^\s]+$", max_length=512)
     """OAuth scope of the Bot Connector (default `https://api.botframework.com`; US Government:
     `https://api.botframework.us`)."""
+    service_urls: list[ServiceUrlEntry] = Field(default_factory=list, max_length=50)
+    """Where the bot may send its token: the conversation references' `serviceUrl`s it posts to, as
+    `scheme://host[:port][/path]` prefixes (`*.domain` for any host below it; `default` for the built-in list).
+    Empty: https to the Bot Framework's service hosts only (see docs/worker.md); a reference elsewhere is
+    dead-lettered with `Permanent.TeamsServiceUrlNotAllowed`."""
 
     @model_validator(mode="after")
     def _credentials_match_type(self) -> TeamsApp:

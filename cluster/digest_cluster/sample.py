@@ -46,7 +46,8 @@ def pipeline(name: str, namespace: str, worker_image: str, teams: Teams, *, queu
     body = document["spec"]
     body["image"] = worker_image
     body["serviceBus"] |= {"queue": queue, "maxDeliveryCount": max_delivery}
-    body["teams"] |= {"appId": teams.app_id, "loginUrl": teams.login_url}
+    # the local connector is plain http on the node IP: outside the worker's default (Bot Framework, https) allow-list
+    body["teams"] |= {"appId": teams.app_id, "loginUrl": teams.login_url, "serviceUrls": [teams.connector_url]}
     body["database"] = {"urlSecretRef": {"name": "digest-db", "key": "url"}}
     # the host services listen on the node IP, on ports the NetworkPolicy's defaults do not open (PostgreSQL is 5432)
     ports = [services.EMULATOR_PORT, services.TEAMS_CONNECTOR_PORT, services.TEAMS_TOKEN_PORT]

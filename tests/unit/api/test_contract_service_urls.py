@@ -114,3 +114,16 @@ def test_worker_config_parses_the_allow_list_and_names_a_bad_entry() -> None:
         load({**base, contract.TEAMS_SERVICE_URLS: "127.0.0.1:1"})
     assert info.value.problems == [f"{contract.TEAMS_SERVICE_URLS}: entry '127.0.0.1:1': expected "
                                    "scheme://host[:port][/path] with scheme https or http"]
+
+
+def test_spec_teams_service_urls_are_checked_by_the_same_parser() -> None:
+    from digest_api.parse import SpecError, parse_pipeline
+    from tests.support.samples import minimal
+
+    body = minimal()
+    body["spec"]["teams"]["serviceUrls"] = ["default", "http://10.244.0.1:3978/"]
+    assert parse_pipeline(body).spec.teams.service_urls == ["default", "http://10.244.0.1:3978/"]
+    assert parse_pipeline(minimal()).spec.teams.service_urls == []
+    body["spec"]["teams"]["serviceUrls"] = ["default", "smba.trafficmanager.net"]
+    with pytest.raises(SpecError, match=re.escape("spec.teams.serviceUrls[1]: expected scheme://host")):
+        parse_pipeline(body)
