@@ -139,6 +139,7 @@ def worker_env(connection_string: str, queue: str, connector: str, database: Pat
         contract.CONCURRENCY: str(concurrency), contract.METRICS_PORT: str(port),
         contract.DATABASE_URL: f"sqlite:///{database}", contract.SOURCE: "tests.worker.sources:noop",
         contract.TEAMS_APP_ID: "", contract.TEAMS_APP_PASSWORD: "", contract.LOG_LEVEL: "WARNING",
+        contract.TEAMS_SERVICE_URLS: connector,  # the loopback connector is not a Bot Framework host
     }
 
 

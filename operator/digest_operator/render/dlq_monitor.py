@@ -44,6 +44,7 @@ def config_map(owner: Owner, spec: DigestPipelineSpec, names: ChildNames) -> dic
 def cronjob(owner: Owner, spec: DigestPipelineSpec, names: ChildNames, image: ImageRef) -> dict[str, Any]:
     monitor = spec.dead_letter.monitor
     volume, mount = pod.tmp_volume()
+    secret_env, secret_volumes, secret_mounts = pod.secret_files(pod.secrets(spec, worker=False))
     container = {
         "name": "dlq-monitor",
         "image": str(image),
@@ -51,10 +52,11 @@ def cronjob(owner: Owner, spec: DigestPipelineSpec, names: ChildNames, image: Im
         "args": ["dlq", "monitor", "--policy", POLICY_PATH, "--termination-log", TERMINATION_LOG, "--output", "json"],
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "File",
-        "env": [*pod.service_bus_env(owner.name, spec), pod.value(contract.REQUEUE_POLICY_FILE, POLICY_PATH)],
+        "env": [*pod.service_bus_env(owner.name, spec), *secret_env,
+                pod.value(contract.REQUEUE_POLICY_FILE, POLICY_PATH)],
         "resources": {"requests": {"cpu": "50m", "memory": "96Mi"}, "limits": {"memory": "192Mi"}},
         "securityContext": pod.container_security_context(),
-        "volumeMounts": [mount, {"name": "policy", "mountPath": POLICY_DIR, "readOnly": True}],
+        "volumeMounts": [mount, {"name": "policy", "mountPath": POLICY_DIR, "readOnly": True}, *secret_mounts],
     }
     return {
         "apiVersion": "batch/v1",
@@ -79,7 +81,8 @@ def cronjob(owner: Owner, spec: DigestPipelineSpec, names: ChildNames, image: Im
                             **pod.scheduling(spec, pod.service_account_name(spec, names)),
                             "restartPolicy": "Never",
                             "containers": [container],
-                            "volumes": [volume, {"name": "policy", "configMap": {"name": names.monitor_config}}],
+                            "volumes": [volume, {"name": "policy", "configMap": {"name": names.monitor_config}},
+                                        *secret_volumes],
                         },
                     },
                 },

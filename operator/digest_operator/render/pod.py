@@ -42,8 +42,39 @@ def value(name: str, text: str | int) -> dict[str, Any]:
     return {"name": name, "value": str(text)}
 
 
-def from_secret(name: str, ref: SecretKeyRef) -> dict[str, Any]:
-    return {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+# Secrets reach the pods as files (a projected volume), not as environment variables, which child processes inherit
+# and /proc/<pid>/environ shows: the pod gets `<NAME>_FILE` naming the file (digest_api.contract.secret).
+SECRETS_VOLUME = "secrets"
+SECRETS_DIR = "/var/run/secrets/digest-pipelines"
+SECRET_FILES = {  # contract variable → file name in SECRETS_DIR
+    contract.SERVICEBUS_CONNECTION_STRING: "servicebus-connection-string",
+    contract.TEAMS_APP_PASSWORD: "teams-app-password",
+    contract.DATABASE_URL: "database-url",
+}
+
+
+def secrets(spec: DigestPipelineSpec, *, worker: bool) -> dict[str, SecretKeyRef]:
+    """The secrets a pod needs, by contract variable: the Service Bus connection string (worker and monitor), the
+    Teams password and the database URL (the worker only)."""
+    refs = {contract.SERVICEBUS_CONNECTION_STRING: spec.service_bus.auth.connection_string_secret_ref}
+    if worker:
+        refs |= {contract.TEAMS_APP_PASSWORD: spec.teams.password_secret_ref,
+                 contract.DATABASE_URL: spec.database.url_secret_ref}
+    return {name: ref for name, ref in refs.items() if ref is not None}
+
+
+def secret_files(refs: dict[str, SecretKeyRef]) -> tuple[list[dict[str, Any]], list[dict[str, Any]],
+                                                          list[dict[str, Any]]]:
+    """(env, volumes, mounts) that hand `refs` to the container as read-only files; all empty without secrets."""
+    if not refs:
+        return [], [], []
+    env = [value(name + contract.FILE_SUFFIX, f"{SECRETS_DIR}/{SECRET_FILES[name]}") for name in refs]
+    sources = [{"secret": {"name": ref.name, "items": [{"key": ref.key, "path": SECRET_FILES[name]}]}}
+               for name, ref in refs.items()]
+    # 0440 + the pod's fsGroup: readable by the worker's group only
+    volume = {"name": SECRETS_VOLUME, "projected": {"defaultMode": 0o440, "sources": sources}}
+    mount = {"name": SECRETS_VOLUME, "mountPath": SECRETS_DIR, "readOnly": True}
+    return env, [volume], [mount]
 
 
 def uses_workload_identity(spec: DigestPipelineSpec) -> bool:
@@ -55,9 +86,8 @@ def pod_labels(spec: DigestPipelineSpec) -> dict[str, str]:
 
 
 def service_bus_env(pipeline: str, spec: DigestPipelineSpec) -> list[dict[str, Any]]:
-    """Identity of the pipeline and the queue, with its credentials."""
-    auth = spec.service_bus.auth
-    env = [
+    """Identity of the pipeline and the queue (its credentials: `secret_files`)."""
+    return [
         value(contract.PIPELINE, pipeline),
         # apiVersion as the server defaults it: fieldRef is atomic, so a shorter form would make every other
         # applier of the same object conflict with us over it
@@ -66,9 +96,6 @@ def service_bus_env(pipeline: str, spec: DigestPipelineSpec) -> list[dict[str, A
         value(contract.SERVICEBUS_QUEUE, spec.service_bus.queue),
         value(contract.MAX_DELIVERY_COUNT, spec.service_bus.max_delivery_count),
     ]
-    if auth.connection_string_secret_ref is not None:
-        env.append(from_secret(contract.SERVICEBUS_CONNECTION_STRING, auth.connection_string_secret_ref))
-    return env
 
 
 def scheduling(spec: DigestPipelineSpec, service_account: str) -> dict[str, Any]:

@@ -49,14 +49,13 @@ def worker_env(owner: Owner, spec: DigestPipelineSpec) -> list[dict[str, Any]]:
     ]
     if teams.tenant_id:
         env.append(pod.value(contract.TEAMS_TENANT_ID, teams.tenant_id))
-    if teams.password_secret_ref is not None:
-        env.append(pod.from_secret(contract.TEAMS_APP_PASSWORD, teams.password_secret_ref))
     if teams.login_url:
         env.append(pod.value(contract.TEAMS_LOGIN_URL, teams.login_url))
     if teams.oauth_scope:
         env.append(pod.value(contract.TEAMS_OAUTH_SCOPE, teams.oauth_scope))
-    if spec.database.url_secret_ref is not None:
-        env.append(pod.from_secret(contract.DATABASE_URL, spec.database.url_secret_ref))
+    if teams.service_urls:
+        env.append(pod.value(contract.TEAMS_SERVICE_URLS, ",".join(teams.service_urls)))
+    env += pod.secret_files(pod.secrets(spec, worker=True))[0]
     env += [e.model_dump(by_alias=True, exclude_none=True) for e in worker.env]
     return env
 
@@ -74,6 +73,7 @@ def deployment(owner: Owner, spec: DigestPipelineSpec, names: ChildNames, image:
     """The worker Deployment. No `replicas`: KEDA's HPA owns it."""
     worker, rollout = spec.worker, spec.rollout
     volume, mount = pod.tmp_volume()
+    _, secret_volumes, secret_mounts = pod.secret_files(pod.secrets(spec, worker=True))
     container = {
         "name": CONTAINER,
         "image": str(image),
@@ -86,7 +86,7 @@ def deployment(owner: Owner, spec: DigestPipelineSpec, names: ChildNames, image:
         "readinessProbe": _probe("/readyz", period=10, failures=3),
         "resources": worker.resources.model_dump(by_alias=True),
         "securityContext": pod.container_security_context(),
-        "volumeMounts": [mount],
+        "volumeMounts": [mount, *secret_mounts],
     }
     selector = selector_labels(owner, COMPONENT)
     return {
@@ -110,7 +110,7 @@ def deployment(owner: Owner, spec: DigestPipelineSpec, names: ChildNames, image:
                     **pod.scheduling(spec, pod.service_account_name(spec, names)),
                     "terminationGracePeriodSeconds": worker.termination_grace_period_seconds,
                     "containers": [container],
-                    "volumes": [volume],
+                    "volumes": [volume, *secret_volumes],
                 },
             },
         },

@@ -94,23 +94,76 @@ def test_worker_env_is_wired_from_the_spec() -> None:
     assert env[contract.CONCURRENCY] == "4" and env[contract.PREFETCH] == "4"
     assert env[contract.DRAIN_SECONDS] == "55"
     assert env[contract.TEAMS_APP_TYPE] == "UserAssignedMSI"
-    assert env[contract.DATABASE_URL] == {"secretKeyRef": {"name": "digest-db", "key": "url"}}
-    assert contract.SERVICEBUS_CONNECTION_STRING not in env
-    assert contract.TEAMS_APP_PASSWORD not in env
+    assert contract.DATABASE_URL not in env and contract.SERVICEBUS_CONNECTION_STRING not in env
+    assert contract.TEAMS_APP_PASSWORD not in env and contract.TEAMS_SERVICE_URLS not in env
+    assert _secret_sources(_render(load())["Deployment"]["spec"]["template"]["spec"]) == {
+        contract.DATABASE_URL: ("digest-db", "url")}
+
+
+def _secret_sources(pod_spec: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Contract variable → (Secret, key) of the file its `_FILE` variable names, followed as the kubelet would
+    project it: env path → the container's mount → the volume's source item. No secret is an env var."""
+    (container,) = pod_spec["containers"]
+    volumes = {v["name"]: v for v in pod_spec.get("volumes", [])}
+    found: dict[str, tuple[str, str]] = {}
+    for entry in container["env"]:
+        assert "secretKeyRef" not in entry.get("valueFrom", {}), entry["name"]
+        if entry["name"].removesuffix(contract.FILE_SUFFIX) not in contract.SECRET_VARIABLES:
+            continue  # e.g. DIGEST_REQUEUE_POLICY_FILE: a ConfigMap
+        directory, _, file_name = entry["value"].rpartition("/")
+        (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == directory]
+        assert mount["readOnly"] is True
+        sources = volumes[mount["name"]]["projected"]["sources"]
+        (match,) = [(s["secret"]["name"], item["key"]) for s in sources for item in s["secret"]["items"]
+                    if item["path"] == file_name]
+        found[entry["name"].removesuffix(contract.FILE_SUFFIX)] = match
+    return found
+
+
+def test_the_worker_reads_the_secret_files_the_pod_mounts() -> None:
+    """The rendered pod and the worker's reading rule (digest_api.contract.secret) agree: with the Secrets
+    projected where the mounts say, each secret variable resolves to its Secret's value."""
+    objects = _render(yaml.safe_load((Path(__file__).parents[3] / "manifests/samples/"
+                                      "digest_v1alpha1_digestpipeline_local.yaml").read_text()))
+    stored = {("servicebus", "connectionString"): b"Endpoint=sb://x/;SharedAccessKey=k\n",
+              ("teams-bot", "password"): b"p4ss"}
+    pod_spec = objects["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod_spec["containers"]
+    files: dict[str, bytes] = {}
+    for mount in container["volumeMounts"]:
+        volume = next(v for v in pod_spec["volumes"] if v["name"] == mount["name"])
+        for source in volume.get("projected", {}).get("sources", []):
+            for item in source["secret"]["items"]:
+                files[f"{mount['mountPath']}/{item['path']}"] = stored[(source["secret"]["name"], item["key"])]
+    environ = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    assert contract.secret(environ, contract.SERVICEBUS_CONNECTION_STRING, files.__getitem__) == \
+        "Endpoint=sb://x/;SharedAccessKey=k"
+    assert contract.secret(environ, contract.TEAMS_APP_PASSWORD, files.__getitem__) == "p4ss"
+    assert contract.secret(environ, contract.DATABASE_URL, files.__getitem__) is None
 
 
 def test_connection_string_auth_and_password_come_from_secrets() -> None:
     objects = _render(yaml.safe_load((Path(__file__).parents[3] / "manifests/samples/"
                                       "digest_v1alpha1_digestpipeline_local.yaml").read_text()))
-    env = _env(objects["Deployment"]["spec"]["template"]["spec"]["containers"][0])
-    assert env[contract.SERVICEBUS_CONNECTION_STRING] == {
-        "secretKeyRef": {"name": "servicebus", "key": "connectionString"}}
-    assert env[contract.TEAMS_APP_PASSWORD] == {"secretKeyRef": {"name": "teams-bot", "key": "password"}}
+    assert _secret_sources(objects["Deployment"]["spec"]["template"]["spec"]) == {
+        contract.SERVICEBUS_CONNECTION_STRING: ("servicebus", "connectionString"),
+        contract.TEAMS_APP_PASSWORD: ("teams-bot", "password")}
+    monitor = objects["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert _secret_sources(monitor) == {contract.SERVICEBUS_CONNECTION_STRING: ("servicebus", "connectionString")}
     assert "azure.workload.identity/use" not in objects["Deployment"]["spec"]["template"]["metadata"]["labels"]
     assert objects["TriggerAuthentication"]["spec"] == {
         "secretTargetRef": [{"parameter": "connection", "name": "servicebus", "key": "connectionString"}]}
     assert "PodMonitor" not in objects and "PrometheusRule" not in objects
     assert set(objects["ServiceAccount"]["metadata"]["annotations"]) == {APPLIED_HASH}
+
+
+def test_teams_service_urls_reach_the_worker() -> None:
+    body = with_path(minimal(), "spec.teams.serviceUrls", ["default", "http://10.0.0.5:3978"])
+    env = _env(_render(body)["Deployment"]["spec"]["template"]["spec"]["containers"][0])
+    assert env[contract.TEAMS_SERVICE_URLS] == "default,http://10.0.0.5:3978"
+    rules = contract.parse_service_urls(env[contract.TEAMS_SERVICE_URLS])
+    assert contract.check_service_url("http://10.0.0.5:3978/v3/conversations", rules).allowed
+    assert contract.check_service_url("https://smba.trafficmanager.net/amer/", rules).allowed
 
 
 def test_workload_identity_service_account_and_trigger_auth() -> None:
