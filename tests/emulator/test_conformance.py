@@ -13,7 +13,7 @@ from azure.servicebus.amqp import AmqpAnnotatedMessage
 from azure.servicebus.exceptions import MessageLockLostError, ServiceBusAuthenticationError, ServiceBusError
 
 from digest_sbemulator.server import EmulatorServer
-from tests.support.sbemulator import BODIES, amqp_body
+from tests.support.sbemulator import BODIES, amqp_body, granted_credit, locked_messages
 
 
 def _send(connection_string: str, queue: str, *messages: ServiceBusMessage) -> None:
@@ -259,12 +259,22 @@ def test_insecure_mode_accepts_any_key() -> None:
 
 
 @pytest.mark.parametrize("prefetch", [0, 20])
-def test_max_message_count_and_prefetch_are_honoured(connection_string: str, prefetch: int) -> None:
+def test_max_message_count_and_prefetch_are_honoured(connection_string: str, emulator: EmulatorServer,
+                                                     prefetch: int) -> None:
     _send(connection_string, "orders", *[ServiceBusMessage(f"m{i}") for i in range(10)])
     with ServiceBusClient.from_connection_string(connection_string) as client, \
             client.get_queue_receiver("orders", max_wait_time=2, prefetch_count=prefetch) as receiver:
         first = receiver.receive_messages(max_message_count=4, max_wait_time=2)
-        assert 1 <= len(first) <= 4
+        assert len(first) == 4
+        # what the receiver asked the broker for, seen at the broker: without prefetch, credit for the 4 asked
+        # and nothing more locked, even a while later; with prefetch 20, credit for at least 20, so all 10 are
+        # locked at once (the 6 not handed out wait in the SDK's buffer)
+        time.sleep(0.3)
+        if prefetch == 0:
+            assert (granted_credit(emulator, "orders"), locked_messages(emulator, "orders")) == ([4], 4)
+        else:
+            (credit,) = granted_credit(emulator, "orders")
+            assert credit >= prefetch and locked_messages(emulator, "orders") == 10
         rest: list[str] = []
         while len(first) + len(rest) < 10:
             got = receiver.receive_messages(max_message_count=10, max_wait_time=2)

@@ -28,6 +28,21 @@ def running_emulator(queue_flags: list[str]) -> Iterator[EmulatorServer]:
         server.stop()
 
 
+def locked_messages(server: EmulatorServer, queue: str) -> int:
+    """How many messages of `queue` are locked right now (delivered to a peek-lock receiver, not yet settled)."""
+    return int(server.call(lambda: len(server.namespace.queue(queue).main.locks)))
+
+
+def granted_credit(server: EmulatorServer, queue: str) -> list[int]:
+    """For each client receiver link on `queue` (attach order): the link credit it has granted in all, as the
+    emulator sees it (AMQP: deliveries so far + credit still open)."""
+    def read() -> list[int]:
+        return [link.delivery_count + link.credit for link in server.broker.senders
+                if link.address is not None and link.address.queue is server.namespace.queue(queue)
+                and not link.address.dead_letter]
+    return list(server.call(read))
+
+
 @pytest.fixture
 def emulator() -> Iterator[EmulatorServer]:
     with running_emulator(QUEUES) as server:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.worker.fakes import PUBLIC_CLOUD_LOGIN_HOST, CloudLoginProxy
 from tests.worker.harness import APP_ID, CONVERSATIONS, Stack, metric, request, wait_until
 
 
@@ -71,13 +72,28 @@ async def test_token_is_fetched_once_for_many_sends(stack: Stack) -> None:
     assert stack.tokens.token_requests == 1
 
 
-async def test_single_tenant_app(stack: Stack) -> None:
-    await stack.seed([("ana", "Item", 1.0, 1)])
-    await stack.send("digests", request("st-1"))
-    async with stack.worker(DIGEST_TEAMS_APP_TYPE="SingleTenant", DIGEST_TEAMS_TENANT_ID="tenant-x") as app:
-        await stack.settled(app, 1)
+async def test_single_tenant_app_gets_its_token_from_its_tenant(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SingleTenant app on the public cloud (no login URL set): the SDK's own authority, the login host + the
+    tenant. Reached on this machine through a CONNECT proxy to the local token endpoint (the client library honours
+    HTTPS_PROXY; nothing is resolved or sent elsewhere)."""
+    proxy = CloudLoginProxy(stack.tokens.port).start()
+    try:
+        for name in ("HTTPS_PROXY", "https_proxy"):
+            monkeypatch.setenv(name, proxy.url)
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        await stack.seed([("ana", "Item", 1.0, 1)])
+        await stack.send("digests", request("st-1"))
+        async with stack.worker(DIGEST_TEAMS_APP_TYPE="SingleTenant", DIGEST_TEAMS_TENANT_ID="tenant-x",
+                                DIGEST_TEAMS_LOGIN_URL="", DIGEST_TEAMS_OAUTH_SCOPE="") as app:
+            await stack.settled(app, 1)
+    finally:
+        proxy.stop()
     assert len(stack.connector.delivered()) == 1
-    assert stack.tokens.grants[-1]["client_id"] == APP_ID
+    assert stack.tokens.grants, "no token request reached the login endpoint"
+    for grant in stack.tokens.grants:
+        assert (grant["host"], grant["tenant"], grant["client_id"]) == (PUBLIC_CLOUD_LOGIN_HOST, "tenant-x", APP_ID)
+    assert proxy.tunnels and set(proxy.tunnels) == {f"{PUBLIC_CLOUD_LOGIN_HOST}:443"} and proxy.refused == []
 
 
 async def test_user_assigned_msi_with_workload_identity(stack: Stack, tmp_path: Path,
@@ -97,6 +113,7 @@ async def test_user_assigned_msi_with_workload_identity(stack: Stack, tmp_path: 
     assert len(grants) == 1  # azure-identity caches the token
     assert grants[0]["client_assertion_type"] == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
     assert grants[0]["client_id"] == APP_ID
+    assert (grants[0]["host"], grants[0]["tenant"]) == (f"127.0.0.1:{stack.tokens.port}", "tenant-x")
 
 
 async def test_connector_client_reused_replaced_after_a_failure_and_closed(stack: Stack) -> None:

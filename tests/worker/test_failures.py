@@ -28,7 +28,12 @@ async def test_transient_failures_are_retried_then_exhausted(stack: Stack, reply
     reason, description = (await stack.dead_letters("retries"))["t-1"]
     assert reason == f"Transient.Exhausted.{kind}"
     assert description is not None and description.startswith("attempt 2 of 2: ")
-    assert len(stack.connector.attempts(CONV)) == 2  # one connector request per attempt: no hidden retries
+    await wait_until(lambda: not stack.connector.pending(), what="the connector's answers written")
+    attempts = stack.connector.attempts(CONV)
+    assert len(attempts) == 2  # one connector request per attempt: no hidden retries
+    # what the worker saw: the error answer, or (the timeout) no answer at all, so Teams accepted nothing
+    assert [(p.status, p.completed) for p in attempts] == [(reply.status, kind != "TeamsTimeout")] * 2
+    assert stack.connector.delivered() == []
     async with stack.store() as store:
         row = await store.request_row("t-1")
     assert row is not None and row["state"] == "received" and row["attempts"] == 2
@@ -42,7 +47,11 @@ async def test_429_then_success_posts_once_after_retry_after(stack: Stack) -> No
         await wait_until(lambda: len(stack.connector.delivered(CONV)) == 1)
         await stack.settled(app, 2)
     first, second = stack.connector.attempts(CONV)
-    assert first.status == 429 and second.status == 201
+    assert (first.status, first.completed, second.status, second.completed) == (429, True, 201, True)
+    assert first.answered_at is not None
+    # the retry waited out Retry-After from the moment the 429 was answered (a lower bound only: the 1 ms is the
+    # event loop's early wake-up allowance)
+    assert second.received_at - first.answered_at >= 1.0 - 0.001
     assert await stack.dead_letters("digests") == {}
 
 
@@ -67,18 +76,23 @@ async def test_403_404_dead_letter_and_mark_the_reference_inactive(stack: Stack,
     assert row is not None and row["state"] == "failed"
 
 
-@pytest.mark.parametrize("status", [400, 413])
-async def test_other_permanent_statuses(stack: Stack, status: int) -> None:
+@pytest.mark.parametrize(("status", "kind"), [(400, "TeamsBadRequest"), (413, "TeamsRequestEntityTooLarge")])
+async def test_other_permanent_statuses(stack: Stack, status: int, kind: str) -> None:
     await stack.seed([("ana", "Item", 1.0, 1)])
     stack.connector.script(CONV, Reply(status, {"error": {"code": "BadArgument", "message": "no"}}))
     await stack.send("digests", request("bad"))
     async with stack.worker() as app:
         await stack.settled(app, 1)
-    reason = (await stack.dead_letters("digests"))["bad"][0]
-    assert reason in ("Permanent.TeamsBadRequest", "Permanent.TeamsRequestEntityTooLarge")
+        assert metric(app, "digest_worker_messages_total", outcome="dead_lettered", reason=f"Permanent.{kind}") == 1
+    reason, description = (await stack.dead_letters("digests"))["bad"]
+    assert reason == f"Permanent.{kind}"
+    assert description is not None and description.startswith(f"HTTP {status}: BadArgument: no"), description
+    assert len(stack.connector.attempts(CONV)) == 1  # permanent: not retried
     async with stack.store() as store:
         ref = await store.reference(CONV)
+        row = await store.request_row("bad")
     assert ref is not None and ref.active  # only 403/404 deactivate
+    assert row is not None and row["state"] == "failed"
 
 
 async def readyz(app_port: int) -> tuple[int, dict[str, object]]:
