@@ -26,6 +26,7 @@ import contextlib
 import datetime
 import ipaddress
 import logging
+import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -262,8 +263,10 @@ class WebhookServer(kopf.WebhookServer):
 
     def __init__(self, config: OperatorConfig, client: Callable[[], Api], workdir: Path) -> None:
         self.serving_file = workdir / "serving.pem"
+        client_ca = config.webhook_client_ca_file
         super().__init__(addr=config.webhook_addr, port=config.webhook_port, certfile=str(self.serving_file),
-                         pkeyfile=str(self.serving_file), file_check_interval=FILE_CHECK_INTERVAL)
+                         pkeyfile=str(self.serving_file), file_check_interval=FILE_CHECK_INTERVAL,
+                         verify_mode=ssl.CERT_REQUIRED if client_ca else None, verify_cafile=client_ca)
         self.config = config
         self._client = client
         self._source: certs.Source | None = None

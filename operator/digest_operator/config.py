@@ -76,6 +76,9 @@ class OperatorConfig:
     """`NAMESPACE/NAME` of a Secret in which the operator keeps its own CA and serving certificate, shared by all
     replicas (filled by the first replica, renewed before expiry). Without it and without `webhook_cert_dir`, each
     process makes its own (one replica only: development and tests)."""
+    webhook_client_ca_file: str | None = None
+    """PEM bundle of the CAs whose client certificates the webhook accepts; set, a caller without such a
+    certificate fails the TLS handshake (configure the API server to present one: docs/pinning.md)."""
     webhook_refresh_seconds: float = 60.0
     """Interval at which the certificates are re-read (and renewed) and the webhook configurations re-asserted."""
     webhook_failure_policy: FailurePolicy = "Fail"
@@ -145,7 +148,8 @@ class OperatorConfig:
                     values[name] = env[key]
                 else:
                     problems.append(f"{key}={env[key]}: must be one of {', '.join(allowed)}")
-        optional = ("webhook_host", "webhook_service", "webhook_cert_dir", "webhook_cert_secret", "registry_ca_file")
+        optional = ("webhook_host", "webhook_service", "webhook_cert_dir", "webhook_cert_secret", "registry_ca_file",
+                    "webhook_client_ca_file")
         for name in ("webhook_addr", "webhook_configuration", *optional):
             key = PREFIX + name.upper()
             if key in env:

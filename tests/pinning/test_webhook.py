@@ -11,11 +11,13 @@ import json
 import ssl
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from digest_cluster import pki
 from digest_operator.config import OperatorConfig
 from tests.support.kubeapi import KubeApi
 from tests.support.operator_thread import FAST, OperatorThread
@@ -57,10 +59,13 @@ async def configuration(kube_api: KubeApi, kind: str = "validatingwebhookconfigu
 
 
 async def review(webhook: dict[str, Any], obj: dict[str, Any], operation: str = "CREATE",
-                 old: dict[str, Any] | None = None) -> dict[str, Any]:
-    """POST an AdmissionReview to the webhook like the API server does: TLS verified with the caBundle."""
+                 old: dict[str, Any] | None = None, client_cert: tuple[Path, Path] | None = None) -> dict[str, Any]:
+    """POST an AdmissionReview to the webhook like the API server does: TLS verified with the caBundle, and the
+    API server's client certificate if it has one (`client_cert`: certificate and key files)."""
     client_config = webhook["clientConfig"]
     context = ssl.create_default_context(cadata=base64.b64decode(client_config["caBundle"]).decode())
+    if client_cert is not None:
+        context.load_cert_chain(*client_cert)
     uid = str(uuid.uuid4())
     request: dict[str, Any] = {
         "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
@@ -117,6 +122,26 @@ async def test_validating_webhook_denies_tags_and_admits_digests(kube_api: KubeA
     into_require = await review(webhook, minimal(image=TAG_ONLY), operation="UPDATE",
                                 old=minimal(image=TAG_ONLY, imagePolicy={"mode": "Resolve"}))
     assert into_require["allowed"] is False
+
+
+async def test_with_a_client_ca_only_its_client_certificates_get_an_answer(
+        kube_api: KubeApi, start: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """DIGEST_OPERATOR_WEBHOOK_CLIENT_CA_FILE: a caller without a client certificate from that CA (anyone in the
+    cluster who can reach the port) fails the TLS handshake and never reaches the handler; the API server, with
+    one, gets its review answered."""
+    apiserver = pki.issue(tmp_path / "ca", pki.Leaf("apiserver", "kube-apiserver-webhook-client", client=True),
+                          tmp_path / "certs")
+    stranger = pki.issue(tmp_path / "other-ca", pki.Leaf("stranger", "kube-apiserver-webhook-client", client=True),
+                         tmp_path / "certs")
+    await start(webhook_config(webhook_client_ca_file=str(tmp_path / "ca" / "ca.crt")))
+    (webhook,) = (await configuration(kube_api))["webhooks"]
+    denied = await review(webhook, minimal(image=TAG_ONLY), client_cert=apiserver)
+    assert denied["allowed"] is False and "is not pinned by digest" in denied["status"]["message"]
+    for cert in (None, stranger):
+        with pytest.raises(aiohttp.ClientError):  # TLS 1.3: the server drops the connection after the handshake
+            await review(webhook, minimal(image=TAG_ONLY), client_cert=cert)
+    handled = [r for r in caplog.records if r.getMessage().startswith("Webhook 'image-pinned' failed")]
+    assert len(handled) == 1  # only the API server's review reached the handler
 
 
 async def test_failure_policy_comes_from_operator_config(kube_api: KubeApi, start: Any) -> None:

@@ -43,7 +43,10 @@ def test_pinning_and_webhook_settings() -> None:
         "DIGEST_OPERATOR_REGISTRY_CA_FILE": "/etc/ssl/registry-ca.pem",
         "DIGEST_OPERATOR_ALLOWED_REGISTRIES": "ghcr.io, contoso.azurecr.io",
         "DIGEST_OPERATOR_REGISTRY_TOKEN_HOSTS": "login.contoso.example",
+        "DIGEST_OPERATOR_WEBHOOK_CLIENT_CA_FILE": "/etc/digest/apiserver-client-ca.pem",
     })
+    assert config.webhook_client_ca_file == "/etc/digest/apiserver-client-ca.pem"
+    assert OperatorConfig.from_env({}).webhook_client_ca_file is None
     assert config.registry_ca_file == "/etc/ssl/registry-ca.pem"
     assert config.allowed_registries == ("ghcr.io", "contoso.azurecr.io")
     assert config.registry_token_hosts == ("login.contoso.example",)
