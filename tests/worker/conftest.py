@@ -1,8 +1,11 @@
-"""Fixtures for the worker tests: emulator with the worker's queues, fake Teams endpoints, SQLite and PostgreSQL."""
+"""Fixtures for the worker tests: emulator with the worker's queues, fake Teams endpoints, SQLite and PostgreSQL.
+
+`stack` runs each test on both databases (a fresh SQLite file; a fresh database on the test process's PostgreSQL
+server); `sqlite_stack` is for tests whose subject is not the database (tokens, HTTP clients, the event loop);
+`pg_stack` for PostgreSQL's own faults."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,13 +15,9 @@ from digest_sbemulator.server import EmulatorServer
 from tests.support.sbemulator import running_emulator
 from tests.worker.fakes import FakeConnector, FakeTokenEndpoint
 from tests.worker.harness import QUEUES, SECRET, Stack
-from tests.worker.postgres import PostgresServer, create_database, postgres_server
+from tests.worker.postgres import PostgresServer, fresh_database, pg_server
 
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PostgresServer]:
-    with postgres_server() as server:
-        yield server
+__all__ = ["pg_server"]  # the shared server fixture, defined with the server
 
 
 @pytest.fixture
@@ -52,8 +51,9 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def pg_url(pg_server: PostgresServer) -> str:
-    return create_database(pg_server, f"t_{uuid.uuid4().hex[:12]}")
+def pg_url(pg_server: PostgresServer) -> Iterator[str]:
+    with fresh_database(pg_server) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -63,11 +63,17 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def stack(worker_emulator: EmulatorServer, connector: FakeConnector, tokens: FakeTokenEndpoint,
-          sqlite_url: str) -> Stack:
+          database_url: str) -> Stack:
+    return Stack(worker_emulator, connector, tokens, database_url)
+
+
+@pytest.fixture
+def sqlite_stack(worker_emulator: EmulatorServer, connector: FakeConnector, tokens: FakeTokenEndpoint,
+                 sqlite_url: str) -> Stack:
     return Stack(worker_emulator, connector, tokens, sqlite_url)
 
 
 @pytest.fixture
-def any_db_stack(worker_emulator: EmulatorServer, connector: FakeConnector, tokens: FakeTokenEndpoint,
-                 database_url: str) -> Stack:
-    return Stack(worker_emulator, connector, tokens, database_url)
+def pg_stack(worker_emulator: EmulatorServer, connector: FakeConnector, tokens: FakeTokenEndpoint,
+             pg_url: str) -> Stack:
+    return Stack(worker_emulator, connector, tokens, pg_url)

@@ -10,8 +10,7 @@ from tests.worker.fakes import PUBLIC_CLOUD_LOGIN_HOST, CloudLoginProxy
 from tests.worker.harness import APP_ID, CONVERSATIONS, Stack, metric, request, wait_until
 
 
-async def test_happy_path_posts_one_card_with_the_right_content(any_db_stack: Stack) -> None:
-    stack = any_db_stack
+async def test_happy_path_posts_one_card_with_the_right_content(stack: Stack) -> None:
     await stack.seed([("ana", "Release 2.0", 9.0, 1), ("bo", "Old news", 8.0, 30), ("ana", "Hotfix", 5.0, 2),
                       ("cy", "Roadmap", 7.0, 3)])
     await stack.send("digests", request("r-1", title="Weekly digest", owner="ana"))
@@ -39,8 +38,7 @@ async def test_happy_path_posts_one_card_with_the_right_content(any_db_stack: St
     assert row is not None and row["state"] == "sent" and row["activity_id"] == "activity-1"
 
 
-async def test_duplicates_and_redeliveries_post_once(any_db_stack: Stack) -> None:
-    stack = any_db_stack
+async def test_duplicates_and_redeliveries_post_once(stack: Stack) -> None:
     await stack.seed([("ana", "Item", 1.0, 1)])
     # the same request three times, processed concurrently: twice the same message id (a producer retry), once
     # under another message id (request_id in the body is the key)
@@ -62,7 +60,8 @@ async def test_duplicates_and_redeliveries_post_once(any_db_stack: Stack) -> Non
     assert await stack.dead_letters("digests") == {}
 
 
-async def test_token_is_fetched_once_for_many_sends(stack: Stack) -> None:
+async def test_token_is_fetched_once_for_many_sends(sqlite_stack: Stack) -> None:
+    stack = sqlite_stack
     await stack.seed([("ana", "Item", 1.0, 1)])
     await stack.send("digests", *[request(f"t-{i}") for i in range(6)])
     async with stack.worker() as app:
@@ -72,10 +71,12 @@ async def test_token_is_fetched_once_for_many_sends(stack: Stack) -> None:
     assert stack.tokens.token_requests == 1
 
 
-async def test_single_tenant_app_gets_its_token_from_its_tenant(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_single_tenant_app_gets_its_token_from_its_tenant(sqlite_stack: Stack,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """A SingleTenant app on the public cloud (no login URL set): the SDK's own authority, the login host + the
     tenant. Reached on this machine through a CONNECT proxy to the local token endpoint (the client library honours
     HTTPS_PROXY; nothing is resolved or sent elsewhere)."""
+    stack = sqlite_stack
     proxy = CloudLoginProxy(stack.tokens.port).start()
     try:
         for name in ("HTTPS_PROXY", "https_proxy"):
@@ -96,9 +97,10 @@ async def test_single_tenant_app_gets_its_token_from_its_tenant(stack: Stack, mo
     assert proxy.tunnels and set(proxy.tunnels) == {f"{PUBLIC_CLOUD_LOGIN_HOST}:443"} and proxy.refused == []
 
 
-async def test_user_assigned_msi_with_workload_identity(stack: Stack, tmp_path: Path,
+async def test_user_assigned_msi_with_workload_identity(sqlite_stack: Stack, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """AKS workload identity: azure-identity exchanges the projected service-account token (client assertion)."""
+    stack = sqlite_stack
     token_file = tmp_path / "azure-identity-token"
     token_file.write_text(stack.tokens.assertion)
     monkeypatch.setenv("AZURE_FEDERATED_TOKEN_FILE", str(token_file))
@@ -116,9 +118,10 @@ async def test_user_assigned_msi_with_workload_identity(stack: Stack, tmp_path: 
     assert (grants[0]["host"], grants[0]["tenant"]) == (f"127.0.0.1:{stack.tokens.port}", "tenant-x")
 
 
-async def test_connector_client_reused_replaced_after_a_failure_and_closed(stack: Stack) -> None:
+async def test_connector_client_reused_replaced_after_a_failure_and_closed(sqlite_stack: Stack) -> None:
     """Posts share one aiohttp session per service URL; a failed post retires it (closed later) and the next post
     gets a new one; closing the delivery closes every session, retired or current."""
+    stack = sqlite_stack
     from digest_worker.config import load
     from digest_worker.teams import TeamsDelivery
     from tests.worker.fakes import Reply

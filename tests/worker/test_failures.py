@@ -100,7 +100,8 @@ async def readyz(app_port: int) -> tuple[int, dict[str, object]]:
         return response.status, await response.json()
 
 
-async def test_wrong_teams_secret_pauses_without_dead_lettering(stack: Stack) -> None:
+async def test_wrong_teams_secret_pauses_without_dead_lettering(sqlite_stack: Stack) -> None:
+    stack = sqlite_stack
     await stack.seed([("ana", "Item", 1.0, 1)])
     await stack.send("digests", request("s-1"), request("s-2"))
     async with stack.worker(DIGEST_TEAMS_APP_PASSWORD="wrong-secret") as app:
@@ -124,7 +125,8 @@ async def test_wrong_teams_secret_pauses_without_dead_lettering(stack: Stack) ->
     assert len(stack.connector.delivered()) == 2
 
 
-async def test_connector_401_mid_flight_pauses_and_abandons(stack: Stack) -> None:
+async def test_connector_401_mid_flight_pauses_and_abandons(sqlite_stack: Stack) -> None:
+    stack = sqlite_stack
     await stack.seed([("ana", "Item", 1.0, 1)])
     stack.connector.script(CONV, Reply(401, {"error": {"code": "Unauthorized", "message": "token rejected"}}))
     await stack.send("retries", request("u-1"))

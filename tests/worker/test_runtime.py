@@ -16,7 +16,8 @@ async def get(port: int, path: str) -> tuple[int, str]:
         return response.status, await response.text()
 
 
-async def test_token_fetch_does_not_block_the_event_loop(stack: Stack) -> None:
+async def test_token_fetch_does_not_block_the_event_loop(sqlite_stack: Stack) -> None:
+    stack = sqlite_stack
     await stack.seed([("ana", "Item", 1.0, 1)])
     release = threading.Event()
     entered = threading.Event()

@@ -20,6 +20,12 @@ from digest_worker.db.store import Store, sqlite_file
 from digest_worker.db.tables import digest_requests
 
 
+@pytest.fixture
+def empty_database(tmp_path: Path) -> str:
+    """This module is about the SQLite ledger: `store` is on a SQLite file only."""
+    return f"sqlite+aiosqlite:///{tmp_path}/ledger.db"
+
+
 def _visible(path: Path, request_id: str) -> str | None:
     """The state another connection (another process, after a crash) sees."""
     with sqlite3.connect(path) as conn:

@@ -1,26 +1,30 @@
-"""The ledger's state machine and the migrations, on a real SQLite file (PostgreSQL runs in tests/worker)."""
+"""The ledger's state machine and the migrations, on both databases (a SQLite file and a real PostgreSQL server),
+and how database errors are classified."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
 from digest_worker.card import DigestItem
+from digest_worker.config import async_database_url
 from digest_worker.db import migrate
 from digest_worker.db.store import Store, StoredReference, classify
 from digest_worker.failures import Category, FailureError
 from digest_worker.imports import ImportError_, parse_items, parse_references
+from tests.support.kubeconfig import free_port
+from tests.worker.postgres import PostgresServer, database_name, fresh_database
 
 
 def test_head_constant_matches_alembic() -> None:
     assert migrate.head_revision() == migrate.HEAD
 
 
-async def test_migrations_upgrade_and_check(tmp_path: Path) -> None:
-    s = Store.open(f"sqlite+aiosqlite:///{tmp_path}/fresh.db")
+async def test_migrations_upgrade_and_check(empty_database: str) -> None:
+    s = Store.open(empty_database)
     try:
         with pytest.raises(FailureError) as info:
             await s.check_schema()
@@ -42,15 +46,65 @@ async def test_migrations_upgrade_and_check(tmp_path: Path) -> None:
         await s.close()
 
 
-async def test_unreachable_database_is_transient() -> None:
-    s = Store.open("postgresql+asyncpg://nobody@127.0.0.1:1/none")
+async def test_unreachable_database_is_systemic() -> None:
+    """Nothing can work without the database: the worker pauses (retrying each message would only burn its
+    delivery attempts)."""
+    s = Store.open(f"postgresql+asyncpg://nobody@127.0.0.1:{free_port()}/none")
     try:
         with pytest.raises(FailureError) as info:
             await s.begin("r", "m", "c")
-        assert (info.value.failure.category, info.value.failure.kind) == (Category.TRANSIENT, "DatabaseUnavailable")
+        assert (info.value.failure.category, info.value.failure.kind) == (Category.SYSTEMIC, "DatabaseUnavailable")
+        assert "ConnectionRefusedError" in info.value.failure.detail
     finally:
         await s.close()
-    assert classify(OSError("boom")).failure.kind == "DatabaseUnavailable"
+    assert classify(OSError("boom")).failure.category is Category.SYSTEMIC
+
+
+def _translated(error: Exception) -> Exception:
+    """An asyncpg error as SQLAlchemy raises it (the adapted DBAPI error, wrapped)."""
+    from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
+    from sqlalchemy.exc import OperationalError
+
+    return OperationalError("SELECT 1", {}, AsyncAdapt_asyncpg_dbapi.OperationalError(str(error), error))  # type: ignore[no-untyped-call]
+
+
+@pytest.mark.parametrize(("error", "category"), [
+    ("CannotConnectNowError", Category.SYSTEMIC),  # 57P03: the server is starting up or shutting down
+    ("ConnectionFailureError", Category.SYSTEMIC),  # 08006
+    ("ClientCannotConnectError", Category.SYSTEMIC),  # 08001
+    ("AdminShutdownError", Category.TRANSIENT),  # 57P01: this connection was killed; the next one works
+    ("SerializationError", Category.TRANSIENT),  # 40001
+])
+def test_server_errors_by_sqlstate(error: str, category: Category) -> None:
+    import asyncpg
+
+    failure = classify(_translated(getattr(asyncpg.exceptions, error)("server says no"))).failure
+    assert (failure.category, failure.kind) == (category, "DatabaseUnavailable")
+
+
+@pytest.fixture
+def pg_database(pg_server: PostgresServer) -> Iterator[str]:
+    with fresh_database(pg_server) as url:
+        yield url
+
+
+async def test_a_connection_killed_mid_transaction_is_transient(pg_server: PostgresServer, pg_database: str) -> None:
+    """A killed backend (failover, an administrator): transient, the next attempt gets a new connection."""
+    from sqlalchemy.exc import DBAPIError
+
+    s = Store.open(async_database_url(pg_database))
+    try:
+        async with s.engine.connect() as conn:
+            pid = (await conn.execute(text("SELECT pg_backend_pid()"))).scalar()
+            assert await pg_server.terminate_backends(database_name(pg_database)) == {pid}
+            with pytest.raises(DBAPIError) as info:
+                await conn.execute(text("SELECT 1"))
+        failure = classify(info.value).failure
+        assert (failure.category, failure.kind) == (Category.TRANSIENT, "DatabaseUnavailable")
+        await s.upgrade()  # and the pool serves a working connection next
+        assert await s.begin("r", "m", "c") == "received"
+    finally:
+        await s.close()
 
 
 async def test_ledger_states(store: Store) -> None:

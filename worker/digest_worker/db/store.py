@@ -1,7 +1,8 @@
 """The worker's database I/O: delivery ledger, conversation references, digest items.
 
-Every method maps database errors to classified failures: an unreachable database is transient (messages are retried),
-a missing schema is systemic (the worker pauses).
+Every method maps database errors to classified failures: a database that cannot be reached and a missing schema are
+systemic (the worker pauses, and resumes once the database answers); any other database error is transient (the
+message is retried).
 
 The per-message statements are built once (Core constructs with bound parameters, `_statements`) and written once as
 operations on a small `_Sql` interface: on a SQLite file they run compiled, through the stdlib driver, group-committed
@@ -157,12 +158,27 @@ def sqlite_file(url: str) -> str | None:
     return database
 
 
+def unreachable(exc: BaseException) -> bool:
+    """The database cannot be reached at all: no connection could be made (refused, no route, name unknown, timed
+    out), or the server refuses connections while it starts or shuts down (SQLSTATE class 08, 57P03). Not a
+    connection lost mid-statement (a killed backend, 57P01): the next attempt gets a new one."""
+    if isinstance(exc, OSError | TimeoutError):
+        return True
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None) or getattr(exc, "sqlstate", None)
+    return isinstance(sqlstate, str) and (sqlstate.startswith("08") or sqlstate == "57P03")
+
+
 def classify(exc: BaseException) -> failures.FailureError:
     text = str(exc).lower().replace("_", "")
     database_error = isinstance(exc, db_errors()) and not isinstance(exc, OSError | TimeoutError)
     if database_error and any(h.replace("_", "") in text for h in MISSING_TABLE_HINTS):
         return failures.systemic("DatabaseSchemaMissing", f"the worker's tables are missing: {_first_line(exc)}")
-    return failures.transient("DatabaseUnavailable", f"{type(exc).__name__}: {_first_line(exc)}")
+    detail = f"{type(exc).__name__}: {_first_line(exc)}"
+    if unreachable(exc):
+        # systemic, not transient: retrying each message would only burn its delivery attempts (the whole queue is
+        # dead-lettered within a second of an outage); the worker pauses and resumes when the database answers
+        return failures.systemic("DatabaseUnavailable", detail)
+    return failures.transient("DatabaseUnavailable", detail)
 
 
 def _reference(row: dict[str, Any] | None) -> StoredReference | None:
