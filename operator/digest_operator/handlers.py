@@ -1,9 +1,11 @@
 """Kopf wiring: every trigger calls one reconcile; the status is written by our client; Events on transitions.
 
-Triggers: resume/create/update of a pipeline, a resync timer (drift repair, level-triggered), and changes of the
-worker Deployments the operator owns (rollout progress shows up in the status without waiting for the timer).
-Handlers are registered into an explicit registry so that several operator instances can run in one process
-(tests, benchmarks).
+Triggers: resume/create/update of a pipeline, a resync timer (drift repair, level-triggered, the safety net), and
+changes the watch caches report of the pipeline's children, pods and Jobs (rollout progress, a finished DLQ
+monitor, a child deleted or edited): a Kopf daemon per pipeline waits for those and reconciles at once. Reconciles
+read children from the caches and the pipeline from the newest version seen (Kopf's, or our last status write's),
+so one with nothing to change makes no request. Handlers are registered into an explicit registry so that several
+operator instances can run in one process (tests, benchmarks).
 """
 
 from __future__ import annotations
@@ -16,19 +18,17 @@ from typing import Any, Protocol, cast
 
 import kopf
 
-from digest_api import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from digest_api import API_VERSION, GROUP, PLURAL, VERSION
 from digest_operator import admission, peering
 from digest_operator.imagepin import pull_credentials
 from digest_operator.k8s import ApiError
 from digest_operator.pinning import RESOLVE_REQUESTED_AT
 from digest_operator.reconcile import reconcile
 from digest_operator.registry import RegistryError
-from digest_operator.render.meta import MANAGED_BY
 from digest_operator.runtime import Runtime
 from digest_operator.status import CHANGE_ACTIONS, Event
 
 PERSISTENCE_PREFIX = "digest.dev"
-PIPELINES_INDEX = "pipelines_index"
 
 
 def plain(value: Any) -> Any:
@@ -72,8 +72,9 @@ def configure(settings: kopf.OperatorSettings, runtime: Runtime) -> None:
 async def run_reconcile(runtime: Runtime, body: Any, logger: logging.Logger | Any, *, from_timer: bool) -> None:
     """Reconcile one pipeline, write its status and Events; map failures to Kopf's retry semantics.
 
-    Triggers run one at a time per pipeline, and each re-reads the pipeline first: a trigger's copy may be older
-    than the status the previous reconcile wrote, and Events and status are computed against the current state.
+    Triggers run one at a time per pipeline, and each takes the newest version of the pipeline known: a trigger's
+    copy may be older than the status the previous reconcile wrote, and Events and status are computed against the
+    current state (the status write's resourceVersion precondition catches what this process has not seen yet).
     """
     meta = plain(body).get("metadata", {})
     namespace, name = meta.get("namespace"), meta.get("name", "")
@@ -81,16 +82,18 @@ async def run_reconcile(runtime: Runtime, body: Any, logger: logging.Logger | An
     metrics = runtime.metrics
     async with runtime.lock(str(meta.get("uid"))):
         try:
-            raw = await runtime.client.get(API_VERSION, PLURAL, namespace, name)
+            raw = runtime.freshest(plain(body))
+            if raw is None:  # versions not comparable: read it
+                raw = await runtime.client.get(API_VERSION, PLURAL, namespace, name)
             if raw is None or raw.get("metadata", {}).get("uid") != meta.get("uid"):
                 return  # deleted (or replaced by a namesake) meanwhile
-            outcome = await reconcile(raw, runtime.client, utcnow(), runtime.registry, runtime.backoff,
-                                      pods=runtime.client)
+            outcome = await reconcile(raw, runtime.api, utcnow(), runtime.registry, runtime.backoff,
+                                      pods=runtime.cache, cache=runtime.cache)
             for change in outcome.changes:  # the writes happened, whatever becomes of the status write
                 metrics.child_writes.labels(change.action, change.kind).inc()
             try:
                 if outcome.status_patch:
-                    await write_status(runtime.client, raw, outcome.status_patch)
+                    runtime.remember(await write_status(runtime.client, raw, outcome.status_patch))
             except ApiError:
                 # the retry recomputes status transitions, but finds the children in sync: post the Events of
                 # the writes now, or they are lost
@@ -139,8 +142,10 @@ class StatusClient(Protocol):
         ...
 
 
-async def write_status(client: StatusClient, raw: dict[str, Any], patch: dict[str, Any], attempts: int = 3) -> None:
-    """Merge-patch the status of the pipeline `raw`, guarded by the resourceVersion the patch was computed from.
+async def write_status(client: StatusClient, raw: dict[str, Any], patch: dict[str, Any], attempts: int = 3) \
+        -> dict[str, Any] | None:
+    """Merge-patch the status of the pipeline `raw`, guarded by the resourceVersion the patch was computed from;
+    returns the pipeline as written (None: it is gone).
 
     A conflict from a change that left the status alone (Kopf's own annotations, a label, a spec edit) does not make
     the patch wrong: it is written again against the new resourceVersion. Dropping it would lose what only this
@@ -150,8 +155,7 @@ async def write_status(client: StatusClient, raw: dict[str, Any], patch: dict[st
     namespace, name, version = meta.get("namespace"), meta.get("name", ""), meta.get("resourceVersion")
     for attempt in range(1, attempts + 1):
         try:
-            await client.patch_status(API_VERSION, PLURAL, namespace, name, patch, resource_version=version)
-            return
+            return await client.patch_status(API_VERSION, PLURAL, namespace, name, patch, resource_version=version)
         except ApiError as exc:
             if exc.status != 409 or attempt == attempts:
                 raise
@@ -160,20 +164,12 @@ async def write_status(client: StatusClient, raw: dict[str, Any], patch: dict[st
                     or fresh.get("status") != raw.get("status")):
                 raise  # someone else wrote the status: recompute from it
             version = fresh["metadata"].get("resourceVersion")
+    raise AssertionError("unreachable")
 
 
 def _post(raw: dict[str, Any], events: list[Event]) -> None:
     for event in events:
         kopf.event(kopf.Body(cast(kopf.RawBody, raw)), type=event.type, reason=event.reason, message=event.message)
-
-
-def owner_key(child: Mapping[str, Any]) -> tuple[str, str] | None:
-    """(namespace, name) of the pipeline controlling `child`, if any."""
-    meta = child.get("metadata", {})
-    for ref in meta.get("ownerReferences") or []:
-        if ref.get("kind") == KIND and ref.get("apiVersion") == API_VERSION and ref.get("controller"):
-            return str(meta.get("namespace")), str(ref.get("name"))
-    return None
 
 
 def resolution_requested(body: kopf.Body, **_: Any) -> bool:
@@ -202,13 +198,18 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     def _login(**_: Any) -> kopf.ConnectionInfo:
         return runtime.credentials()
 
+    # The caches start before Kopf watches pipelines (after the startup handlers), so that the first reconciles
+    # read from them; a kind not listed within the request timeout is read from the API until it is.
+    @kopf.on.startup(registry=registry)
+    async def _start_cache(logger: kopf.Logger, **_: Any) -> None:
+        runtime.cache.start()
+        if not await runtime.cache.wait_synced(runtime.config.request_timeout):
+            waiting = [repr(i) for i in runtime.cache.informers.values() if not i.synced.is_set()]
+            logger.warning("watch caches not listed yet (read from the API meanwhile): %s", ", ".join(waiting))
+
     @kopf.on.cleanup(registry=registry)
     async def _cleanup(**_: Any) -> None:
         await runtime.close()
-
-    @kopf.index(GROUP, VERSION, PLURAL, registry=registry, id=PIPELINES_INDEX)
-    def _index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
-        return {(str(namespace), name): plain(body)}
 
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
@@ -229,23 +230,23 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
         if runtime.resync_due(str(body.get("metadata", {}).get("uid"))):
             await run_reconcile(runtime, body, logger, from_timer=True)
 
-    @kopf.on.event("apps", "v1", "deployments", registry=registry,
-                   labels={"app.kubernetes.io/managed-by": MANAGED_BY})
-    async def _worker_changed(body: kopf.Body, type: str | None, logger: kopf.Logger, **kwargs: Any) -> None:
-        deployment = plain(body)
-        key = owner_key(deployment)
-        index: kopf.Index[tuple[str, str], Any] = kwargs[PIPELINES_INDEX]
-        if key is None or key not in index:
-            return
-        meta = deployment.get("metadata", {})
-        worker = (str(meta.get("namespace")), str(meta.get("name")))
-        if type == "DELETED":
-            runtime.forget_worker(*worker)
-        elif not runtime.worker_changed(*worker, deployment):
-            return  # e.g. our own apply echoed back with nothing the status reports
-        for pipeline in index[key]:
-            if not (pipeline.get("metadata") or {}).get("deletionTimestamp"):
-                await run_reconcile(runtime, pipeline, logger, from_timer=True)
+    # Kopf's way to react to other objects at once (docs/reconciliation.rst): a daemon per pipeline awaits what its
+    # children's watches report. Cancelled when the pipeline is deleted or the operator stops.
+    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=1.0)
+    async def _woken(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+        meta = body.get("metadata", {})
+        key = (str(meta.get("namespace")), str(meta.get("name")))
+        woken = runtime.subscribe(key)
+        try:
+            while True:
+                await woken.wait()
+                woken.clear()
+                try:
+                    await run_reconcile(runtime, body, logger, from_timer=True)
+                except kopf.TemporaryError as exc:  # the resync timer tries again
+                    logger.warning("reconcile after a change of the children failed: %s", exc)
+        finally:
+            runtime.unsubscribe(key)
 
     if runtime.config.webhook != "off":
         register_webhooks(registry, runtime)

@@ -43,6 +43,7 @@ async def _ready_and_serving(running: RunningOperator, ready: asyncio.Event) -> 
 async def _spawn(
     runtime: Runtime, *, namespaces: list[str], peering: str | None, priority: int | None,
 ) -> RunningOperator:
+    runtime.namespaces = tuple(namespaces)  # the watch caches watch what Kopf watches
     registry = kopf.OperatorRegistry()
     handlers.register(registry, runtime)
     settings = kopf.OperatorSettings()

@@ -1,6 +1,10 @@
 """One level-triggered, idempotent reconcile: parse → observe children → render → apply what differs → status.
 
-No decorators and no client construction here: Kopf wiring lives in `handlers`, API I/O in `k8s`.
+No decorators and no client construction here: Kopf wiring lives in `handlers`, API I/O in `k8s`. With a `cache`
+(the operator's watch caches, `cache.Cache`) children, pods and Jobs are read from it: a reconcile with nothing to
+change asks the API nothing. The cache holds only objects with the operator's labels, so a child it lacks is read
+from the API before it is applied (a same-named object someone else made must not be taken over); a stale entry
+costs at most an idempotent apply, a delete of an object since replaced fails its uid precondition.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from digest_operator.drift import in_sync, merge_patch
 from digest_operator.k8s import ApiError
 from digest_operator.pinning import Backoff
 from digest_operator.render import ChildRef, possible_children, render_children
-from digest_operator.render.meta import APPLIED_HASH
+from digest_operator.render.meta import APPLIED_HASH, MANAGED_BY
 from digest_operator.rollout import RolloutState, rollout_state
 from digest_operator.status import Change, Event, Observation
 
@@ -32,6 +36,17 @@ class Api(Protocol):
         ...
 
     async def delete(self, api_version: str, plural: str, namespace: str | None, name: str, uid: str) -> None:
+        ...
+
+    async def list(self, api_version: str, plural: str, namespace: str | None, label_selector: str) \
+            -> list[dict[str, Any]]:
+        ...
+
+
+class Reader(Protocol):
+    """Reads of children, pods and Jobs (the watch cache, or the API itself)."""
+
+    async def get(self, api_version: str, plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         ...
 
     async def list(self, api_version: str, plural: str, namespace: str | None, label_selector: str) \
@@ -79,7 +94,8 @@ def _applied_hash(obj: dict[str, Any]) -> str | None:
     return str(value) if value is not None else None
 
 
-async def _observe(api: Api, namespace: str, children: list[ChildRef]) -> dict[ChildRef, dict[str, Any] | None]:
+async def _observe(api: Reader, namespace: str, children: list[ChildRef]) \
+        -> dict[ChildRef, dict[str, Any] | None]:
     lives = await asyncio.gather(*(api.get(c.api_version, c.plural, namespace, c.name) for c in children))
     return dict(zip(children, lives, strict=True))
 
@@ -95,9 +111,24 @@ class _Children:
     by_kind: dict[str, ChildRef]
     desired_refs: set[ChildRef] = field(default_factory=set)
     deployment: dict[str, Any] | None = None
+    cached: bool = False
+    """`live` comes from the watch cache, which holds only objects with the operator's labels."""
+
+    async def _confirm_absent(self, refs: list[ChildRef]) -> None:
+        """Read from the API the children the cache lacks (all at once, before any write): the cache holds only
+        objects with the operator's labels, and a same-named object without them must be seen, not taken over."""
+        missing = [ref for ref in refs if self.live[ref] is None]
+        found = await asyncio.gather(*(self.api.get(ref.api_version, ref.plural, self.pipeline.namespace, ref.name)
+                                       for ref in missing))
+        for ref, obj in zip(missing, found, strict=True):
+            self.live[ref] = obj
+            if ref.kind == "Deployment" and obj is not None:
+                self.deployment = obj
 
     async def apply(self, desired: list[dict[str, Any]]) -> None:
         observation, uid = self.observation, self.pipeline.uid
+        if self.cached:
+            await self._confirm_absent([self.by_kind[obj["kind"]] for obj in desired])
         for obj in desired:
             ref = self.by_kind[obj["kind"]]
             self.desired_refs.add(ref)
@@ -134,8 +165,13 @@ class _Children:
             current = self.live[ref]
             if ref in self.desired_refs or current is None or not owned_by(current, self.pipeline.uid):
                 continue
-            await self.api.delete(ref.api_version, ref.plural, self.pipeline.namespace, ref.name,
-                                  current["metadata"]["uid"])
+            try:
+                await self.api.delete(ref.api_version, ref.plural, self.pipeline.namespace, ref.name,
+                                      current["metadata"]["uid"])
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+                continue  # its uid precondition failed: a newer namesake, not the child that was read (stale)
             self.observation.changes.append(Change("Pruned", ref.kind, ref.name))
             if ref.kind == "Deployment":
                 self.deployment = None
@@ -162,9 +198,11 @@ async def _observe_rollout(deployment: dict[str, Any], pods: PodLister | None) -
 
 async def reconcile(
     body: dict[str, Any], api: Api, now: str, resolver: imagepin.Resolver | None = None, backoff: Backoff | None = None,
-    pods: PodLister | None = None,
+    pods: PodLister | None = None, cache: Reader | None = None,
 ) -> Outcome:
-    """Converge one pipeline's children and compute its status. Raises k8s.ApiError on API failures."""
+    """Converge one pipeline's children and compute its status. Raises k8s.ApiError on API failures.
+
+    `api` writes (and reads what must be fresh); `cache`, when given, answers the reads of children and Jobs."""
     meta = body.get("metadata", {})
     old_status: dict[str, Any] = dict(body.get("status") or {})
     generation = meta.get("generation")
@@ -178,8 +216,10 @@ async def reconcile(
     else:
         children = possible_children(pipeline.name)
         by_kind = {c.kind: c for c in children}
-        live = await _observe(api, pipeline.namespace, children)
-        state = _Children(api, pipeline, observation, live, by_kind, deployment=live[by_kind["Deployment"]])
+        reads: Reader = cache if cache is not None else api
+        live = await _observe(reads, pipeline.namespace, children)
+        state = _Children(api, pipeline, observation, live, by_kind, deployment=live[by_kind["Deployment"]],
+                          cached=cache is not None)
         target = await imagepin.pin(api, pipeline, body, old_status, observation, state.deployment, resolver,
                             backoff or pinning.Backoff(), now)
         recorded = rollouts.recorded_rollback(old_status.get("rollback"), state.deployment)
@@ -220,7 +260,7 @@ async def reconcile(
         observation.history = history[:limit]
         cronjob = state.live[by_kind["CronJob"]]
         monitor = cronjob if cronjob is not None and owned_by(cronjob, pipeline.uid) else None
-        await _observe_dead_letters(api, pipeline, monitor, old_status, observation, now)
+        await _observe_dead_letters(reads, pipeline, monitor, old_status, observation, now, cached=cache is not None)
 
     new_status = status_mod.compute(old_status, observation, now)
     return Outcome(
@@ -279,14 +319,22 @@ def _with_rollback(objects: list[dict[str, Any]], rollback: rollouts.Rollback | 
     return [rollouts.annotate(o, rollback) if o["kind"] == "Deployment" else o for o in objects]
 
 
-async def _observe_dead_letters(api: Api, pipeline: Pipeline, cronjob: dict[str, Any] | None,
-                                old_status: dict[str, Any], observation: Observation, now: str) -> None:
+# Labels every Job and pod of the DLQ monitor carries (render.meta.labels) that the watch caches select by (Jobs by
+# managed-by, pods by name): a list narrowed by them is one the caches can answer.
+_CACHED_MONITOR_LABELS = f"app.kubernetes.io/name=digest-worker,app.kubernetes.io/managed-by={MANAGED_BY}"
+
+
+async def _observe_dead_letters(api: Reader, pipeline: Pipeline, cronjob: dict[str, Any] | None,
+                                old_status: dict[str, Any], observation: Observation, now: str, *,
+                                cached: bool = False) -> None:
     """status.deadLetter from the newest DLQ monitor report: the termination message of a finished pod of a Job
     of the pipeline's own monitor CronJob (`cronjob`; None when there is none this pipeline controls)."""
     old = old_status.get("deadLetter")
     found = None
     if cronjob is not None:
         selector = deadletter.pod_selector(pipeline.name)
+        if cached:
+            selector = f"{_CACHED_MONITOR_LABELS},{selector}"
         try:
             jobs = await api.list("batch/v1", "jobs", pipeline.namespace, selector)
             pods = await api.list("v1", "pods", pipeline.namespace, selector) if jobs else []

@@ -1,9 +1,9 @@
-"""What one operator instance shares between its handlers: settings, the API client, metrics, per-object locks."""
+"""What one operator instance shares between its handlers: settings, the API client and its watch caches, metrics,
+per-object locks, the wake-ups of pipelines whose children changed, and the newest version of each pipeline seen."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -13,6 +13,7 @@ from typing import Any
 
 import kopf
 
+from digest_operator.cache import Cache, CachingApi, PipelineKey, WatchSettings, newer
 from digest_operator.config import OperatorConfig
 from digest_operator.k8s import KubeClient
 from digest_operator.metrics import OperatorMetrics
@@ -34,13 +35,19 @@ class Runtime:
     config: OperatorConfig = field(default_factory=OperatorConfig)
     credentials: Callable[[], kopf.ConnectionInfo] = default_credentials
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
+    namespaces: tuple[str, ...] = ()
+    """The namespaces the operator watches (none: the whole cluster); the caches watch the same."""
     reconcile_count: int = 0
+    wake_count: int = 0
+    """Pipelines woken by a change of their children (see `wake`)."""
     _client: KubeClient | None = None
+    _cache: Cache | None = None
     _registry: RegistryClient | None = None
     _workdir: tempfile.TemporaryDirectory[str] | None = None
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _reconciled_at: dict[str, float] = field(default_factory=dict)
-    _worker_seen: dict[tuple[str, str], str] = field(default_factory=dict)
+    _wakeups: dict[PipelineKey, asyncio.Event] = field(default_factory=dict)
+    _latest: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def client(self) -> KubeClient:
@@ -52,6 +59,21 @@ class Runtime:
                 observer=self.metrics.observe_request,
             )
         return self._client
+
+    @property
+    def cache(self) -> Cache:
+        """The watch caches of the operator's own objects (started by a startup handler)."""
+        if self._cache is None:
+            config = self.config
+            self._cache = Cache(self.client, namespaces=self.namespaces, on_change=self.wake, settings=WatchSettings(
+                server_timeout=max(1, round(config.watch_server_timeout)), client_timeout=config.watch_client_timeout,
+                backoffs=tuple(config.error_backoffs) or (1.0,), retry_unavailable=config.retry_delay * 4))
+        return self._cache
+
+    @property
+    def api(self) -> CachingApi:
+        """The reconcile's API: writes (and fresh reads) through the client, written objects into the cache."""
+        return CachingApi(self.client, self.cache)
 
     @property
     def registry(self) -> RegistryClient:
@@ -86,25 +108,47 @@ class Runtime:
         last = self._reconciled_at.get(uid)
         return last is None or time.monotonic() - last >= 0.9 * self.config.resync_seconds
 
-    def worker_changed(self, namespace: str, name: str, deployment: dict[str, Any]) -> bool:
-        """Did anything the status reports change since the last look at this worker Deployment?"""
-        relevant = json.dumps(
-            [deployment.get("metadata", {}).get("generation"), deployment.get("spec", {}).get("replicas"),
-             deployment.get("status")], sort_keys=True,
-        )
-        if self._worker_seen.get((namespace, name)) == relevant:
-            return False
-        self._worker_seen[(namespace, name)] = relevant
-        return True
+    def subscribe(self, key: PipelineKey) -> asyncio.Event:
+        """The event `wake` sets for the pipeline (namespace, name)."""
+        return self._wakeups.setdefault(key, asyncio.Event())
 
-    def forget_worker(self, namespace: str, name: str) -> None:
-        self._worker_seen.pop((namespace, name), None)
+    def unsubscribe(self, key: PipelineKey) -> None:
+        self._wakeups.pop(key, None)
+
+    def wake(self, key: PipelineKey) -> None:
+        """A child, pod or Job of the pipeline changed (the cache calls this): reconcile it soon."""
+        event = self._wakeups.get(key)
+        if event is not None:
+            self.wake_count += 1
+            event.set()
+
+    def remember(self, body: dict[str, Any] | None) -> None:
+        """A version of a pipeline (e.g. the answer of our status write), if newer than the one held."""
+        meta = (body or {}).get("metadata") or {}
+        uid = meta.get("uid")
+        if body is None or not uid:
+            return
+        held = self._latest.get(str(uid))
+        if held is None or newer(body, held):
+            self._latest[str(uid)] = body
+
+    def freshest(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The newest version known of the pipeline `body` (a trigger's copy, or what we wrote since); None when
+        versions cannot be compared (not etcd's integers): then read it."""
+        self.remember(body)
+        latest = self._latest[str(body["metadata"]["uid"])]
+        versions = [str(b["metadata"].get("resourceVersion") or "") for b in (body, latest)]
+        return latest if all(v.isdigit() for v in versions) else None
 
     def forget(self, uid: str) -> None:
         self._locks.pop(uid, None)
         self._reconciled_at.pop(uid, None)
+        self._latest.pop(uid, None)
 
     async def close(self) -> None:
+        if self._cache is not None:
+            await self._cache.close()
+            self._cache = None
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 
 from digest_api.crd import PRINTER_COLUMNS
+from digest_operator.render.dlq_monitor import COMPONENT
+from digest_operator.render.meta import Owner, labels
 from tests.e2e.test_operator import DGP, NS, condition, create_ready_pipeline, operator, wait_for_event
 from tests.support.kubeapi import KubeApi
 from tests.support.operator_thread import OperatorThread
@@ -19,8 +21,8 @@ pytestmark = pytest.mark.e2e
 __all__ = ["operator"]  # fixtures
 
 
-LABELS = {"digest.dev/pipeline": "demo", "app.kubernetes.io/component": "dlq-monitor",
-          "app.kubernetes.io/instance": "demo"}
+# what the monitor's jobTemplate gives its Jobs and pods (the operator's caches select by these labels)
+LABELS = labels(Owner("demo", NS), COMPONENT)
 
 
 def controller(kind: str, obj: dict[str, Any]) -> list[dict[str, Any]]:
