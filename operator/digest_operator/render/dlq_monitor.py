@@ -61,7 +61,7 @@ def cronjob(owner: Owner, spec: DigestPipelineSpec, names: ChildNames, image: Im
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
-        "metadata": metadata(owner, names.monitor_cronjob, COMPONENT),
+        "metadata": metadata(owner, names.monitor_cronjob, COMPONENT, annotations=pod.scanner_skips(pod.NO_CPU_LIMIT)),
         "spec": {
             "schedule": monitor.schedule,
             "suspend": monitor.suspend,

@@ -117,6 +117,15 @@ def scheduling(spec: DigestPipelineSpec, service_account: str) -> dict[str, Any]
     return pod
 
 
+NO_CPU_LIMIT = ("CKV_K8S_11", "no CPU limit by choice: CFS throttling stalls lock renewal and settlement; "
+                               "CPU requests size the pods, spec.worker.resources.limits may add one")
+
+
+def scanner_skips(*skips: tuple[str, str]) -> dict[str, str]:
+    """Annotations that tell checkov (`checkov.io/skipN: ID=reason`) which of its checks a choice overrides."""
+    return {f"checkov.io/skip{i}": f"{check}={reason}" for i, (check, reason) in enumerate(skips, start=1)}
+
+
 def tmp_volume() -> tuple[dict[str, Any], dict[str, Any]]:
     """A writable /tmp on a read-only root filesystem: (volume, mount)."""
     return {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}, {"name": "tmp", "mountPath": "/tmp"}

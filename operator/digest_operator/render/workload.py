@@ -92,7 +92,8 @@ def deployment(owner: Owner, spec: DigestPipelineSpec, names: ChildNames, image:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": metadata(owner, names.deployment, COMPONENT),
+        "metadata": metadata(owner, names.deployment, COMPONENT, annotations=pod.scanner_skips(
+            *([] if "cpu" in worker.resources.limits else [pod.NO_CPU_LIMIT]))),
         "spec": {
             "selector": {"matchLabels": selector},
             "progressDeadlineSeconds": rollout.progress_deadline_seconds,

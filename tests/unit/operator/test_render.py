@@ -339,3 +339,13 @@ def test_teams_login_url_and_scope_reach_the_worker_only_when_set() -> None:
     env = _env(_render(document)["Deployment"]["spec"]["template"]["spec"]["containers"][0])
     assert env[contract.TEAMS_LOGIN_URL] == "https://login.microsoftonline.us/MicrosoftServices.onmicrosoft.us"
     assert env[contract.TEAMS_OAUTH_SCOPE] == "https://api.botframework.us"
+
+
+def test_the_cpu_limit_skip_is_annotated_only_where_there_is_no_cpu_limit() -> None:
+    """checkov's CKV_K8S_11 is skipped in place with its reason, and only while the choice holds."""
+    objects = _render(minimal())
+    for kind in ("Deployment", "CronJob"):
+        skip = objects[kind]["metadata"]["annotations"]["checkov.io/skip1"]
+        assert skip.startswith("CKV_K8S_11=no CPU limit by choice"), kind
+    limited = _render(with_path(minimal(), "spec.worker.resources", {"limits": {"cpu": "1", "memory": "512Mi"}}))
+    assert "checkov.io/skip1" not in limited["Deployment"]["metadata"].get("annotations", {})
