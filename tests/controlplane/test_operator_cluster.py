@@ -378,10 +378,11 @@ def test_rbac_is_least_privilege(
         e.get("reason") == "Created" and e["involvedObject"].get("name") == "demo" for e in (o or {}).get(
             "items", [])), what="the operator's Created Event")
     code, answer = control_plane.request("PATCH", dgp(namespace), {"spec": {
-        "monitoring": {"enabled": False}, "worker": {"serviceAccountName": "shared-worker"}}},
+        "monitoring": {"enabled": False}, "worker": {"serviceAccountName": "shared-worker"},
+        "networkPolicy": {"enabled": False}}},
         content_type="application/merge-patch+json")
     assert code == 200, answer
-    for kind in ("PodMonitor", "PrometheusRule", "ServiceAccount"):
+    for kind in ("PodMonitor", "PrometheusRule", "ServiceAccount", "NetworkPolicy"):
         control_plane.wait_for(paths[kind], lambda o: o is None, what=f"{kind} pruned")
     granted = granted_rules()
     deadline = time.monotonic() + 10  # the audit entry of the last call may land just after its answer
