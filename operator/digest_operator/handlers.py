@@ -87,6 +87,8 @@ async def run_reconcile(runtime: Runtime, body: Any, logger: logging.Logger | An
                 raw = await runtime.client.get(API_VERSION, PLURAL, namespace, name)
             if raw is None or raw.get("metadata", {}).get("uid") != meta.get("uid"):
                 return  # deleted (or replaced by a namesake) meanwhile
+            if raw.get("metadata", {}).get("deletionTimestamp"):
+                return  # being deleted: its children go by garbage collection, none is applied again
             outcome = await reconcile(raw, runtime.api, utcnow(), runtime.registry, runtime.backoff,
                                       pods=runtime.cache, cache=runtime.cache)
             for change in outcome.changes:  # the writes happened, whatever becomes of the status write

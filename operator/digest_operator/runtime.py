@@ -46,6 +46,7 @@ class Runtime:
     _workdir: tempfile.TemporaryDirectory[str] | None = None
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _reconciled_at: dict[str, float] = field(default_factory=dict)
+    _reconciles: dict[str, int] = field(default_factory=dict)
     _wakeups: dict[PipelineKey, asyncio.Event] = field(default_factory=dict)
     _latest: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -102,6 +103,11 @@ class Runtime:
 
     def mark_reconciled(self, uid: str) -> None:
         self._reconciled_at[uid] = time.monotonic()
+        self._reconciles[uid] = self._reconciles.get(uid, 0) + 1
+
+    def reconciles_of(self, uid: str) -> int:
+        """Reconciles of the pipeline `uid` that ran to the end (status written), in this process."""
+        return self._reconciles.get(uid, 0)
 
     def resync_due(self, uid: str) -> bool:
         """A resync is needed only if nothing else reconciled the pipeline within most of the interval."""
@@ -143,6 +149,7 @@ class Runtime:
     def forget(self, uid: str) -> None:
         self._locks.pop(uid, None)
         self._reconciled_at.pop(uid, None)
+        self._reconciles.pop(uid, None)
         self._latest.pop(uid, None)
 
     async def close(self) -> None:

@@ -90,7 +90,9 @@ class ControlPlane:
     server: str = ""
     kubeconfig: Path = field(default_factory=Path)
     audit_log: Path = field(default_factory=Path)
+    etcd_url: str = ""
     processes: list[Process] = field(default_factory=list)
+    _apiserver_args: list[str] = field(default_factory=list)
 
     @property
     def ca_file(self) -> Path:
@@ -188,7 +190,7 @@ class ControlPlane:
 
     def _spawn(self, name: str, args: list[str]) -> Process:
         log = self.workdir / "logs" / f"{name}.log"
-        handle = log.open("wb")
+        handle = log.open("ab")  # a restarted process appends
         popen = subprocess.Popen([str(self.bin_dir / name), *args], stdout=handle, stderr=subprocess.STDOUT,
                                  stdin=subprocess.DEVNULL, start_new_session=True)
         handle.close()
@@ -249,7 +251,7 @@ class ControlPlane:
         self._write_pki()
         pki = self.workdir / "pki"
         etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
-        etcd_url = f"http://127.0.0.1:{etcd_port}"
+        etcd_url = self.etcd_url = f"http://127.0.0.1:{etcd_port}"
         peer_url = f"http://127.0.0.1:{peer_port}"
         etcd = self._spawn("etcd", [
             "--name=controlplane", f"--data-dir={self.workdir / 'etcd'}",
@@ -262,7 +264,7 @@ class ControlPlane:
         self.audit_log = self.workdir / "logs" / "audit.log"
         (self.workdir / "audit-policy.yaml").write_text(yaml.safe_dump(AUDIT_POLICY))
         self._wait_healthy(etcd, f"{etcd_url}/health", None, within)
-        apiserver = self._spawn("kube-apiserver", [
+        self._apiserver_args = [
             f"--etcd-servers={etcd_url}", "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
             f"--secure-port={api_port}", f"--cert-dir={pki}",
             f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
@@ -274,9 +276,40 @@ class ControlPlane:
             f"--audit-policy-file={self.workdir / 'audit-policy.yaml'}", f"--audit-log-path={self.audit_log}",
             "--audit-log-mode=blocking", "--audit-log-format=json",
             "--profiling=false", "--v=1",
-        ])
+        ]
+        apiserver = self._spawn("kube-apiserver", self._apiserver_args)
         self._write_kubeconfig()
         self._wait_healthy(apiserver, f"{self.server}/readyz", self.ssl_context(), within)
+
+    def etcd_revision(self) -> int:
+        """etcd's current revision (its JSON gateway): the newest resourceVersion of anything stored."""
+        header = self._etcd("/v3/kv/range", {"key": "AA=="})["header"]
+        return int(header["revision"])
+
+    def compact_etcd(self) -> int:
+        """Compact etcd's history up to now, as the API server does every 5 minutes: a watch from an older
+        resourceVersion can then only be answered with 410 Gone. Returns the revision compacted to."""
+        revision = self.etcd_revision()
+        self._etcd("/v3/kv/compaction", {"revision": str(revision), "physical": True})
+        return revision
+
+    def _etcd(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        request = urllib.request.Request(self.etcd_url + path, data=json.dumps(body).encode(), method="POST")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answer: dict[str, Any] = json.loads(response.read())
+            return answer
+
+    def restart_apiserver(self, *, compact: bool = True, within: float = 60) -> None:
+        """Kill kube-apiserver (every watch drops), optionally compact etcd meanwhile, and start it again on the
+        same port: clients that resume their watches from the resourceVersions they had get 410 Gone."""
+        (apiserver,) = [p for p in self.processes if p.name == "kube-apiserver"]
+        apiserver.popen.kill()  # a crash: its graceful shutdown waits for the open watches
+        apiserver.popen.wait(timeout=30)
+        self.processes.remove(apiserver)
+        if compact:
+            self.compact_etcd()
+        restarted = self._spawn("kube-apiserver", self._apiserver_args)
+        self._wait_healthy(restarted, f"{self.server}/readyz", self.ssl_context(), within)
 
     def start_controller_manager(self, within: float = 60) -> None:
         port = free_port()
