@@ -22,10 +22,13 @@ from tests.support.samples import ROOT
 
 STORE = ImageStore(Path("/srv/cache/images"), "127.0.0.1:5000")
 COPIED = {
-    "Dockerfile.operator": ["pyproject.toml", "uv.lock", "README.md", "api", "operator", "cli"],
-    "Dockerfile.worker": ["pyproject.toml", "uv.lock", "README.md", "api", "worker", "dlq", "cli"],
+    "Dockerfile.operator": ["requirements/build.txt", "pyproject.toml", "uv.lock", "README.md", "api", "operator",
+                            "cli"],
+    "Dockerfile.worker": ["requirements/build.txt", "pyproject.toml", "uv.lock", "README.md", "api", "worker", "dlq",
+                          "cli"],
 }
-"""Each image holds the API, its component and the CLI (the worker image also runs the DLQ monitor)."""
+"""Each image holds the API, its component and the CLI (the worker image also runs the DLQ monitor); the build stage
+first installs the build tools from the hashed requirements/build.txt."""
 
 
 @pytest.mark.parametrize("name", ["Dockerfile.operator", "Dockerfile.worker"])
