@@ -237,15 +237,17 @@ async def register(client: Api, config: OperatorConfig, ca: bytes,
     return written
 
 
-def cert_source(config: OperatorConfig, client: certs.Api) -> certs.Source:
-    """Where the serving certificate comes from: a mounted directory, the shared Secret, or this process."""
+def cert_source(config: OperatorConfig, client: certs.Api, lifetime: certs.Lifetime = certs.DEFAULT_LIFETIME
+                ) -> certs.Source:
+    """Where the serving certificate comes from: a mounted directory (renewed by its issuer), the shared Secret, or
+    this process (both renewed here, by `lifetime`)."""
     hosts = serving_hosts(config)
     if config.webhook_cert_dir:
         return certs.MountedCerts(Path(config.webhook_cert_dir))
     secret = config.webhook_cert_secret_ref
     if secret is not None:
-        return certs.SecretCerts(client, secret[0], secret[1], hosts)
-    return certs.LocalCerts(hosts)
+        return certs.SecretCerts(client, secret[0], secret[1], hosts, lifetime=lifetime)
+    return certs.LocalCerts(hosts, lifetime=lifetime)
 
 
 RECOVERABLE = (certs.CertError, ApiError, ValueError, OSError)
@@ -255,19 +257,21 @@ class WebhookServer(kopf.WebhookServer):
     """Kopf's HTTPS webhook server, fed from a `certs` source and keeping the webhook configurations current.
 
     Before serving: the certificate (retried until it can be had; the pod is not ready meanwhile). While serving,
-    every `webhook_refresh_seconds`: the source is read again (the shared Secret renewed when due), the
-    configurations are re-asserted with its CA bundle (drift repair; no write when in sync), and only then a new
+    every `webhook_refresh_seconds`: the source is read again (and renews a certificate that is due, `lifetime`),
+    the configurations are re-asserted with its CA bundle (drift repair; no write when in sync), and only then a new
     certificate is handed to Kopf's server, which restarts with it within FILE_CHECK_INTERVAL. The API server
     thus trusts a new CA before any replica serves a certificate from it.
     """
 
-    def __init__(self, config: OperatorConfig, client: Callable[[], Api], workdir: Path) -> None:
+    def __init__(self, config: OperatorConfig, client: Callable[[], Api], workdir: Path,
+                 lifetime: certs.Lifetime = certs.DEFAULT_LIFETIME) -> None:
         self.serving_file = workdir / "serving.pem"
         client_ca = config.webhook_client_ca_file
         super().__init__(addr=config.webhook_addr, port=config.webhook_port, certfile=str(self.serving_file),
                          pkeyfile=str(self.serving_file), file_check_interval=FILE_CHECK_INTERVAL,
                          verify_mode=ssl.CERT_REQUIRED if client_ca else None, verify_cafile=client_ca)
         self.config = config
+        self.lifetime = lifetime
         self._client = client
         self._source: certs.Source | None = None
         self.bundle: certs.TLSBundle | None = None
@@ -277,7 +281,7 @@ class WebhookServer(kopf.WebhookServer):
     @property
     def source(self) -> certs.Source:
         if self._source is None:
-            self._source = cert_source(self.config, self._client())
+            self._source = cert_source(self.config, self._client(), self.lifetime)
         return self._source
 
     def _use(self, bundle: certs.TLSBundle) -> None:

@@ -5,13 +5,18 @@ Three sources, chosen by the settings (see `source`):
 - `SecretCerts` (`DIGEST_OPERATOR_WEBHOOK_CERT_SECRET`): the operator's own CA and serving certificate in one Secret
   that every replica shares. The installation ships the Secret empty; the first replica fills it, guarded by the
   Secret's `resourceVersion`, so exactly one CA is ever made and a replica that loses the race reads the winner's.
-  The serving certificate is renewed (by the same CA) 30 days before it expires; the CA lives ten years and is
-  replaced a year before its end. Keys: `ca.crt`, `ca.key`, `tls.crt`, `tls.key`.
+  Keys: `ca.crt`, `ca.key`, `tls.crt`, `tls.key`.
 - `MountedCerts` (`DIGEST_OPERATOR_WEBHOOK_CERT_DIR`): `tls.crt`, `tls.key` and optionally `ca.crt` from a directory,
   e.g. a mounted cert-manager Secret (cert-manager renews; the files are re-read).
 - `LocalCerts` (neither): a CA and a certificate made by this process (one replica: development, tests).
 
-The pure parts (`renewed`, `merge_ca_bundle`, `from_secret_data`, ...) decide; the sources only read and write.
+Renewal (`Lifetime`, `renewal_due`): a serving certificate lives a year and is reissued by the same CA when less
+than a third of its validity is left (about four months before its end); the CA lives ten years and is replaced
+when less than a tenth is left. The admission webhook server asks its source every `webhook_refresh_seconds`, so a
+running operator renews without a restart.
+
+The pure parts (`renewal_due`, `renewed`, `merge_ca_bundle`, `from_secret_data`, ...) decide; the sources only read
+and write.
 """
 
 from __future__ import annotations
@@ -38,11 +43,42 @@ logger = logging.getLogger(__name__)
 
 VALIDITY = datetime.timedelta(days=365)
 """Lifetime of a serving certificate."""
-RENEW_BEFORE = datetime.timedelta(days=30)
+RENEW_FRACTION = 1 / 3
+"""A serving certificate is renewed when less than this part of its validity is left (cert-manager's default)."""
 CA_VALIDITY = datetime.timedelta(days=3650)
-CA_RENEW_BEFORE = datetime.timedelta(days=365)
+CA_RENEW_FRACTION = 1 / 10
+BACKDATE = datetime.timedelta(minutes=5)
+"""notBefore lies this far in the past (clock skew between replicas and the API server), at most a tenth of the
+validity."""
 CA_NAME = "digest-operator webhook CA"
 PEM = serialization.Encoding.PEM
+
+
+@dataclass(frozen=True)
+class Lifetime:
+    """How long certificates live and when they are renewed (shorter only in tests)."""
+
+    validity: datetime.timedelta = VALIDITY
+    renew_fraction: float = RENEW_FRACTION
+    ca_validity: datetime.timedelta = CA_VALIDITY
+    ca_renew_fraction: float = CA_RENEW_FRACTION
+
+
+DEFAULT_LIFETIME = Lifetime()
+
+
+def renewal_due(not_before: datetime.datetime, not_after: datetime.datetime, now: datetime.datetime,
+                fraction: float) -> bool:
+    """Is less than `fraction` of the validity [not_before, not_after] left at `now` (or is `now` outside it)?"""
+    if not (0 < fraction < 1):
+        raise ValueError(f"the renewal fraction must lie between 0 and 1, not {fraction}")
+    if now < not_before:
+        return True
+    return not_after - now < (not_after - not_before) * fraction
+
+
+def _backdated(now: datetime.datetime, validity: datetime.timedelta) -> datetime.datetime:
+    return now - min(BACKDATE, validity / 10)
 
 
 class CertError(Exception):
@@ -74,14 +110,14 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
 
 
-def new_ca(now: datetime.datetime) -> tuple[bytes, bytes]:
-    """(CA certificate, CA key) as PEM, valid for CA_VALIDITY."""
+def new_ca(now: datetime.datetime, validity: datetime.timedelta = CA_VALIDITY) -> tuple[bytes, bytes]:
+    """(CA certificate, CA key) as PEM, valid for `validity`."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, CA_NAME)])
     cert = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + CA_VALIDITY)
+        .serial_number(x509.random_serial_number()).not_valid_before(_backdated(now, validity))
+        .not_valid_after(now + validity)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
                                      content_commitment=False, key_encipherment=False, data_encipherment=False,
@@ -92,8 +128,9 @@ def new_ca(now: datetime.datetime) -> tuple[bytes, bytes]:
     return cert.public_bytes(PEM), _key_pem(key)
 
 
-def issue(ca_pem: bytes, ca_key_pem: bytes, hosts: list[str], now: datetime.datetime) -> tuple[bytes, bytes]:
-    """(serving certificate, its key) as PEM for `hosts` (DNS names or IPs), signed by the CA, valid VALIDITY
+def issue(ca_pem: bytes, ca_key_pem: bytes, hosts: list[str], now: datetime.datetime,
+          validity: datetime.timedelta = VALIDITY) -> tuple[bytes, bytes]:
+    """(serving certificate, its key) as PEM for `hosts` (DNS names or IPs), signed by the CA, valid for `validity`
     (never beyond the CA)."""
     if not hosts:
         raise ValueError("the serving certificate needs at least one host name")
@@ -106,8 +143,8 @@ def issue(ca_pem: bytes, ca_key_pem: bytes, hosts: list[str], now: datetime.date
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])]))
         .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(min(now + VALIDITY, ca.not_valid_after_utc))
+        .not_valid_before(_backdated(now, validity))
+        .not_valid_after(min(now + validity, ca.not_valid_after_utc))
         .add_extension(x509.SubjectAlternativeName([_san(h) for h in dict.fromkeys(hosts)]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, content_commitment=False,
@@ -120,10 +157,10 @@ def issue(ca_pem: bytes, ca_key_pem: bytes, hosts: list[str], now: datetime.date
     return cert.public_bytes(PEM), _key_pem(key)
 
 
-def fresh(hosts: list[str], now: datetime.datetime) -> TLSBundle:
+def fresh(hosts: list[str], now: datetime.datetime, lifetime: Lifetime = DEFAULT_LIFETIME) -> TLSBundle:
     """A new CA and a serving certificate for `hosts`."""
-    ca, ca_key = new_ca(now)
-    cert, key = issue(ca, ca_key, hosts, now)
+    ca, ca_key = new_ca(now, lifetime.ca_validity)
+    cert, key = issue(ca, ca_key, hosts, now, lifetime.validity)
     return TLSBundle(ca=ca, cert=cert, key=key, ca_key=ca_key)
 
 
@@ -134,9 +171,10 @@ def _certificates(pem: bytes) -> list[x509.Certificate]:
         return []
 
 
-def serves(bundle: TLSBundle, hosts: list[str], now: datetime.datetime) -> bool:
-    """Is the serving certificate for every host, signed by the bundle's first CA, matching its key, and valid for
-    longer than RENEW_BEFORE?"""
+def serves(bundle: TLSBundle, hosts: list[str], now: datetime.datetime,
+           renew_fraction: float = RENEW_FRACTION) -> bool:
+    """Is the serving certificate for every host, signed by the bundle's first CA, matching its key, and not yet due
+    for renewal (`renewal_due` with `renew_fraction`)?"""
     certs, cas = _certificates(bundle.cert), _certificates(bundle.ca)
     if not certs or not cas:
         return False
@@ -150,10 +188,11 @@ def serves(bundle: TLSBundle, hosts: list[str], now: datetime.datetime) -> bool:
     if key.public_key() != cert.public_key():
         return False
     covered = {str(n.value) for n in names}
-    return cert.not_valid_after_utc - now > RENEW_BEFORE and all(str(_san(h).value) in covered for h in hosts)
+    due = renewal_due(cert.not_valid_before_utc, cert.not_valid_after_utc, now, renew_fraction)
+    return not due and all(str(_san(h).value) in covered for h in hosts)
 
 
-def _ca_usable(bundle: TLSBundle, now: datetime.datetime) -> bool:
+def _ca_usable(bundle: TLSBundle, now: datetime.datetime, fraction: float) -> bool:
     cas = _certificates(bundle.ca)
     if not cas or not bundle.ca_key:
         return False
@@ -161,22 +200,24 @@ def _ca_usable(bundle: TLSBundle, now: datetime.datetime) -> bool:
         key = serialization.load_pem_private_key(bundle.ca_key, password=None)
     except (ValueError, TypeError):
         return False
-    return key.public_key() == cas[0].public_key() and cas[0].not_valid_after_utc - now > CA_RENEW_BEFORE
+    due = renewal_due(cas[0].not_valid_before_utc, cas[0].not_valid_after_utc, now, fraction)
+    return key.public_key() == cas[0].public_key() and not due
 
 
-def renewed(current: TLSBundle | None, hosts: list[str], now: datetime.datetime) -> TLSBundle | None:
+def renewed(current: TLSBundle | None, hosts: list[str], now: datetime.datetime,
+            lifetime: Lifetime = DEFAULT_LIFETIME) -> TLSBundle | None:
     """The bundle to keep instead of `current` (an operator-kept CA), or None when `current` is still good.
 
     A CA near its end (or missing, or unreadable) is replaced by a new one, and the old CA stays in `ca` while it
     is valid, so that a replica still serving a certificate from it keeps working. Otherwise only the serving
     certificate is reissued, by the same CA, when it is due or misses a host.
     """
-    if current is not None and _ca_usable(current, now):
-        if serves(current, hosts, now):
+    if current is not None and _ca_usable(current, now, lifetime.ca_renew_fraction):
+        if serves(current, hosts, now, lifetime.renew_fraction):
             return None
-        cert, key = issue(current.ca, current.ca_key, hosts, now)
+        cert, key = issue(current.ca, current.ca_key, hosts, now, lifetime.validity)
         return TLSBundle(ca=current.ca, cert=cert, key=key, ca_key=current.ca_key)
-    bundle = fresh(hosts, now)
+    bundle = fresh(hosts, now, lifetime)
     previous = b"".join(c.public_bytes(PEM) for c in _certificates(current.ca if current else b"")[:1]
                         if c.not_valid_after_utc > now)
     return TLSBundle(ca=bundle.ca + previous, cert=bundle.cert, key=bundle.key, ca_key=bundle.ca_key)
@@ -274,9 +315,10 @@ class LocalCerts:
 
     hosts: list[str]
     bundle: TLSBundle | None = None
+    lifetime: Lifetime = DEFAULT_LIFETIME
 
     async def load(self) -> TLSBundle:
-        self.bundle = renewed(self.bundle, self.hosts, _utcnow()) or self.bundle
+        self.bundle = renewed(self.bundle, self.hosts, _utcnow(), self.lifetime) or self.bundle
         assert self.bundle is not None
         return self.bundle
 
@@ -298,6 +340,7 @@ class SecretCerts:
     name: str
     hosts: list[str]
     attempts: int = 5
+    lifetime: Lifetime = DEFAULT_LIFETIME
 
     async def load(self) -> TLSBundle:
         for _ in range(self.attempts):
@@ -308,7 +351,7 @@ class SecretCerts:
                     f"operator-certs) creates it empty, and the operator may only read and update it")
             current = from_secret_data(secret.get("data"))
             now = _utcnow()
-            bundle = renewed(current, self.hosts, now)
+            bundle = renewed(current, self.hosts, now, self.lifetime)
             if bundle is None:
                 assert current is not None
                 return current
@@ -352,7 +395,7 @@ def build(hosts: list[str], now: datetime.datetime | None = None) -> tuple[bytes
 
 
 def usable(files: CertFiles, hosts: list[str], now: datetime.datetime | None = None) -> bool:
-    """Do the files hold a certificate for every host that stays valid for longer than RENEW_BEFORE?"""
+    """Do the files hold a certificate for every host that is not yet due for renewal?"""
     if not files.exist():
         return False
     bundle = TLSBundle(ca=files.ca.read_bytes(), cert=files.cert.read_bytes(), key=files.key.read_bytes())

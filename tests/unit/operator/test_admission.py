@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import copy
 import dataclasses
 import datetime
@@ -19,6 +20,7 @@ from digest_operator import admission, certs
 from digest_operator.admission import denial, needs_pinning
 from digest_operator.config import ConfigError, OperatorConfig
 from digest_operator.k8s import ApiError
+from tests.support.kubeconfig import free_port
 from tests.support.samples import minimal
 from tests.support.schemas import assert_valid
 
@@ -265,16 +267,34 @@ def test_a_fresh_bundle_serves_the_service_names_from_its_own_ca() -> None:
     assert not certs.serves(dataclasses.replace(bundle, key=certs.fresh(SVC_HOSTS, NOW).key), SVC_HOSTS, NOW)
 
 
+def test_renewal_is_due_when_less_than_the_fraction_of_the_validity_is_left() -> None:
+    start, end = NOW, NOW + datetime.timedelta(days=90)
+    day = datetime.timedelta(days=1)
+    assert not certs.renewal_due(start, end, start, 1 / 3)
+    assert not certs.renewal_due(start, end, start + 59 * day, 1 / 3)  # 31 of 90 days left
+    assert certs.renewal_due(start, end, start + 61 * day, 1 / 3)  # 29 left
+    assert certs.renewal_due(start, end, end + day, 1 / 3)  # expired
+    assert certs.renewal_due(start, end, start - day, 1 / 3)  # not yet valid: a clock that jumped back
+    assert not certs.renewal_due(start, end, start + 89 * day, 0.01) and certs.renewal_due(start, end, end, 0.01)
+    for fraction in (0.0, 1.0, -0.5):
+        with pytest.raises(ValueError, match="between 0 and 1"):
+            certs.renewal_due(start, end, start, fraction)
+    # the shipped lifetime: a year's certificate is renewed about four months before its end
+    bundle = certs.fresh(SVC_HOSTS, NOW)
+    assert certs.serves(bundle, SVC_HOSTS, NOW + datetime.timedelta(days=243))
+    assert not certs.serves(bundle, SVC_HOSTS, NOW + datetime.timedelta(days=244))
+
+
 def test_renewal_reissues_by_the_same_ca_and_replaces_a_ca_near_its_end() -> None:
     bundle = certs.fresh(SVC_HOSTS, NOW)
-    due = NOW + certs.VALIDITY - certs.RENEW_BEFORE + datetime.timedelta(days=1)
+    due = NOW + certs.VALIDITY * (1 - certs.RENEW_FRACTION) + datetime.timedelta(days=1)
     reissued = certs.renewed(bundle, SVC_HOSTS, due)
     assert reissued is not None and (reissued.ca, reissued.ca_key) == (bundle.ca, bundle.ca_key)
     assert reissued.cert != bundle.cert and certs.serves(reissued, SVC_HOSTS, due)
     another_host = certs.renewed(bundle, [*SVC_HOSTS, "10.96.0.10"], NOW)
     assert another_host is not None and another_host.ca == bundle.ca
 
-    ca_due = NOW + certs.CA_VALIDITY - certs.CA_RENEW_BEFORE + datetime.timedelta(days=1)
+    ca_due = NOW + certs.CA_VALIDITY * (1 - certs.CA_RENEW_FRACTION) + datetime.timedelta(days=1)
     replaced = certs.renewed(bundle, SVC_HOSTS, ca_due)
     assert replaced is not None and replaced.ca_key != bundle.ca_key
     new_ca, old_ca = x509.load_pem_x509_certificates(replaced.ca)
@@ -389,3 +409,75 @@ def test_a_mounted_certificate_directory_is_read_as_is(tmp_path: Path) -> None:
         asyncio.run(source.load())
     assert isinstance(admission.cert_source(_config(webhook_cert_secret="a/b"), FakeApi()), certs.SecretCerts)
     assert isinstance(admission.cert_source(_config(), FakeApi()), certs.LocalCerts)
+
+
+# --- renewal while the webhook server runs ------------------------------------------------------------------------
+
+SHORT = certs.Lifetime(validity=datetime.timedelta(seconds=4), renew_fraction=0.75,
+                       ca_validity=datetime.timedelta(seconds=8), ca_renew_fraction=0.6)
+"""Certificates reissued after about a second, the CA replaced after about three."""
+
+
+async def _served(port: int, trusted: bytes) -> x509.Certificate | None:
+    """The certificate a TLS handshake with 127.0.0.1:`port` gets, verified (chain, validity, IP SAN) against
+    `trusted` as the API server does with the caBundle; None while the server restarts with a new one."""
+    context = ssl.create_default_context(cadata=trusted.decode())
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="127.0.0.1"), timeout=2)
+    except ssl.SSLCertVerificationError:
+        raise
+    except (OSError, TimeoutError):
+        return None
+    der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    writer.close()
+    return x509.load_der_x509_certificate(der)
+
+
+async def test_a_running_webhook_server_renews_its_certificate_and_ca_and_serves_them(tmp_path: Path) -> None:
+    port = free_port()
+    config = _config(webhook_addr="127.0.0.1", webhook_host="127.0.0.1", webhook_port=port,
+                     webhook_refresh_seconds=0.2)
+    api = FakeApi()
+    server = admission.WebhookServer(config, lambda: api, tmp_path, SHORT)
+
+    async def review(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("no admission request is sent here")
+
+    async def run() -> None:
+        async for _ in server(review):  # Kopf's admission loop consumes the server like this
+            pass
+
+    serving = asyncio.create_task(run())
+    try:
+        await asyncio.wait_for(server.serving.wait(), timeout=10)
+        started = datetime.datetime.now(datetime.UTC)
+        seen: dict[int, x509.Certificate] = {}
+        first_ca: x509.Name | None = None
+        cas: set[bytes] = set()
+        deadline = asyncio.get_running_loop().time() + 20
+        while asyncio.get_running_loop().time() < deadline:
+            registered = admission.registered_ca(api.objects.get(VALIDATING))
+            if registered:
+                cert = await _served(port, registered)  # verified against what the API server would trust
+                if cert is not None:
+                    seen.setdefault(cert.serial_number, cert)
+                    issuer_key = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+                    cas.add(issuer_key.key_identifier or b"")
+                    first_ca = first_ca or cert.issuer
+                    if len(cas) >= 2 and datetime.datetime.now(datetime.UTC) > started + SHORT.ca_validity:
+                        break
+            await asyncio.sleep(0.1)
+        ordered = sorted(seen.values(), key=lambda c: c.not_valid_before_utc)
+        assert len(ordered) >= 3, "the serving certificate was reissued while the server ran"
+        assert len(cas) >= 2, "the CA was replaced while the server ran"
+        # still answering, with a verified certificate, after the first certificate and the first CA expired
+        assert datetime.datetime.now(datetime.UTC) > ordered[0].not_valid_after_utc
+        assert datetime.datetime.now(datetime.UTC) > started + SHORT.ca_validity
+        latest = await _served(port, admission.registered_ca(api.objects[VALIDATING]))
+        assert latest is not None and latest.not_valid_after_utc > datetime.datetime.now(datetime.UTC)
+        assert latest.serial_number not in {c.serial_number for c in ordered[:2]}  # not one of the first ones
+    finally:
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
