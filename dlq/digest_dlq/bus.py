@@ -21,6 +21,7 @@ from azure.servicebus import (
     ServiceBusSender,
     ServiceBusSubQueue,
 )
+from azure.servicebus._pyamqp.types import TYPE, VALUE, AMQPTypes  # the SDK's typed values (as for its longs)
 from azure.servicebus.amqp import AmqpAnnotatedMessage, AmqpMessageBodyType
 from azure.servicebus.exceptions import (
     MessageSizeExceededError,
@@ -131,15 +132,31 @@ def estimate_size(message: DlqMessage) -> int:
     return len(message.body_bytes()) + len(props) + 64
 
 
+_INT32 = range(-(2**31), 2**31)
+
+
+def _wide_ints(value: Any) -> Any:
+    """`value` with every int outside int32 marked as an AMQP long. The SDK decodes long and timestamp to int and
+    encodes an int as int32 only: unmarked, a message with a timestamp or long property or body value fails to encode
+    and takes its whole batch (and lane) with it."""
+    if isinstance(value, int) and not isinstance(value, bool) and value not in _INT32:
+        return {TYPE: AMQPTypes.long, VALUE: value}
+    if isinstance(value, list):
+        return [_wide_ints(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _wide_ints(v) for k, v in value.items()}
+    return value
+
+
 def to_amqp(copy: Copy) -> AmqpAnnotatedMessage:
     """The outgoing message for a `Copy`."""
     body_kw: dict[str, Any]
     if copy.body_type == "data":
         body_kw = {"data_body": list(copy.body) or [b""]}
     elif copy.body_type == "sequence":
-        body_kw = {"sequence_body": list(copy.body)}
+        body_kw = {"sequence_body": _wide_ints(list(copy.body))}
     else:
-        body_kw = {"value_body": copy.body}
+        body_kw = {"value_body": _wide_ints(copy.body)}
     annotations: dict[str, Any] = dict(copy.annotations)
     if copy.scheduled_enqueue_time is not None:
         annotations["x-opt-scheduled-enqueue-time"] = copy.scheduled_enqueue_time
@@ -147,7 +164,8 @@ def to_amqp(copy: Copy) -> AmqpAnnotatedMessage:
     if copy.time_to_live is not None:
         header["time_to_live"] = int(copy.time_to_live * 1000)
     return AmqpAnnotatedMessage(
-        header=header, properties=dict(copy.properties), application_properties=dict(copy.application_properties),
+        header=header, properties=dict(copy.properties),
+        application_properties=_wide_ints(dict(copy.application_properties)),
         annotations=annotations or None, **body_kw,
     )
 

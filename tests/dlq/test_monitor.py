@@ -15,7 +15,8 @@ from click.testing import CliRunner, Result
 from digest_cli import main
 from digest_cli.exitcodes import ExitCode
 from digest_dlq.bus import from_received
-from tests.support.dlqdata import assert_conserved, dead_letter_all, inventory, varied
+from digest_sbemulator.server import EmulatorServer
+from tests.support.dlqdata import REQUEUE_COUNT, Sent, assert_conserved, dead_letter_all, observe, varied
 from tests.support.kubeapi import KubeApi
 from tests.support.kubeconfig import write_kubeconfig
 from tests.support.samples import minimal
@@ -53,12 +54,17 @@ def fail_again(cs: str, queue: str, expected: int) -> int:
     return done
 
 
+def failed_again(sent: list[Sent]) -> dict[str, tuple[str, str]]:
+    """The dead-letter reason and description `fail_again` gives the copies of the transient messages."""
+    return {s.message_id: ("Transient.Exhausted.Http", "again") for s in sent if s.reason.startswith("Transient.")}
+
+
 RETRY = {"name": "retry", "match": {"reason": "Transient.*"}, "action": "Requeue", "maxRequeues": 2,
          "backoff": {"initial": "1ms", "multiplier": 1, "max": "1ms"}}
 
 
-def test_max_requeues_holds_across_runs_and_nothing_loops(cs: str, tmp_path: Path) -> None:
-    expected = dead_letter_all(cs, "orders", varied(30))  # 12 transient, 18 others
+def test_max_requeues_holds_across_runs_and_nothing_loops(cs: str, sb: EmulatorServer, tmp_path: Path) -> None:
+    expected = dead_letter_all(sb, "orders", varied(30))  # 12 transient, 18 others
     policy = write_policy(tmp_path, {"rules": [RETRY], "circuitBreaker": {"threshold": 1000}})
     for run in (1, 2):
         result, report = monitor(cs, policy, tmp_path)
@@ -70,13 +76,14 @@ def test_max_requeues_holds_across_runs_and_nothing_loops(cs: str, tmp_path: Pat
         result, report = monitor(cs, policy, tmp_path)
         assert result.exit_code == 0 and report["requeued"] == 0 and report["count"] == 30
         assert report["skipped"] == {"exhausted": 12, "no-rule": 18}
-    dead = inventory(cs, "orders", dead_letter=True)
-    assert sorted(app.get("x-requeue-count", 0) for _, _, app in dead).count(2) == 12
-    assert_conserved(expected, {"dlq": dead, "queue": inventory(cs, "orders", dead_letter=False)})
+    found = observe(sb, "orders")
+    assert_conserved(expected, found, reasons=failed_again(expected))
+    counts = {str(r.original_id): r.number(REQUEUE_COUNT) for r in found.sdk["dlq"]}
+    assert counts == {s.message_id: 2 if s.message_id in failed_again(expected) else None for s in expected}
 
 
-def test_backoff_schedules_the_copy_in_the_future(cs: str, tmp_path: Path) -> None:
-    dead_letter_all(cs, "orders", varied(10))
+def test_backoff_schedules_the_copy_in_the_future(cs: str, sb: EmulatorServer, tmp_path: Path) -> None:
+    expected = dead_letter_all(sb, "orders", varied(10))
     rule = {**RETRY, "backoff": {"initial": "10m", "multiplier": 2, "max": "1h"}}
     before = datetime.datetime.now(datetime.UTC)
     result, report = monitor(cs, write_policy(tmp_path, {"rules": [rule]}), tmp_path)
@@ -89,10 +96,12 @@ def test_backoff_schedules_the_copy_in_the_future(cs: str, tmp_path: Path) -> No
         assert message.annotations.get("x-opt-message-state") == 2  # scheduled
         assert message.enqueued_time is not None
         assert message.enqueued_time >= before + datetime.timedelta(minutes=10) - datetime.timedelta(seconds=1)
+    assert_conserved(expected, observe(sb, "orders"))  # the scheduled copies are faithful too
 
 
-def test_circuit_breaker_opens_pauses_requeues_and_keeps_parking(cs: str, tmp_path: Path) -> None:
-    expected = dead_letter_all(cs, "orders", varied(30))
+def test_circuit_breaker_opens_pauses_requeues_and_keeps_parking(cs: str, sb: EmulatorServer, tmp_path: Path) \
+        -> None:
+    expected = dead_letter_all(sb, "orders", varied(30))
     policy = write_policy(tmp_path, {
         "rules": [{"name": "poison", "match": {"reason": "Poison.*"}, "action": "Park"}, {**RETRY, "maxRequeues": 5}],
         "parkQueue": "parked", "circuitBreaker": {"threshold": 5, "window": "1h"}})
@@ -103,13 +112,13 @@ def test_circuit_breaker_opens_pauses_requeues_and_keeps_parking(cs: str, tmp_pa
     assert result.exit_code == 0
     assert report["circuit"] == {"state": "Open", "returned": 12, "threshold": 5}
     assert report["requeued"] == 0 and report["skipped"]["circuit-open"] == 12 and report["count"] == 24
-    assert_conserved(expected, {"dlq": inventory(cs, "orders", dead_letter=True),
-                                "queue": inventory(cs, "orders", dead_letter=False),
-                                "parked": inventory(cs, "parked", dead_letter=False)})
+    found = observe(sb, "orders", "parked")
+    assert_conserved(expected, found, reasons=failed_again(expected))
+    assert found.ids("parked") == sorted(s.message_id for s in expected if s.reason.startswith("Poison."))
 
 
-def test_dry_run_reports_and_changes_nothing(cs: str, tmp_path: Path) -> None:
-    dead_letter_all(cs, "orders", varied(15))
+def test_dry_run_reports_and_changes_nothing(cs: str, sb: EmulatorServer, tmp_path: Path) -> None:
+    expected = dead_letter_all(sb, "orders", varied(15))
     before = CliRunner().invoke(main, ["dlq", "list", "-o", "json", "--connection-string", cs, "--queue", "orders"])
     policy = write_policy(tmp_path, {"mode": "DryRun", "rules": [RETRY]})
     result, report = monitor(cs, policy, tmp_path)
@@ -122,11 +131,11 @@ def test_dry_run_reports_and_changes_nothing(cs: str, tmp_path: Path) -> None:
         return [{k: v for k, v in row.items() if k != "ageSeconds"} for row in json.loads(text)]
 
     assert strip(before.stdout) == strip(after.stdout)
-    assert inventory(cs, "orders", dead_letter=False) == []
+    assert_conserved(expected, observe(sb, "orders"))  # all 15 still in the DLQ, every field as sent
 
 
-def test_report_shape_and_bad_policy(cs: str, tmp_path: Path) -> None:
-    dead_letter_all(cs, "orders", varied(3))
+def test_report_shape_and_bad_policy(cs: str, sb: EmulatorServer, tmp_path: Path) -> None:
+    dead_letter_all(sb, "orders", varied(3))
     _, report = monitor(cs, write_policy(tmp_path, {}), tmp_path)
     assert set(report) >= {"v", "pipeline", "queue", "time", "mode", "count", "oldestEnqueuedTime",
                            "oldestAgeSeconds", "decisions", "reasons", "requeued", "parked", "left", "failed",
@@ -139,8 +148,9 @@ def test_report_shape_and_bad_policy(cs: str, tmp_path: Path) -> None:
     assert both.exit_code == ExitCode.USAGE
 
 
-async def test_monitor_reads_the_policy_from_a_pipeline(kube_api: KubeApi, cs: str, tmp_path: Path) -> None:
-    await asyncio.to_thread(dead_letter_all, cs, "orders", varied(10))
+async def test_monitor_reads_the_policy_from_a_pipeline(kube_api: KubeApi, cs: str, sb: EmulatorServer,
+                                                        tmp_path: Path) -> None:
+    await asyncio.to_thread(dead_letter_all, sb, "orders", varied(10))
     body = minimal(serviceBus={"namespace": "contoso.servicebus.windows.net", "queue": "orders",
                                "auth": {"workloadIdentity": {"clientId": "11111111-2222-3333-4444-555555555555"}}},
                    deadLetter={"requeuePolicy": {"mode": "DryRun", "rules": [RETRY]}})

@@ -13,7 +13,16 @@ from click.testing import CliRunner, Result
 
 from digest_cli import main
 from digest_sbemulator.server import EmulatorServer
-from tests.support.dlqdata import dead_letter_all, inventory, varied
+from tests.support.dlqdata import (
+    Sent,
+    assert_conserved,
+    assert_exact,
+    dead_letter_all,
+    default_ttl_ms,
+    from_export,
+    observe,
+    varied,
+)
 
 COUNT = 600
 """Above the 250-per-peek cap."""
@@ -26,21 +35,21 @@ def dlq(cs: str, *args: str) -> Result:
 
 
 @pytest.fixture(params=["reversed", "interleaved"])
-def dead(request: pytest.FixtureRequest, cs: str) -> dict[str, str]:
-    return dead_letter_all(cs, "orders", varied(COUNT), order=request.param)
+def dead(request: pytest.FixtureRequest, sb: EmulatorServer) -> list[Sent]:
+    return dead_letter_all(sb, "orders", varied(COUNT), order=request.param)
 
 
-def test_list_shows_every_message_once_in_sequence_order(cs: str, dead: dict[str, str]) -> None:
+def test_list_shows_every_message_once_in_sequence_order(cs: str, dead: list[Sent]) -> None:
     result = dlq(cs, "list", "-o", "jsonl")
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     seqs = [r["sequenceNumber"] for r in rows]
     assert len(rows) == COUNT and seqs == sorted(set(seqs))
-    assert {r["messageId"] for r in rows} == set(dead)
+    assert sorted(r["messageId"] for r in rows) == sorted(s.message_id for s in dead)
 
 
 def test_stats_counts_by_peek_and_by_the_management_api_and_says_which(cs: str, sb: EmulatorServer,
-                                                                        dead: dict[str, str]) -> None:
+                                                                        dead: list[Sent]) -> None:
     peeked = json.loads(dlq(cs, "stats", "-o", "json").stdout)
     assert peeked["selected"] == COUNT and sum(g["count"] for g in peeked["groups"]) == COUNT
     assert (peeked["runtime"]["source"], peeked["runtime"]["deadLetterMessageCount"]) == ("peek", COUNT)
@@ -48,22 +57,23 @@ def test_stats_counts_by_peek_and_by_the_management_api_and_says_which(cs: str, 
     assert (managed["runtime"]["source"], managed["runtime"]["deadLetterMessageCount"]) == ("management", COUNT)
 
 
-def test_export_writes_each_message_once(cs: str, tmp_path: Path, dead: dict[str, str]) -> None:
+def test_export_writes_each_message_once(cs: str, sb: EmulatorServer, tmp_path: Path, dead: list[Sent]) -> None:
     path = tmp_path / "dlq.jsonl"
     assert dlq(cs, "export", "--file", str(path)).exit_code == 0
     records = [json.loads(line) for line in path.read_text().splitlines()]
-    assert len(records) == COUNT
     assert len({r["sequenceNumber"] for r in records}) == COUNT
+    assert_exact(dead, {"export": [from_export(r) for r in records]}, default_ttl_ms=default_ttl_ms(sb, "orders"))
 
 
-def test_purge_selects_and_removes_exactly_the_matching_messages(cs: str, dead: dict[str, str]) -> None:
+def test_purge_selects_and_removes_exactly_the_matching_messages(cs: str, sb: EmulatorServer, dead: list[Sent]) \
+        -> None:
     listed = [json.loads(line) for line in dlq(cs, "list", "-o", "jsonl", "--reason", "Poison.*").stdout.splitlines()]
     poison = {r["messageId"] for r in listed}
     assert 0 < len(poison) < COUNT
     summary = json.loads(dlq(cs, "purge", "--reason", "Poison.*", "--yes", "-o", "json").stdout)
     assert (summary["purged"], summary["failed"], summary["left"]) == (len(poison), 0, 0)
-    left = {mid for mid, _, _ in inventory(cs, "orders", dead_letter=True)}
-    assert left == set(dead) - poison
+    assert poison == {s.message_id for s in dead if s.reason.startswith("Poison.")}
+    assert_conserved([s for s in dead if s.message_id not in poison], observe(sb, "orders"))  # the rest untouched
 
 
 def _monitor(cs: str, tmp_path: Path, *extra: str) -> dict[str, Any]:
@@ -78,7 +88,7 @@ def _monitor(cs: str, tmp_path: Path, *extra: str) -> dict[str, Any]:
 
 
 def test_the_monitor_counts_every_message_once_and_names_its_source(cs: str, sb: EmulatorServer, tmp_path: Path,
-                                                                     dead: dict[str, str]) -> None:
+                                                                     dead: list[Sent]) -> None:
     peeked = _monitor(cs, tmp_path)
     assert (peeked["count"], peeked["countSource"]) == (COUNT, "peek")
     managed = _monitor(cs, tmp_path, "--ca-file", str(sb.tls.ca_file))
