@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
+import json
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -181,10 +181,7 @@ def _uid(obj: Obj | None) -> str:
 def newer(candidate: Obj, stored: Obj) -> bool:
     """Is `candidate` a later version than `stored`? resourceVersions are opaque, but etcd's are increasing
     integers; others (never seen from kube-apiserver) count as newer when they differ."""
-    a, b = _version(candidate), _version(stored)
-    if a.isdigit() and b.isdigit():
-        return int(a) > int(b)
-    return a != b
+    return newer_version(_version(candidate), _version(stored))
 
 
 def pipeline_of(obj: Obj) -> PipelineKey | None:
@@ -216,86 +213,129 @@ class Change:
         return found
 
 
+def newer_version(a: str, b: str) -> bool:
+    """Is resourceVersion `a` later than `b`? (See `newer`.)"""
+    if a.isdigit() and b.isdigit():
+        return int(a) > int(b)
+    return a != b
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One stored object: what the store decides with, and the object itself as compact JSON (a third of the
+    memory of the dicts, and decoding it is a reader's own copy, cheaper than a deep copy)."""
+
+    version: str
+    uid: str
+    namespace: str | None
+    labels: dict[str, str]
+    owner: PipelineKey | None
+    data: bytes
+
+    @classmethod
+    def of(cls, obj: Obj) -> _Entry:
+        meta = obj.get("metadata") or {}
+        return cls(_version(obj), _uid(obj), meta.get("namespace"), dict(meta.get("labels") or {}), pipeline_of(obj),
+                   json.dumps(obj, separators=(",", ":")).encode())
+
+    def decode(self) -> Obj:
+        decoded: Obj = json.loads(self.data)
+        return decoded
+
+
 @dataclass
 class Store:
-    """The objects of one kind, by (namespace, name), with an index by pipeline. Never mutates what it holds:
-    every version is a new dict, so a reader's copy stays as it was read."""
+    """The objects of one kind, by (namespace, name), with an index by pipeline. Every read decodes a fresh copy:
+    a reader may change what it got."""
 
     view: Callable[[Obj], Obj] = _without_managed_fields
-    objects: dict[ObjKey, Obj] = field(default_factory=dict)
+    _entries: dict[ObjKey, _Entry] = field(default_factory=dict)
     by_pipeline: dict[PipelineKey, set[ObjKey]] = field(default_factory=dict)
     _tombstones: dict[ObjKey, str] = field(default_factory=dict)
     """uid of objects the operator deleted, until their DELETED event: a late event of theirs is no resurrection."""
 
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def keys(self) -> list[ObjKey]:
+        return list(self._entries)
+
     def get(self, namespace: str | None, name: str) -> Obj | None:
-        return self.objects.get((namespace, name))
+        entry = self._entries.get((namespace, name))
+        return entry.decode() if entry is not None else None
 
     def of_pipeline(self, pipeline: PipelineKey) -> list[Obj]:
-        return [self.objects[key] for key in self.by_pipeline.get(pipeline, ())]
+        return [self._entries[key].decode() for key in self.by_pipeline.get(pipeline, ())]
 
-    def _put(self, key: ObjKey, obj: Obj | None) -> None:
-        old = self.objects.get(key)
-        if old is not None and (owner := pipeline_of(old)) is not None:
-            members = self.by_pipeline.get(owner)
+    def select(self, namespace: str | None, requirements: Sequence[Requirement]) -> list[Obj]:
+        """The objects in `namespace` (None: all) whose labels meet `requirements`."""
+        return [entry.decode() for entry in self._entries.values()
+                if (namespace is None or entry.namespace == namespace)
+                and selector_matches(requirements, entry.labels)]
+
+    def _put(self, key: ObjKey, entry: _Entry | None) -> None:
+        old = self._entries.get(key)
+        if old is not None and old.owner is not None:
+            members = self.by_pipeline.get(old.owner)
             if members is not None:
                 members.discard(key)
                 if not members:
-                    del self.by_pipeline[owner]
-        if obj is None:
-            self.objects.pop(key, None)
+                    del self.by_pipeline[old.owner]
+        if entry is None:
+            self._entries.pop(key, None)
             return
-        self.objects[key] = obj
-        if (owner := pipeline_of(obj)) is not None:
-            self.by_pipeline.setdefault(owner, set()).add(key)
+        self._entries[key] = entry
+        if entry.owner is not None:
+            self.by_pipeline.setdefault(entry.owner, set()).add(key)
 
     def apply(self, type_: str, raw: Obj) -> Change | None:
         """A watch event (or a write's answer, as MODIFIED). None when it changes nothing: an echo of a version
         already held, an older version, a late event of an object the operator deleted."""
         obj = self.view(raw)
-        key = _key(obj)
-        old = self.objects.get(key)
+        key, version, uid = _key(obj), _version(obj), _uid(obj)
+        held = self._entries.get(key)
         if type_ == "DELETED":
             self._tombstones.pop(key, None)
-            if old is None or (_uid(old) != _uid(obj) and newer(old, obj)):
+            if held is None or (held.uid != uid and newer_version(held.version, version)):
                 return None  # gone already, or a newer namesake (written meanwhile) took its place
             self._put(key, None)
-            return Change("DELETED", old, None)
+            return Change("DELETED", held.decode(), None)
         if key in self._tombstones:
-            if self._tombstones[key] == _uid(obj):
+            if self._tombstones[key] == uid:
                 return None
             del self._tombstones[key]
-        if old is not None and not newer(obj, old):
+        if held is not None and not newer_version(version, held.version):
             return None
-        self._put(key, obj)
-        return Change("ADDED" if old is None else "MODIFIED", old, obj)
+        self._put(key, _Entry.of(obj))
+        return Change("ADDED" if held is None else "MODIFIED", held.decode() if held is not None else None, obj)
 
     def forget(self, namespace: str | None, name: str, uid: str) -> Change | None:
         """The operator deleted this object (with a uid precondition): drop it now, ignore its late events."""
         key = (namespace, name)
-        old = self.objects.get(key)
-        if old is None or _uid(old) != uid:
+        held = self._entries.get(key)
+        if held is None or held.uid != uid:
             return None
         self._tombstones[key] = uid
         self._put(key, None)
-        return Change("DELETED", old, None)
+        return Change("DELETED", held.decode(), None)
 
     def replace(self, items: Iterable[Obj], version: str) -> list[Change]:
         """Merge a fresh list taken at resourceVersion `version`: what it lacks was deleted, what differs changed.
         An object written by the operator after the list was taken (a newer version than the list's) stays."""
         fresh = {_key(view := self.view(raw)): view for raw in items}
         changes: list[Change] = []
-        floor = {"metadata": {"resourceVersion": version}}
-        for key, old in list(self.objects.items()):
-            if key not in fresh and not (version and newer(old, floor)):
+        for key, held in list(self._entries.items()):
+            if key not in fresh and not (version and newer_version(held.version, version)):
                 self._put(key, None)
-                changes.append(Change("DELETED", old, None))
+                changes.append(Change("DELETED", held.decode(), None))
         for key, obj in fresh.items():
             if self._tombstones.get(key) == _uid(obj):
                 continue  # deleted by the operator after the list was taken
-            held = self.objects.get(key)
-            if held is None or newer(obj, held):
-                self._put(key, obj)
-                changes.append(Change("ADDED" if held is None else "MODIFIED", held, obj))
+            entry = self._entries.get(key)
+            if entry is None or newer_version(_version(obj), entry.version):
+                self._put(key, _Entry.of(obj))
+                changes.append(Change("ADDED" if entry is None else "MODIFIED",
+                                      entry.decode() if entry is not None else None, obj))
         self._tombstones = {k: uid for k, uid in self._tombstones.items() if fresh.get(k) and _uid(fresh[k]) == uid}
         return changes
 
@@ -504,8 +544,7 @@ class Cache:
         informer = self._answering(api_version, plural, namespace)
         if informer is None:
             return await self.client.get(api_version, plural, namespace, name)
-        found = informer.store.get(namespace, name)
-        return copy.deepcopy(found) if found is not None else None
+        return informer.store.get(namespace, name)
 
     async def list(self, api_version: str, plural: str, namespace: str | None, label_selector: str) -> list[Obj]:
         """The cached objects matching `label_selector`; from the API when no informer can answer, or when the
@@ -517,10 +556,7 @@ class Cache:
             informer = None
         if informer is None or not implies(wanted, informer.kind.requirements):
             return list(await self.client.list(api_version, plural, namespace, label_selector))
-        objects = informer.store.objects.values()
-        return [copy.deepcopy(obj) for obj in objects
-                if (namespace is None or (obj.get("metadata") or {}).get("namespace") == namespace)
-                and selector_matches(wanted, (obj.get("metadata") or {}).get("labels") or {})]
+        return informer.store.select(namespace, wanted)
 
     # --- write-through ----------------------------------------------------------------------------------------
 

@@ -69,18 +69,24 @@ def configure(settings: kopf.OperatorSettings, runtime: Runtime) -> None:
         settings.admission.managed = None
 
 
-async def run_reconcile(runtime: Runtime, body: Any, logger: logging.Logger | Any, *, from_timer: bool) -> None:
+async def run_reconcile(runtime: Runtime, body: Any, logger: logging.Logger | Any, *, from_timer: bool,
+                        resync: bool = False) -> None:
     """Reconcile one pipeline, write its status and Events; map failures to Kopf's retry semantics.
 
-    Triggers run one at a time per pipeline, and each takes the newest version of the pipeline known: a trigger's
-    copy may be older than the status the previous reconcile wrote, and Events and status are computed against the
-    current state (the status write's resourceVersion precondition catches what this process has not seen yet).
+    Triggers run one at a time per pipeline, at most `runtime.slots` reconciles at once (a thousand pipelines
+    created together must not queue a thousand reconciles' requests on the client's connections, where they time
+    out), and a `resync` only when still due once its turn comes. Each takes the newest version of the pipeline
+    known: a trigger's copy may be older than the status the previous reconcile wrote, and Events and status are
+    computed against the current state (the status write's resourceVersion precondition catches what this process
+    has not seen yet).
     """
     meta = plain(body).get("metadata", {})
     namespace, name = meta.get("namespace"), meta.get("name", "")
     started = time.perf_counter()
     metrics = runtime.metrics
-    async with runtime.lock(str(meta.get("uid"))):
+    async with runtime.lock(str(meta.get("uid"))), runtime.slots:
+        if resync and not runtime.resync_due(str(meta.get("uid"))):
+            return  # reconciled meanwhile (while this one waited for its turn)
         try:
             raw = runtime.freshest(plain(body))
             if raw is None:  # versions not comparable: read it
@@ -230,7 +236,7 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
                 initial_delay=runtime.config.resync_seconds)
     async def _resync(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         if runtime.resync_due(str(body.get("metadata", {}).get("uid"))):
-            await run_reconcile(runtime, body, logger, from_timer=True)
+            await run_reconcile(runtime, body, logger, from_timer=True, resync=True)
 
     # Kopf's way to react to other objects at once (docs/reconciliation.rst): a daemon per pipeline awaits what its
     # children's watches report. Cancelled when the pipeline is deleted or the operator stops.

@@ -4,6 +4,7 @@ per-object locks, the wake-ups of pipelines whose children changed, and the newe
 from __future__ import annotations
 
 import asyncio
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -13,12 +14,16 @@ from typing import Any
 
 import kopf
 
-from digest_operator.cache import Cache, CachingApi, PipelineKey, WatchSettings, newer
+from digest_operator.cache import Cache, CachingApi, PipelineKey, WatchSettings, newer_version
 from digest_operator.config import OperatorConfig
 from digest_operator.k8s import KubeClient
 from digest_operator.metrics import OperatorMetrics
 from digest_operator.pinning import Backoff
 from digest_operator.registry import RegistryClient
+
+CONCURRENT_RECONCILES = 32
+"""At most this many reconciles at once: half the client's connections (each reconcile's requests are sequential
+but for the reads of children the cache lacks, made together), so none waits long for a connection."""
 
 
 def default_credentials() -> kopf.ConnectionInfo:
@@ -47,8 +52,10 @@ class Runtime:
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _reconciled_at: dict[str, float] = field(default_factory=dict)
     _reconciles: dict[str, int] = field(default_factory=dict)
+    slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(CONCURRENT_RECONCILES))
+    """Reconciles running at once (see CONCURRENT_RECONCILES)."""
     _wakeups: dict[PipelineKey, asyncio.Event] = field(default_factory=dict)
-    _latest: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _latest: dict[str, tuple[str, bytes | None]] = field(default_factory=dict)
 
     @property
     def client(self) -> KubeClient:
@@ -128,23 +135,33 @@ class Runtime:
             self.wake_count += 1
             event.set()
 
-    def remember(self, body: dict[str, Any] | None) -> None:
-        """A version of a pipeline (e.g. the answer of our status write), if newer than the one held."""
+    def remember(self, body: dict[str, Any] | None, *, keep: bool = True) -> None:
+        """A version of a pipeline, if newer than the one held: with `keep` (the answer of our status write, which
+        Kopf's watch brings only later) its content too, compact, else only that it exists."""
         meta = (body or {}).get("metadata") or {}
-        uid = meta.get("uid")
+        uid, version = meta.get("uid"), str(meta.get("resourceVersion") or "")
         if body is None or not uid:
             return
         held = self._latest.get(str(uid))
-        if held is None or newer(body, held):
-            self._latest[str(uid)] = body
+        if held is None or newer_version(version, held[0]):
+            data = None
+            if keep:
+                meta = {k: v for k, v in meta.items() if k != "managedFields"}
+                data = json.dumps({**body, "metadata": meta}, separators=(",", ":")).encode()
+            self._latest[str(uid)] = (version, data)
 
     def freshest(self, body: dict[str, Any]) -> dict[str, Any] | None:
         """The newest version known of the pipeline `body` (a trigger's copy, or what we wrote since); None when
-        versions cannot be compared (not etcd's integers): then read it."""
-        self.remember(body)
-        latest = self._latest[str(body["metadata"]["uid"])]
-        versions = [str(b["metadata"].get("resourceVersion") or "") for b in (body, latest)]
-        return latest if all(v.isdigit() for v in versions) else None
+        that is not at hand or versions cannot be compared (not etcd's integers): then read it."""
+        version = str(body["metadata"].get("resourceVersion") or "")
+        held = self._latest.get(str(body["metadata"]["uid"]))
+        if not version.isdigit() or (held is not None and not held[0].isdigit()):
+            return None
+        if held is not None and newer_version(held[0], version):
+            found: dict[str, Any] | None = json.loads(held[1]) if held[1] is not None else None
+            return found
+        self.remember(body, keep=False)
+        return body
 
     def forget(self, uid: str) -> None:
         self._locks.pop(uid, None)
