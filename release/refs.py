@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import re
-
-_PINNED = re.compile(r"^(?P<name>[^@\s]+)@(?P<digest>sha256:[0-9a-f]{64})$")
+from digest_api.imageref import parse_image
 
 
 class NotPinned(ValueError):
@@ -13,12 +11,11 @@ class NotPinned(ValueError):
 
 def split_pinned(ref: str) -> tuple[str, str]:
     """`NAME[:TAG]@sha256:<64 hex>` → (`NAME`, `sha256:<64 hex>`); the tag, if any, is dropped (the digest decides).
-    Raises NotPinned for anything else."""
-    match = _PINNED.match(ref.strip())
-    if match is None:
+    Raises NotPinned for anything else. Parsed by the same rule as the operator's `spec.image`."""
+    try:
+        image = parse_image(ref.strip())
+    except ValueError:
+        image = None
+    if image is None or image.digest is None:
         raise NotPinned(f"{ref!r} is not pinned by digest: give NAME@sha256:<64 lowercase hex>")
-    name = match["name"]
-    last = name.rsplit("/", 1)[-1]
-    if ":" in last:  # a tag next to the digest: NAME:TAG@sha256:… (a port belongs to the registry host, before a /)
-        name = name[: len(name) - len(last)] + last.split(":", 1)[0]
-    return name, match["digest"]
+    return image.name, image.digest
