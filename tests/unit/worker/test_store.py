@@ -58,6 +58,7 @@ async def test_unreachable_database_is_systemic() -> None:
     finally:
         await s.close()
     assert classify(OSError("boom")).failure.category is Category.SYSTEMIC
+    assert classify(ConnectionResetError("reset by peer")).failure.category is Category.TRANSIENT  # lost, not down
 
 
 def _translated(error: Exception) -> Exception:
@@ -73,6 +74,7 @@ def _translated(error: Exception) -> Exception:
     ("ConnectionFailureError", Category.SYSTEMIC),  # 08006
     ("ClientCannotConnectError", Category.SYSTEMIC),  # 08001
     ("AdminShutdownError", Category.TRANSIENT),  # 57P01: this connection was killed; the next one works
+    ("ConnectionDoesNotExistError", Category.TRANSIENT),  # 08003: the same, when asyncpg saw the close first
     ("SerializationError", Category.TRANSIENT),  # 40001
 ])
 def test_server_errors_by_sqlstate(error: str, category: Category) -> None:

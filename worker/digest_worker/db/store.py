@@ -158,13 +158,23 @@ def sqlite_file(url: str) -> str | None:
     return database
 
 
+# A connection that was there and is gone (a killed backend, a reset): the next attempt gets a new one.
+_LOST_SQLSTATES = frozenset({"08003", "57P01"})  # connection_does_not_exist (asyncpg: closed under us), admin_shutdown
+_LOST_ERRORS = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)
+
+
 def unreachable(exc: BaseException) -> bool:
     """The database cannot be reached at all: no connection could be made (refused, no route, name unknown, timed
     out), or the server refuses connections while it starts or shuts down (SQLSTATE class 08, 57P03). Not a
-    connection lost mid-statement (a killed backend, 57P01): the next attempt gets a new one."""
+    connection lost mid-statement (a killed backend: 57P01, or 08003 when the client saw the socket close first;
+    a reset): the next attempt gets a new one, and if the server is down that attempt is refused."""
+    if isinstance(exc, _LOST_ERRORS):
+        return False
     if isinstance(exc, OSError | TimeoutError):
         return True
     sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None) or getattr(exc, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate in _LOST_SQLSTATES:
+        return False
     return isinstance(sqlstate, str) and (sqlstate.startswith("08") or sqlstate == "57P03")
 
 
