@@ -257,7 +257,7 @@ class Store:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def keys(self) -> list[ObjKey]:
+    def object_keys(self) -> list[ObjKey]:
         return list(self._entries)
 
     def get(self, namespace: str | None, name: str) -> Obj | None:

@@ -127,7 +127,7 @@ def test_a_relist_turns_what_was_missed_into_changes() -> None:
                             version="20")
     assert sorted((c.type, c.obj["metadata"]["name"]) for c in changes) == [
         ("ADDED", "new"), ("DELETED", "gone"), ("MODIFIED", "edited")]
-    assert sorted(name for _, name in store.keys()) == ["edited", "kept", "late", "new", "ours"]
+    assert sorted(name for _, name in store.object_keys()) == ["edited", "kept", "late", "new", "ours"]
 
 
 def test_what_the_operator_deleted_is_not_resurrected_by_late_events() -> None:
