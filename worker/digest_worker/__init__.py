@@ -3,5 +3,5 @@ and posts it proactively into its Teams conversation, idempotent under redeliver
 with poison handling aligned with maxDeliveryCount, metrics and a graceful stop.
 
 Pure core: `request`/`body` (parse once, AMQP body types normalised), `card`, `settlement` and `failures`
-(what to do with each outcome), `processing` (one message end to end). Thin I/O: `consumer`/`source` (Service Bus), `teams` (botbuilder), `db` (the
-store), `app` (wiring)."""
+(what to do with each outcome), `processing` (one message end to end). Thin I/O: `consumer`/`source` (Service
+Bus), `teams` (botbuilder), `db` (the store), `app` (wiring)."""

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from digest_operator.cache import OWNED_SELECTOR, parse_selector, selector_matches
 from digest_operator.conditions import find
 from digest_operator.k8s import ApiError, response_error
 from digest_operator.reconcile import reconcile
@@ -21,8 +22,10 @@ class MemoryApi:
         self.objects: dict[tuple[str, str, str | None, str], dict[str, Any]] = {}
         self.writes: list[tuple[str, str, str]] = []
         self.fail_apply: dict[str, ApiError] = {}
+        self.gets: list[str] = []
 
     async def get(self, api_version: str, plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        self.gets.append(plural)
         obj = self.objects.get((api_version, plural, namespace, name))
         return copy.deepcopy(obj) if obj is not None else None
 
@@ -46,6 +49,23 @@ class MemoryApi:
         return [copy.deepcopy(obj) for (v, p, ns, _), obj in self.objects.items()
                 if (v, p, ns) == (api_version, plural, namespace)
                 and wanted.items() <= (obj["metadata"].get("labels") or {}).items()]
+
+
+class LabelledCache:
+    """What the watch cache holds: only the objects carrying the operator's labels (its server-side selector)."""
+
+    def __init__(self, api: MemoryApi) -> None:
+        self.api = api
+
+    async def get(self, api_version: str, plural: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        obj = self.api.objects.get((api_version, plural, namespace, name))
+        labels = (obj or {}).get("metadata", {}).get("labels") or {}
+        return copy.deepcopy(obj) if obj and selector_matches(parse_selector(OWNED_SELECTOR), labels) else None
+
+    async def list(self, api_version: str, plural: str, namespace: str | None, label_selector: str) \
+            -> list[dict[str, Any]]:
+        return [obj for obj in await self.api.list(api_version, plural, namespace, label_selector)
+                if selector_matches(parse_selector(OWNED_SELECTOR), obj["metadata"].get("labels") or {})]
 
 
 def _body(**spec: Any) -> dict[str, Any]:
@@ -191,3 +211,27 @@ async def test_removed_fields_trigger_an_apply_and_are_reported_as_an_update() -
     assert ("Updated", "CronJob") in {(c.action, c.kind) for c in outcome.changes}
     key = next(k for k in api.objects if k[1] == "deployments")
     assert "nodeSelector" not in api.objects[key]["spec"]["template"]["spec"]
+
+
+async def test_a_child_the_cache_lacks_is_read_from_the_api_once_so_an_unlabelled_namesake_is_not_taken_over() -> None:
+    """The cache holds only objects with the operator's labels: before creating a child it does not hold, the
+    reconcile reads it from the API (one GET per absent child), and a same-named object without those labels is a
+    conflict, never applied over. Once the children are cached, a reconcile reads nothing from the API."""
+    api = MemoryApi()
+    api.objects[("apps/v1", "deployments", "default", "demo-worker")] = {
+        "metadata": {"name": "demo-worker", "uid": "someone-else"}, "spec": {}}
+    cache = LabelledCache(api)
+    outcome = await reconcile(_body(), api, NOW, cache=cache)
+    assert ("apply", "Deployment", "demo-worker") not in api.writes
+    degraded = find(outcome.status["conditions"], "Degraded")
+    assert degraded is not None and degraded["reason"] == "ChildConflict"
+    assert sorted(api.gets) == sorted(plural for (_, plural, _, _) in api.objects)  # each child once, none twice
+
+    api.objects.pop(("apps/v1", "deployments", "default", "demo-worker"))
+    body = {**_body(), "status": outcome.status}
+    outcome = await reconcile(body, api, NOW, cache=cache)
+    assert ("apply", "Deployment", "demo-worker") in api.writes
+    api.gets.clear()
+    api.writes.clear()
+    await reconcile({**body, "status": outcome.status}, api, NOW, cache=cache)
+    assert api.gets == [] and api.writes == []
