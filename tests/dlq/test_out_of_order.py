@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.servicebus import ServiceBusClient
 from click.testing import CliRunner, Result
 
 from digest_cli import main
@@ -93,3 +94,28 @@ def test_the_monitor_counts_every_message_once_and_names_its_source(cs: str, sb:
     assert (peeked["count"], peeked["countSource"]) == (COUNT, "peek")
     managed = _monitor(cs, tmp_path, "--ca-file", str(sb.tls.ca_file))
     assert (managed["count"], managed["countSource"]) == (COUNT, "management")
+
+
+def test_the_dead_letter_queue_of_a_requeue_target_filled_out_of_order_is_walked_once(cs: str,
+                                                                                      dead: list[Sent]) -> None:
+    """Requeued to another queue, the copies fail again there in another order: that queue's DLQ is walked once."""
+    moved = CliRunner().invoke(main, ["dlq", "requeue", "--connection-string", cs, "--queue", "orders", "--to",
+                                      "other", "--yes", "-o", "json", *FAST], catch_exceptions=False)
+    assert moved.exit_code == 0, moved.output
+    with ServiceBusClient.from_connection_string(cs) as client, \
+            client.get_queue_receiver("other", prefetch_count=0) as receiver:
+        held: list[Any] = []
+        while len(held) < COUNT:
+            page = receiver.receive_messages(max_message_count=100, max_wait_time=5)
+            assert page, f"only {len(held)} of {COUNT} requeued copies arrived"
+            held += page
+        for received in held[::-1]:
+            receiver.dead_letter_message(received, reason="Permanent.Again")
+    copies = sorted(str(m.message_id) for m in held)
+    assert len(set(copies)) == COUNT
+    result = CliRunner().invoke(main, ["dlq", "list", "-o", "jsonl", "--connection-string", cs, "--queue", "other",
+                                       *FAST], catch_exceptions=False)
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    seqs = [r["sequenceNumber"] for r in rows]
+    assert len(rows) == COUNT and seqs == sorted(set(seqs))
+    assert sorted(r["messageId"] for r in rows) == copies
