@@ -80,8 +80,9 @@ async def run_reconcile(runtime: Runtime, body: Any, logger: logging.Logger | An
     computed against the current state (the status write's resourceVersion precondition catches what this process
     has not seen yet).
     """
-    meta = plain(body).get("metadata", {})
-    namespace, name = meta.get("namespace"), meta.get("name", "")
+    # only these three while waiting for a slot: a thousand waiting triggers must not each hold a copy of the body
+    meta = {key: body.get("metadata", {}).get(key) for key in ("namespace", "name", "uid")}
+    namespace, name = meta.get("namespace"), meta.get("name") or ""
     started = time.perf_counter()
     metrics = runtime.metrics
     async with runtime.lock(str(meta.get("uid"))), runtime.slots:
