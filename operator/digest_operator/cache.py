@@ -27,6 +27,7 @@ import contextlib
 import json
 import logging
 import re
+import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -223,7 +224,8 @@ def newer_version(a: str, b: str) -> bool:
 @dataclass(slots=True)
 class _Entry:
     """One stored object: what the store decides with, and the object itself as compact JSON (a third of the
-    memory of the dicts, and decoding it is a reader's own copy, cheaper than a deep copy)."""
+    memory of the dicts, and decoding it is a reader's own copy, cheaper than a deep copy). Label keys and values
+    are interned: ten thousand children share a few keys and one instance name per pipeline."""
 
     version: str
     uid: str
@@ -235,7 +237,8 @@ class _Entry:
     @classmethod
     def of(cls, obj: Obj) -> _Entry:
         meta = obj.get("metadata") or {}
-        return cls(_version(obj), _uid(obj), meta.get("namespace"), dict(meta.get("labels") or {}), pipeline_of(obj),
+        labels = {sys.intern(str(k)): sys.intern(str(v)) for k, v in (meta.get("labels") or {}).items()}
+        return cls(_version(obj), _uid(obj), meta.get("namespace"), labels, pipeline_of(obj),
                    json.dumps(obj, separators=(",", ":")).encode())
 
     def decode(self) -> Obj:

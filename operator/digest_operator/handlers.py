@@ -29,6 +29,7 @@ from digest_operator.runtime import Runtime
 from digest_operator.status import CHANGE_ACTIONS, Event
 
 PERSISTENCE_PREFIX = "digest.dev"
+PIPELINE_LIST_PAGE = 100
 
 
 def plain(value: Any) -> Any:
@@ -55,6 +56,9 @@ def configure(settings: kopf.OperatorSettings, runtime: Runtime) -> None:
     # the watchers on a real apiserver
     settings.watching.server_timeout = max(1, round(config.watch_server_timeout))
     settings.watching.client_timeout = config.watch_client_timeout
+    # Kopf lists again each time a watch ends: in pages, so a thousand pipelines' list is never one response held
+    # whole (as text and decoded) beside the bodies it keeps
+    settings.watching.chunk_size = PIPELINE_LIST_PAGE
     settings.networking.request_timeout = config.request_timeout
     settings.networking.error_backoffs = list(config.error_backoffs)
     settings.execution.default_backoff = config.retry_delay
