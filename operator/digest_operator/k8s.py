@@ -28,6 +28,8 @@ import kopf
 
 TRANSIENT_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+CONNECTIONS = 32
+"""Connections for requests (watches have their own pool); twice runtime.CONCURRENT_RECONCILES."""
 
 RequestObserver = Callable[[str, int], None]
 """Called with (method, HTTP status or 0 for a connection error) after every request."""
@@ -179,7 +181,7 @@ class KubeClient:
                     headers["Authorization"] = f"{info.scheme or 'Bearer'} {info.token}"
                 auth = aiohttp.BasicAuth(info.username, info.password or "") if info.username else None
                 tls = _ssl_context(info, Path(self._workdir.name))
-                connector = aiohttp.TCPConnector(ssl=tls, limit=64)
+                connector = aiohttp.TCPConnector(ssl=tls, limit=CONNECTIONS)
                 self._session = aiohttp.ClientSession(
                     headers=headers, auth=auth, connector=connector, timeout=self._timeout,
                 )

@@ -21,9 +21,11 @@ from digest_operator.metrics import OperatorMetrics
 from digest_operator.pinning import Backoff
 from digest_operator.registry import RegistryClient
 
-CONCURRENT_RECONCILES = 32
+CONCURRENT_RECONCILES = 16
 """At most this many reconciles at once: half the client's connections (each reconcile's requests are sequential
-but for the reads of children the cache lacks, made together), so none waits long for a connection."""
+but for the reads of children the cache lacks, made together), so none waits long for a connection. Time to Ready
+is set by the rollouts (kube-controller-manager's client rate limit), not by this; each reconcile in flight holds
+its children and renderings, each connection its TLS buffers (bench/README.md, operator scale)."""
 
 
 def default_credentials() -> kopf.ConnectionInfo:
