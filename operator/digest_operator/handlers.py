@@ -1,10 +1,12 @@
 """Kopf wiring: every trigger calls one reconcile; the status is written by our client; Events on transitions.
 
-Triggers: resume/create/update of a pipeline, a resync timer (drift repair, level-triggered, the safety net), and
-changes the watch caches report of the pipeline's children, pods and Jobs (rollout progress, a finished DLQ
-monitor, a child deleted or edited): a Kopf daemon per pipeline waits for those and reconciles at once. Reconciles
-read children from the caches and the pipeline from the newest version seen (Kopf's, or our last status write's),
-so one with nothing to change makes no request. Handlers are registered into an explicit registry so that several
+Triggers: resume/create/update of a pipeline (Kopf's change handlers), and through one operator-wide work queue
+(`workqueue`) a resync per pipeline every interval (drift repair, level-triggered, the safety net) and the changes
+the watch caches report of the pipeline's children, pods and Jobs (rollout progress, a finished DLQ monitor, a child
+deleted or edited), reconciled at once. A Kopf event handler keeps the queue's pipelines and their newest version;
+no Kopf timer or daemon runs per pipeline (each would make Kopf keep the pipeline's whole body). Reconciles read
+children from the caches and the pipeline from the newest version seen (Kopf's, or our last status write's), so one
+with nothing to change makes no request. Handlers are registered into an explicit registry so that several
 operator instances can run in one process (tests, benchmarks).
 """
 
@@ -25,8 +27,9 @@ from digest_operator.k8s import ApiError
 from digest_operator.pinning import RESOLVE_REQUESTED_AT
 from digest_operator.reconcile import reconcile
 from digest_operator.registry import RegistryError
-from digest_operator.runtime import Runtime
+from digest_operator.runtime import CONCURRENT_RECONCILES, Runtime
 from digest_operator.status import CHANGE_ACTIONS, Event
+from digest_operator.workqueue import Item, WorkQueue
 
 PERSISTENCE_PREFIX = "digest.dev"
 PIPELINE_LIST_PAGE = 100
@@ -47,6 +50,7 @@ def utcnow() -> str:
 
 def configure(settings: kopf.OperatorSettings, runtime: Runtime) -> None:
     config = runtime.config
+    runtime.kopf_settings = settings
     settings.persistence.finalizer = f"{PERSISTENCE_PREFIX}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PERSISTENCE_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -193,8 +197,38 @@ def resolution_requested(body: kopf.Body, **_: Any) -> bool:
         body.get("metadata", {}).get("deletionTimestamp"))
 
 
+async def work(runtime: Runtime, item: Item) -> float | None:
+    """One reconcile of the work queue (a resync, a wake-up or a retry); the delay of a retry (None: none)."""
+    body = runtime.latest(item.uid)
+    if body is None:  # only its version is held: read it
+        try:
+            body = await runtime.client.get(API_VERSION, PLURAL, *item.key)
+        except ApiError as exc:
+            logging.getLogger(__name__).warning("cannot read %s/%s: %s", *item.key, exc)
+            return exc.retry_after or runtime.config.retry_delay
+        if body is None or body.get("metadata", {}).get("uid") != item.uid:
+            if runtime.queue is not None:
+                runtime.queue.untrack(item.uid)
+            return None
+    settings = runtime.kopf_settings
+    logger: logging.Logger | kopf.ObjectLogger = logging.getLogger(__name__) if settings is None else \
+        kopf.ObjectLogger(body=kopf.Body(cast(kopf.RawBody, body)), settings=settings)
+    try:
+        await run_reconcile(runtime, body, logger, from_timer=True, resync=item.resync)
+    except kopf.TemporaryError as exc:
+        logger.warning("%s failed, retrying in %s s: %s", "resync" if item.resync else "reconcile", exc.delay, exc)
+        return exc.delay if exc.delay is not None else runtime.config.retry_delay
+    return None
+
+
 def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
-    """Register every handler of the operator into `registry`."""
+    """Register every handler of the operator into `registry`, and create its work queue."""
+
+    async def _work(item: Item) -> float | None:
+        return await work(runtime, item)
+
+    runtime.queue = queue = WorkQueue(runtime.config.resync_seconds, _work, workers=CONCURRENT_RECONCILES,
+                                      gate=runtime.may_act)
 
     @kopf.on.startup(registry=registry)
     def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -216,6 +250,8 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     @kopf.on.startup(registry=registry)
     async def _start_cache(logger: kopf.Logger, **_: Any) -> None:
         runtime.cache.start()
+        if runtime.gate is not None:
+            runtime.gate.start()
         if not await runtime.cache.wait_synced(runtime.config.request_timeout):
             waiting = [repr(i) for i in runtime.cache.informers.values() if not i.synced.is_set()]
             logger.warning("watch caches not listed yet (read from the API meanwhile): %s", ", ".join(waiting))
@@ -230,43 +266,38 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     async def _changed(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         await run_reconcile(runtime, body, logger, from_timer=False)
 
+    # Every pipeline Kopf lists or watches goes into the work queue (resyncs, wake-ups) with its newest version,
+    # compact; one being deleted or gone leaves it. Kopf delivers nothing while peering pauses this replica; the
+    # queue then forgets every pipeline and learns them again from the list Kopf takes on resuming.
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    async def _seen(body: kopf.Body, type: str | None, **_: Any) -> None:
+        meta = body.get("metadata", {})
+        uid = str(meta.get("uid"))
+        if type == "DELETED" or meta.get("deletionTimestamp"):
+            queue.untrack(uid)
+            return
+        runtime.remember(plain(body))
+        queue.track(uid, (str(meta.get("namespace")), str(meta.get("name"))))
+        # started here, not at start-up: the workers post Events and log to objects with kopf.event() and Kopf's
+        # object loggers, which need the context Kopf gives its handlers (the tasks copy this one's)
+        queue.start()
+
     # An event handler, not a change handler: Kopf leaves annotations under its own prefix (digest.dev/) out of the
-    # diffs it hands to change handlers. Failed resolutions are retried by the resync timer.
+    # diffs it hands to change handlers. Failed resolutions are retried by the resyncs.
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, when=resolution_requested)
     async def _resolve_requested(body: kopf.Body, type: str | None, logger: kopf.Logger, **_: Any) -> None:
         if type != "DELETED":
             await run_reconcile(runtime, body, logger, from_timer=True)
 
-    @kopf.timer(GROUP, VERSION, PLURAL, registry=registry, interval=runtime.config.resync_seconds,
-                initial_delay=runtime.config.resync_seconds)
-    async def _resync(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-        if runtime.resync_due(str(body.get("metadata", {}).get("uid"))):
-            await run_reconcile(runtime, body, logger, from_timer=True, resync=True)
-
-    # Kopf's way to react to other objects at once (docs/reconciliation.rst): a daemon per pipeline awaits what its
-    # children's watches report. Cancelled when the pipeline is deleted or the operator stops.
-    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=1.0)
-    async def _woken(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-        meta = body.get("metadata", {})
-        key = (str(meta.get("namespace")), str(meta.get("name")))
-        woken = runtime.subscribe(key)
-        try:
-            while True:
-                await woken.wait()
-                woken.clear()
-                try:
-                    await run_reconcile(runtime, body, logger, from_timer=True)
-                except kopf.TemporaryError as exc:  # the resync timer tries again
-                    logger.warning("reconcile after a change of the children failed: %s", exc)
-        finally:
-            runtime.unsubscribe(key)
-
     if runtime.config.webhook != "off":
         register_webhooks(registry, runtime)
 
-    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, optional=True)
+    # Not optional: Kopf's finalizer makes every deletion pass here on the replica that acts, so no replica keeps
+    # resyncing a pipeline deleted behind its back.
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
     def _deleted(meta: kopf.Meta, **_: Any) -> None:
         # Children go away by garbage collection (ownerReferences); only forget local state.
+        queue.untrack(str(meta.get("uid")))
         runtime.metrics.forget_pipeline(str(meta.get("namespace")), str(meta.get("name")))
         runtime.forget(str(meta.get("uid")))
 

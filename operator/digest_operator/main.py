@@ -10,11 +10,13 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
+from typing import Any, cast
 
 import kopf
 
 from digest_operator import admission, handlers
 from digest_operator.config import ConfigError, OperatorConfig
+from digest_operator.peering import own_identity
 from digest_operator.probes import probe_app, serve_probes
 from digest_operator.runtime import Runtime
 
@@ -43,7 +45,13 @@ async def _ready_and_serving(running: RunningOperator, ready: asyncio.Event) -> 
 async def _spawn(
     runtime: Runtime, *, namespaces: list[str], peering: str | None, priority: int | None,
 ) -> RunningOperator:
+    if peering is not None and namespaces:
+        raise ValueError("peering with --namespace is not supported: run each namespaced operator --standalone")
     runtime.namespaces = tuple(namespaces)  # the watch caches watch what Kopf watches
+    priority = random.randint(1, 2**30) if priority is None else priority
+    identity = own_identity()
+    # the work queue's resyncs and wake-ups follow Kopf's peering verdict, evaluated from the same object
+    runtime.peering = None if peering is None else (peering, identity, priority)
     registry = kopf.OperatorRegistry()
     handlers.register(registry, runtime)
     settings = kopf.OperatorSettings()
@@ -60,7 +68,8 @@ async def _spawn(
         namespaces=namespaces,
         standalone=peering is None,
         peering_name=peering,
-        priority=random.randint(1, 2**30) if priority is None else priority,
+        priority=priority,
+        identity=cast(Any, identity),  # Kopf's Identity is a NewType of str, not exported
         stop_flag=stop,
         ready_flag=ready,
     )

@@ -1,5 +1,6 @@
 """What one operator instance shares between its handlers: settings, the API client and its watch caches, metrics,
-per-object locks, the wake-ups of pipelines whose children changed, and the newest version of each pipeline seen."""
+per-object locks, the work queue (resyncs and wake-ups of pipelines whose children changed), the peering gate, and
+the newest version of each pipeline seen."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ from digest_operator.cache import Cache, CachingApi, PipelineKey, WatchSettings,
 from digest_operator.config import OperatorConfig
 from digest_operator.k8s import KubeClient
 from digest_operator.metrics import OperatorMetrics
+from digest_operator.peering import PeeringGate
 from digest_operator.pinning import Backoff
 from digest_operator.registry import RegistryClient
+from digest_operator.workqueue import WorkQueue
 
 CONCURRENT_RECONCILES = 16
 """At most this many reconciles at once: half the client's connections (each reconcile's requests are sequential
@@ -47,8 +50,15 @@ class Runtime:
     reconcile_count: int = 0
     wake_count: int = 0
     """Pipelines woken by a change of their children (see `wake`)."""
+    peering: tuple[str, str, int] | None = None
+    """(peering object name, own identity, priority) with Kopf peering; None: standalone."""
+    queue: WorkQueue | None = None
+    """Resyncs and wake-ups (set by `handlers.register`)."""
+    kopf_settings: kopf.OperatorSettings | None = None
+    """Kopf's settings (for the object loggers of the work queue's reconciles)."""
     _client: KubeClient | None = None
     _cache: Cache | None = None
+    _gate: PeeringGate | None = None
     _registry: RegistryClient | None = None
     _workdir: tempfile.TemporaryDirectory[str] | None = None
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
@@ -56,7 +66,6 @@ class Runtime:
     _reconciles: dict[str, int] = field(default_factory=dict)
     slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(CONCURRENT_RECONCILES))
     """Reconciles running at once (see CONCURRENT_RECONCILES)."""
-    _wakeups: dict[PipelineKey, asyncio.Event] = field(default_factory=dict)
     _latest: dict[str, tuple[str, bytes | None]] = field(default_factory=dict)
 
     @property
@@ -74,11 +83,32 @@ class Runtime:
     def cache(self) -> Cache:
         """The watch caches of the operator's own objects (started by a startup handler)."""
         if self._cache is None:
-            config = self.config
-            self._cache = Cache(self.client, namespaces=self.namespaces, on_change=self.wake, settings=WatchSettings(
-                server_timeout=max(1, round(config.watch_server_timeout)), client_timeout=config.watch_client_timeout,
-                backoffs=tuple(config.error_backoffs) or (1.0,), retry_unavailable=config.retry_delay * 4))
+            self._cache = Cache(self.client, namespaces=self.namespaces, on_change=self.wake,
+                                settings=self._watch_settings())
         return self._cache
+
+    def _watch_settings(self) -> WatchSettings:
+        config = self.config
+        return WatchSettings(
+            server_timeout=max(1, round(config.watch_server_timeout)), client_timeout=config.watch_client_timeout,
+            backoffs=tuple(config.error_backoffs) or (1.0,), retry_unavailable=config.retry_delay * 4)
+
+    @property
+    def gate(self) -> PeeringGate | None:
+        """Kopf peering's verdict for this replica, from the peering object (None: standalone, always acting)."""
+        if self._gate is None and self.peering is not None:
+            name, identity, priority = self.peering
+            self._gate = PeeringGate(self.client, name, identity, priority, self._watch_settings(),
+                                     on_change=self._gate_changed)
+        return self._gate
+
+    def may_act(self) -> bool:
+        gate = self.gate
+        return gate is None or gate()
+
+    def _gate_changed(self) -> None:
+        if self.queue is not None:
+            self.queue.gate_changed()
 
     @property
     def api(self) -> CachingApi:
@@ -123,19 +153,10 @@ class Runtime:
         last = self._reconciled_at.get(uid)
         return last is None or time.monotonic() - last >= 0.9 * self.config.resync_seconds
 
-    def subscribe(self, key: PipelineKey) -> asyncio.Event:
-        """The event `wake` sets for the pipeline (namespace, name)."""
-        return self._wakeups.setdefault(key, asyncio.Event())
-
-    def unsubscribe(self, key: PipelineKey) -> None:
-        self._wakeups.pop(key, None)
-
     def wake(self, key: PipelineKey) -> None:
         """A child, pod or Job of the pipeline changed (the cache calls this): reconcile it soon."""
-        event = self._wakeups.get(key)
-        if event is not None:
+        if self.queue is not None and self.queue.wake(key):
             self.wake_count += 1
-            event.set()
 
     def remember(self, body: dict[str, Any] | None, *, keep: bool = True) -> None:
         """A version of a pipeline, if newer than the one held: with `keep` (the answer of our status write, which
@@ -145,12 +166,18 @@ class Runtime:
         if body is None or not uid:
             return
         held = self._latest.get(str(uid))
-        if held is None or newer_version(version, held[0]):
+        if held is None or newer_version(version, held[0]) or (keep and held[1] is None and version == held[0]):
             data = None
             if keep:
                 meta = {k: v for k, v in meta.items() if k != "managedFields"}
                 data = json.dumps({**body, "metadata": meta}, separators=(",", ":")).encode()
             self._latest[str(uid)] = (version, data)
+
+    def latest(self, uid: str) -> dict[str, Any] | None:
+        """The newest version of the pipeline `uid` held whole (None: none, or only its version)."""
+        held = self._latest.get(uid)
+        found: dict[str, Any] | None = json.loads(held[1]) if held is not None and held[1] is not None else None
+        return found
 
     def freshest(self, body: dict[str, Any]) -> dict[str, Any] | None:
         """The newest version known of the pipeline `body` (a trigger's copy, or what we wrote since); None when
@@ -172,6 +199,11 @@ class Runtime:
         self._latest.pop(uid, None)
 
     async def close(self) -> None:
+        if self.queue is not None:
+            await self.queue.close()
+        if self._gate is not None:
+            await self._gate.close()
+            self._gate = None
         if self._cache is not None:
             await self._cache.close()
             self._cache = None

@@ -355,7 +355,9 @@ async def test_writes_are_reported_even_when_the_status_write_fails(kube_api: Ku
 
 
 async def test_delete_removes_children(kube_api: KubeApi, operator: OperatorThread) -> None:
-    await create_ready_pipeline(kube_api)
+    created = await create_ready_pipeline(kube_api)
+    # Kopf's finalizer: the deletion passes the operator, which forgets the pipeline (no resync of it goes on)
+    assert "digest.dev/finalizer" in created["metadata"].get("finalizers", [])
     await kube_api.delete(f"{DGP}/demo")
     await kube_api.wait_for(f"{DGP}/demo", lambda o: o is None)
     for path in PATHS.values():
@@ -386,6 +388,32 @@ async def test_two_operators_do_not_both_act(kube_api: KubeApi, operators: list[
     await kube_api.wait_for(PATHS["ScaledObject"], lambda o: o is not None and o["spec"]["maxReplicaCount"] == 5,
                             within=30)
     await wait_for_reconciles(follower, 1)  # the count moves when the reconcile that applied it returns
+
+
+async def test_a_replica_paused_by_a_higher_priority_one_stops_resyncing(
+        kube_api: KubeApi, operators: list[OperatorThread]) -> None:
+    """The resyncs and wake-ups are the operator's own work queue, not Kopf's handlers: they stop too when Kopf
+    peering pauses the replica, and the replica that takes over does them."""
+    await kube_api.create("/apis/kopf.dev/v1/clusterkopfpeerings",
+                          {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "digest"}})
+    config = dataclasses.replace(FAST, peering_lifetime=30)
+    first = await asyncio.to_thread(OperatorThread(kube_api.url, config=config, peering="digest", priority=10).start)
+    operators.append(first)
+    await create_ready_pipeline(kube_api)
+    await wait_for_reconciles(first, first.runtime.reconcile_count + 3)  # resyncing (every 0.5 s)
+    second = await asyncio.to_thread(OperatorThread(kube_api.url, config=config, peering="digest", priority=100).start)
+    operators.append(second)
+    await wait_for_reconciles(second, 2)  # the higher priority acts: resumed, then resynced
+    await asyncio.sleep(1.0)  # a reconcile of the first one that was under way when it paused ends
+    paused_at, woken = first.runtime.reconcile_count, second.runtime.wake_count
+    await kube_api.delete(PATHS["ConfigMap"])  # a child deleted: the replica that acts is woken and repairs it
+    await kube_api.wait_for(PATHS["ConfigMap"], lambda o: o is not None, within=10)
+    resyncs = second.runtime.reconcile_count
+    await asyncio.sleep(6 * FAST.resync_seconds)
+    assert second.runtime.wake_count > woken
+    assert second.runtime.reconcile_count >= resyncs + 3
+    assert first.runtime.reconcile_count == paused_at
+    assert first.runtime.queue is not None and len(first.runtime.queue.schedule) == 0  # forgotten until resumed
 
 
 async def test_operator_creates_its_peering_object(kube_api: KubeApi, operators: list[OperatorThread]) -> None:
