@@ -137,7 +137,7 @@ class Runtime:
         return Backoff(self.config.resolve_backoff, self.config.resolve_backoff_max)
 
     def lock(self, uid: str) -> asyncio.Lock:
-        """Serialises the change handlers and the timer of one pipeline."""
+        """Serialises the reconciles of one pipeline (Kopf's handlers and the work queue's)."""
         return self._locks.setdefault(uid, asyncio.Lock())
 
     def mark_reconciled(self, uid: str) -> None:

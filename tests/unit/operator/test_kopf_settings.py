@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import kopf
+import pytest
 
 from digest_operator.handlers import PIPELINE_LIST_PAGE, configure, register
+from digest_operator.main import start_operator
 from digest_operator.runtime import Runtime
 
 
@@ -30,3 +32,11 @@ def test_no_pipeline_has_a_kopf_timer_or_daemon_and_deletion_keeps_the_finalizer
     deletion = [h for h in registry._changing.get_all_handlers() if h.reason == kopf.Reason.DELETE]
     assert deletion and all(h.requires_finalizer for h in deletion)
     assert runtime.queue is not None
+
+
+async def test_namespaced_peering_is_refused_before_anything_starts() -> None:
+    """The work queue follows cluster-wide peering (ClusterKopfPeering) only; Kopf's namespaced peering would leave
+    it acting while Kopf is paused."""
+    with pytest.raises(ValueError, match="--standalone"):
+        async with start_operator(Runtime(), namespaces=["team-a"], peering="digest-operator"):
+            pass
