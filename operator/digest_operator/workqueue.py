@@ -195,8 +195,11 @@ class WorkQueue:
                 wait = math.inf if following is None else max(0.0, following - self._clock())
             else:
                 wait = GATE_RECHECK
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation that arrives as the
+            # event is set, and a worker that survives its cancellation keeps the operator from stopping
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), None if math.isinf(wait) else wait)
+                async with asyncio.timeout(None if math.isinf(wait) else wait):
+                    await self._changed.wait()
 
     async def _run(self) -> None:
         while True:

@@ -224,3 +224,44 @@ async def test_nothing_runs_while_the_gate_is_closed_and_a_paused_replica_forget
         await until(lambda: len(calls) == 2)
     finally:
         await queue.close()
+
+
+class Survived(BaseException):
+    """Ends a worker that survived its cancellation (raised by its gate), so that a failing test fails, not hangs."""
+
+
+async def test_the_queue_stops_even_while_it_is_being_woken_all_the_time() -> None:
+    """A worker must not survive its cancellation (Python 3.11's asyncio.wait_for can swallow one that arrives as
+    the awaited event is set): the operator could not stop."""
+    kill = asyncio.Event()
+
+    def gate() -> bool:
+        if kill.is_set():
+            raise Survived
+        return True
+
+    async def work(item: Item) -> float | None:
+        return None
+
+    async def nudge(queue: WorkQueue, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            queue.gate_changed()
+            await asyncio.sleep(0)
+
+    for _ in range(30):
+        queue = WorkQueue(3600, work, workers=8, gate=gate)
+        queue.track("u-a", A)  # a resync pending: the workers wait with a timeout
+        queue.start()
+        stop = asyncio.Event()
+        nudger = asyncio.create_task(nudge(queue, stop))
+        await asyncio.sleep(0.01)
+        closing = asyncio.create_task(queue.close())
+        try:
+            done, _ = await asyncio.wait([closing], timeout=2)  # not cancelling: a gather waits for its survivors
+            if not done:
+                kill.set()
+                await closing
+                pytest.fail("a worker survived its cancellation")
+        finally:
+            stop.set()
+            await nudger
