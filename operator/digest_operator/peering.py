@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import getpass
 import os
 import secrets
 import socket
@@ -78,8 +79,17 @@ async def ensure_peering(api: Applier, settings: kopf.OperatorSettings, retry_de
 
 
 def own_identity() -> str:
-    """This replica's key in the peering object's status (Kopf's `POD_ID` if set; else host, process, random)."""
-    return os.environ.get("POD_ID") or f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"
+    """This replica's key in the peering object's status, in Kopf's own form: `POD_ID` if set, else
+    `user@host/started/random` (in a pod, the host name is the pod's name)."""
+    pod = os.environ.get("POD_ID")
+    if pod:
+        return pod
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a UID without a passwd entry
+        user = str(os.getuid())
+    started = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d%H%M%S")
+    return f"{user}@{socket.gethostname()}/{started}/{secrets.token_hex(2)}"
 
 
 def _seen_at(value: object, now: datetime.datetime) -> datetime.datetime:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import socket
 from typing import Any
 
 import kopf
@@ -13,7 +14,7 @@ from kopf._cogs.structs import references
 from kopf._core.engines import peering as kopf_peering
 
 from digest_operator.k8s import ApiError, response_error
-from digest_operator.peering import PeeringGate, ensure_peering, paused, peering_object
+from digest_operator.peering import PeeringGate, ensure_peering, own_identity, paused, peering_object
 from tests.unit.operator.test_cache import FAST, HANG, FakeClient
 
 
@@ -185,3 +186,13 @@ async def test_the_gate_is_open_with_no_conflicting_peer_and_closed_without_the_
         assert not missing()
     finally:
         await missing.close()
+
+
+def test_own_identity_has_kopfs_form_and_pod_id_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("POD_ID", raising=False)
+    user_host, started, suffix = own_identity().split("/")
+    assert user_host.split("@", 1)[1] == socket.gethostname()  # in a pod: the pod's name
+    assert len(started) == 14 and started.isdigit() and suffix
+    assert own_identity() != own_identity()
+    monkeypatch.setenv("POD_ID", "digest-operator-abc")
+    assert own_identity() == "digest-operator-abc"
