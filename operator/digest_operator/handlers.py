@@ -31,6 +31,8 @@ from digest_operator.runtime import CONCURRENT_RECONCILES, Runtime
 from digest_operator.status import CHANGE_ACTIONS, Event
 from digest_operator.workqueue import Item, WorkQueue
 
+log = logging.getLogger(__name__)
+
 PERSISTENCE_PREFIX = "digest.dev"
 PIPELINE_LIST_PAGE = 100
 
@@ -204,14 +206,14 @@ async def work(runtime: Runtime, item: Item) -> float | None:
         try:
             body = await runtime.client.get(API_VERSION, PLURAL, *item.key)
         except ApiError as exc:
-            logging.getLogger(__name__).warning("cannot read %s/%s: %s", *item.key, exc)
+            log.warning("cannot read %s/%s: %s", *item.key, exc)
             return exc.retry_after or runtime.config.retry_delay
         if body is None or body.get("metadata", {}).get("uid") != item.uid:
             if runtime.queue is not None:
                 runtime.queue.untrack(item.uid)
             return None
     settings = runtime.kopf_settings
-    logger: logging.Logger | kopf.ObjectLogger = logging.getLogger(__name__) if settings is None else \
+    logger: logging.Logger | kopf.ObjectLogger = log if settings is None else \
         kopf.ObjectLogger(body=kopf.Body(cast(kopf.RawBody, body)), settings=settings)
     try:
         await run_reconcile(runtime, body, logger, from_timer=True, resync=item.resync)
@@ -292,12 +294,11 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime) -> None:
     if runtime.config.webhook != "off":
         register_webhooks(registry, runtime)
 
-    # Not optional: Kopf's finalizer makes every deletion pass here on the replica that acts, so no replica keeps
-    # resyncing a pipeline deleted behind its back.
+    # Not optional: it keeps Kopf's finalizer (which the per-pipeline Kopf timer and daemon used to add), so a
+    # deletion passes the replica that acts, as before; `_seen` has taken the pipeline out of the queue already.
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
     def _deleted(meta: kopf.Meta, **_: Any) -> None:
         # Children go away by garbage collection (ownerReferences); only forget local state.
-        queue.untrack(str(meta.get("uid")))
         runtime.metrics.forget_pipeline(str(meta.get("namespace")), str(meta.get("name")))
         runtime.forget(str(meta.get("uid")))
 

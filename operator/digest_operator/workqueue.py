@@ -55,16 +55,12 @@ class Schedule:
 
     def track(self, uid: str, key: PipelineKey, now: float) -> None:
         """A pipeline seen: its first resync is one interval from now (a pipeline seen again keeps its timer)."""
-        old = self._keys.get(uid)
-        if old is not None and old == key:
-            return
-        if old is not None:
-            self._uids.pop(old, None)
+        if uid in self._keys:
+            return  # a uid keeps its namespace and name
         self._keys[uid] = key
         self._uids[key] = uid
-        if uid not in self._resync_at:
-            self._resync_at[uid] = now + self.interval
-            heapq.heappush(self._timers, (now + self.interval, uid, True))
+        self._resync_at[uid] = now + self.interval
+        heapq.heappush(self._timers, (now + self.interval, uid, True))
 
     def untrack(self, uid: str) -> None:
         """A pipeline gone (or being deleted): no more resyncs, wake-ups or retries of it."""
@@ -122,10 +118,6 @@ class Schedule:
     def done(self, uid: str) -> None:
         self._running.discard(uid)
 
-    def ready(self) -> list[str]:
-        """The uids ready to run, in order (for tests and debugging)."""
-        return list(self._ready)
-
 
 Gate = Callable[[], bool]
 """Whether this replica may act now (Kopf peering); re-asked at least every `GATE_RECHECK` seconds."""
@@ -143,10 +135,6 @@ class WorkQueue:
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._open = False
-
-    @property
-    def started(self) -> bool:
-        return bool(self._tasks)
 
     def start(self) -> None:
         """Start the workers, in the current context (Kopf's Events and object loggers need its context)."""
